@@ -1,0 +1,102 @@
+"""The values confman hands out about changes: stream events, history rows, provenance."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+__all__ = ["Action", "ChangeRecord", "ConfigChange", "FieldSource", "Layer"]
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Action(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    ROLLBACK = "rollback"
+    IMPORT = "import"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange(Generic[T]):
+    """One committed change as an instance saw it.
+
+    ``old``/``new`` are effective values (overrides applied); ``new`` is ``None`` when a
+    collection item was deleted, ``old`` is ``None`` when it was created.
+    ``changed_fields`` are the dotted paths whose *effective* value changed; ``pinned``
+    are the stored paths this write changed that an override hides, so the writer can
+    see at once why the effective value did not move.
+    """
+
+    namespace: str
+    key: str
+    old: T | None
+    new: T | None
+    version: int
+    seq: int
+    action: Action
+    changed_fields: tuple[str, ...]
+    actor: str | None
+    reason: str | None
+    origin: str
+    at: datetime
+    pinned: tuple[str, ...] = ()
+
+    @property
+    def effective(self) -> bool:
+        """Whether readers see a different value after this change."""
+        return bool(self.changed_fields) or (self.old is None) != (self.new is None)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One row of the change log (audit trail), secrets masked."""
+
+    seq: int
+    namespace: str
+    key: str
+    version: int
+    action: Action
+    actor: str | None
+    reason: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    changed: tuple[str, ...]
+    origin: str
+    committed_at: datetime
+
+
+class Layer(enum.StrEnum):
+    DEFAULT = "default"
+    DATABASE = "database"
+    ENV_FILE = "env_file"
+    ENVIRONMENT = "environment"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSource:
+    """Where one effective field came from.
+
+    ``detail`` names the source precisely: ``"v3"`` for the database, the file path for
+    an env file, the variable name for the environment. ``shadows`` lists lower layers
+    that also set the field and lost, e.g. a database value pinned by a variable.
+    """
+
+    path: str
+    layer: Layer
+    detail: str | None
+    value: Any
+    shadows: tuple[str, ...] = field(default=())
+
+    def __str__(self) -> str:
+        if self.layer in (Layer.ENV_FILE, Layer.ENVIRONMENT) and self.detail:
+            where = self.detail
+        else:
+            where = f"{self.layer}" + (f" ({self.detail})" if self.detail else "")
+        hidden = f"; overrides {', '.join(self.shadows)}" if self.shadows else ""
+        return f"{self.path} = {self.value!r}  <- {where}{hidden}"

@@ -1,0 +1,126 @@
+"""Every error confman raises, under one root.
+
+```
+ConfmanError
+├── ValidationFailed        a value was refused by the model or a cross-manager rule
+│   └── ConfigSourceError   an override (environment variable or env file) is invalid
+├── ConcurrencyConflict     a version-checked write lost to another writer
+├── NotFound                no such document, version or manager
+├── SchemaOutOfDate         the database is not at the Alembic head
+├── StoreUnavailable        the database could not be reached
+└── SecretsUnavailable      encrypted data exists but no key can decrypt it
+```
+
+No message built here ever contains a secret value: field errors carry paths and
+pydantic's messages (which never echo the input), sources carry variable names, and
+values are never included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "ConcurrencyConflict",
+    "ConfigSourceError",
+    "ConfmanError",
+    "FieldError",
+    "NotFound",
+    "SchemaOutOfDate",
+    "SecretsUnavailable",
+    "StoreUnavailable",
+    "ValidationFailed",
+]
+
+
+class ConfmanError(Exception):
+    """Root of every confman exception."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One refused field: its dotted path and why (never the refused value)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '<document>'}: {self.message}"
+
+
+class ValidationFailed(ConfmanError):
+    """A document, patch or override was refused; nothing was written.
+
+    ``source`` says where the data came from: ``"update"``, ``"database (cache/default
+    v3)"``, ``"environment variable CONFMAN_CACHE__TTL"`` and so on.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        key: str,
+        errors: Iterable[FieldError],
+        *,
+        source: str,
+    ) -> None:
+        self.namespace = namespace
+        self.key = key
+        self.errors: tuple[FieldError, ...] = tuple(errors)
+        self.source = source
+        details = "; ".join(str(e) for e in self.errors) or "invalid"
+        super().__init__(f"{namespace}/{key} refused (source: {source}): {details}")
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(e.path for e in self.errors)
+
+
+class ConfigSourceError(ValidationFailed):
+    """An override is invalid: names the variable or file and the field, never the value."""
+
+
+class ConcurrencyConflict(ConfmanError):
+    """Another writer changed the document first; re-read and retry.
+
+    ``current_version`` is the version now stored (0: the document does not exist).
+    """
+
+    def __init__(self, namespace: str, key: str, *, expected: int, current: int) -> None:
+        self.namespace = namespace
+        self.key = key
+        self.expected_version = expected
+        self.current_version = current
+        if expected == 0:
+            message = f"{namespace}/{key} already exists (version {current})"
+        else:
+            message = (
+                f"{namespace}/{key}: expected version {expected}, but the stored version is "
+                f"{current}; another writer changed it first"
+            )
+        super().__init__(message)
+
+
+class NotFound(ConfmanError):
+    """No such document, version, namespace or loaded manager."""
+
+
+class SchemaOutOfDate(ConfmanError):
+    """The database schema is not at the migrations' head."""
+
+    def __init__(self, current: Sequence[str], head: str) -> None:
+        self.current = tuple(current)
+        self.head = head
+        at = ", ".join(self.current) or "no confman schema"
+        super().__init__(
+            f"database schema is at {at}, confman needs {head}; run `confman db upgrade` "
+            "(or `alembic upgrade head`) against this database first"
+        )
+
+
+class StoreUnavailable(ConfmanError):
+    """The database could not be reached; reads keep serving the last good values."""
+
+
+class SecretsUnavailable(ConfmanError):
+    """Encrypted secrets are stored but no configured key decrypts them."""

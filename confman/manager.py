@@ -1,0 +1,665 @@
+"""`ConfigurationManager[T]`: one typed configuration area, read from memory, written
+through validated, version-checked, audited transactions, observed as Rx streams.
+
+Define one in three lines::
+
+    class FlagsManager(ConfigurationManager[Flags]):
+        namespace = "flags"
+        model = Flags
+        keyed = False
+
+and get it, loaded, from a hub: ``hub.manager(FlagsManager)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import reactivex
+from pydantic import BaseModel
+from reactivex import Observable
+from reactivex import operators as ops
+
+from .bus import ChangeNotice
+from .change import Action, ChangeRecord, ConfigChange, FieldSource
+from .exceptions import (
+    ConcurrencyConflict,
+    ConfigSourceError,
+    FieldError,
+    NotFound,
+    ValidationFailed,
+)
+from .layers import Layering, unknown_fields
+from .patch import changed_paths, merge_patch
+from .secrets import decrypt_document, encrypt_document, mask_document, plain_document
+from .store import LoggedChange, StoredDocument, Write
+from .streams import IsolatingSubject
+
+if TYPE_CHECKING:
+    from .hub import ConfigHub
+
+__all__ = ["DEFAULT_KEY", "ConfigurationManager", "ManagerStats", "Problem"]
+
+T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
+
+DEFAULT_KEY = "default"
+log = logging.getLogger("confman.manager")
+
+Change = Mapping[str, Any] | BaseModel | Callable[[Any], Any]
+"""A partial document (merge patch), a whole value, or a function from value to value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A stored document or override this instance cannot use; the last valid value serves."""
+
+    namespace: str
+    key: str
+    version: int
+    source: str
+    errors: tuple[FieldError, ...]
+    seen_at: datetime
+
+    def __str__(self) -> str:
+        details = "; ".join(str(e) for e in self.errors)
+        return f"{self.namespace}/{self.key} v{self.version} ({self.source}): {details}"
+
+
+@dataclass(slots=True)
+class ManagerStats:
+    writes: int = 0
+    conflicts: int = 0
+    validation_failures: int = 0
+    notifications: int = 0
+    subscriber_errors: int = 0
+
+
+@dataclass(slots=True)
+class _Entry(Generic[T]):
+    version: int  # last version seen (0: never stored)
+    stored: dict[str, Any] | None  # decrypted stored document; None: absent or deleted
+    effective: T | None  # what readers get; None: no such item
+    updated_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Candidate(Generic[T]):
+    value: T | None
+    effective: T | None
+    plain: dict[str, Any] | None
+    stored_form: dict[str, Any] | None
+    masked: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class _Origin:
+    actor: str | None = None
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ConfigurationManager(Generic[T]):
+    """Base of every manager. Subclasses set three class variables.
+
+    Attributes:
+        namespace: the configuration area's name; also the variable prefix
+            ``CONFMAN_<NAMESPACE>__``.
+        model: the pydantic model every document of the namespace must satisfy.
+        keyed: ``False`` for a singleton (one document, key ``"default"``); ``True`` for a
+            collection of documents keyed by item id.
+        requires: managers whose values this one's rules read; the hub loads them first.
+    """
+
+    namespace: ClassVar[str]
+    model: ClassVar[type[BaseModel]]
+    keyed: ClassVar[bool] = False
+    requires: ClassVar[tuple[type[ConfigurationManager[Any]], ...]] = ()
+
+    def __init__(self, hub: ConfigHub) -> None:
+        self.hub = hub
+        self.stats = ManagerStats()
+        self._model: type[T] = self.model  # type: ignore[assignment]
+        self._layering: Layering[T] = Layering(
+            self._model, self.namespace, keyed=self.keyed, sources=hub.sources
+        )
+        self._entries: dict[str, _Entry[T]] = {}
+        self._current: T | None = None
+        self._problems: dict[str, Problem] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._subject: IsolatingSubject[ConfigChange[T]] = IsolatingSubject(
+            self._count_subscriber_error
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} namespace={self.namespace!r}>"
+
+    # ----------------------------------------------------------------- reads (memory)
+
+    @property
+    def current(self) -> T:
+        """The effective value of a singleton namespace. Memory only, never I/O."""
+        value = self._current
+        if value is None:
+            raise TypeError(f"{self.namespace} is a collection; use get(key)")
+        return value
+
+    def get(self, key: str = DEFAULT_KEY) -> T:
+        """The effective value of ``key``. Memory only, never I/O.
+
+        Raises:
+            NotFound: no such item.
+        """
+        entry = self._entries.get(key)
+        if entry is None or entry.effective is None:
+            raise NotFound(f"{self.namespace} has no item {key!r}")
+        return entry.effective
+
+    def find(self, key: str) -> T | None:
+        """Like `get`, but ``None`` for a missing item."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.effective
+
+    def keys(self) -> list[str]:
+        return [k for k, e in self._entries.items() if e.effective is not None]
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        for key, entry in list(self._entries.items()):
+            if entry.effective is not None:
+                yield key, entry.effective
+
+    def __contains__(self, key: object) -> bool:
+        entry = self._entries.get(key) if isinstance(key, str) else None
+        return entry is not None and entry.effective is not None
+
+    def version(self, key: str = DEFAULT_KEY) -> int:
+        """The stored version this instance has applied (0: never stored)."""
+        entry = self._entries.get(key)
+        return 0 if entry is None else entry.version
+
+    def problems(self) -> list[Problem]:
+        """Stored documents or overrides this instance refused, newest first."""
+        return sorted(self._problems.values(), key=lambda p: p.seen_at, reverse=True)
+
+    def explain(self, key: str = DEFAULT_KEY) -> list[FieldSource]:
+        """For each effective field, the layer it came from (secrets masked)."""
+        entry = self._entries.get(key)
+        value = self.get(key)
+        stored = (entry.stored if entry else None) or {}
+        return self._layering.explain(key, value, stored, version=entry.version if entry else 0)
+
+    # ----------------------------------------------------------------- streams
+
+    @property
+    def changes(self) -> Observable[ConfigChange[T]]:
+        """Hot stream of every change this instance applies (effective or not).
+
+        Per key, versions are strictly increasing. Delivery is synchronous on the hub's
+        event loop; use ``ops.observe_on(scheduler)`` to move it elsewhere.
+        """
+        return self._subject
+
+    def observe(self, key: str = DEFAULT_KEY) -> Observable[T]:
+        """The effective value of ``key`` now (if it exists), then each distinct new one.
+
+        A deleted collection item emits nothing; watch `changes` for deletions.
+        """
+
+        def start(_: Any) -> Observable[T]:
+            found = self.find(key)
+
+            def is_value(c: ConfigChange[T]) -> bool:
+                return c.key == key and c.new is not None
+
+            def new_value(c: ConfigChange[T]) -> T:
+                assert c.new is not None
+                return c.new
+
+            values: Observable[T] = self._subject.pipe(ops.filter(is_value), ops.map(new_value))
+            if found is not None:
+                values = values.pipe(ops.start_with(found))
+            return values.pipe(ops.distinct_until_changed())
+
+        return reactivex.defer(start)
+
+    def select(self, fn: Callable[[T], R], key: str = DEFAULT_KEY) -> Observable[R]:
+        """`observe` mapped through ``fn``, emitting only when the derived value changes."""
+        return self.observe(key).pipe(ops.map(fn), ops.distinct_until_changed())
+
+    def _count_subscriber_error(self, _: BaseException) -> None:
+        self.stats.subscriber_errors += 1
+
+    # ----------------------------------------------------------------- writes
+
+    def validate(self, change: Change, *, key: str = DEFAULT_KEY) -> T:
+        """Preview: the effective value ``change`` would give ``key``; nothing is written.
+
+        Raises:
+            ValidationFailed: the change is refused (field paths and messages).
+        """
+        entry = self._entries.get(key)
+        plain = self._apply_change(entry.stored if entry else None, change, key)
+        candidate = self._candidate(key, plain, source="validate")
+        assert candidate.effective is not None
+        return candidate.effective
+
+    async def update(
+        self,
+        change: Change,
+        *,
+        key: str = DEFAULT_KEY,
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        retries: int = 0,
+    ) -> ConfigChange[T]:
+        """Change ``key`` and return the committed change.
+
+        ``change`` is a partial dict (JSON Merge Patch onto the stored document), a whole
+        ``T`` (replaces the stored document), or a function ``T -> T``. A function receives
+        the *stored* value (defaults < database, without overrides), so environment
+        overrides never leak into the database.
+
+        Args:
+            expected_version: fail with `ConcurrencyConflict` unless this is the stored
+                version (0: must not exist yet). Without it, the version this instance
+                last saw is checked, so a patch built on a stale value is never written.
+            retries: after a conflict, reload the newest value and try again this many
+                times (only without ``expected_version``).
+
+        Raises:
+            ValidationFailed: refused before touching the database.
+            ConcurrencyConflict: another writer won.
+            NotFound: a collection item that does not exist (use `create`).
+        """
+        if self.keyed and key == DEFAULT_KEY and DEFAULT_KEY not in self:
+            raise NotFound(f"{self.namespace} is a collection; name the key to update")
+        attempts = 1 + (retries if expected_version is None else 0)
+        for attempt in range(attempts):
+            try:
+                return await self._write(
+                    key,
+                    lambda stored: self._apply_change(stored, change, key),
+                    action=Action.UPDATE,
+                    expected_version=expected_version,
+                    origin=_Origin(actor, reason),
+                    must_exist=self.keyed,
+                )
+            except ConcurrencyConflict:
+                if attempt + 1 == attempts:
+                    raise
+                await self._refresh_from_store(key)
+        raise AssertionError("unreachable")
+
+    async def create(
+        self,
+        key: str,
+        value: Mapping[str, Any] | T,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> ConfigChange[T]:
+        """Create a collection item.
+
+        Raises:
+            ConcurrencyConflict: the item already exists.
+        """
+        if not self.keyed:
+            raise TypeError(f"{self.namespace} is a singleton; use update()")
+        return await self._write(
+            key,
+            lambda _stored: self._apply_change(None, value, key),
+            action=Action.CREATE,
+            expected_version=None,
+            origin=_Origin(actor, reason),
+            must_not_exist=True,
+        )
+
+    async def delete(
+        self,
+        key: str = DEFAULT_KEY,
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> ConfigChange[T]:
+        """Delete ``key``: a singleton falls back to its defaults; an item disappears."""
+        return await self._write(
+            key,
+            lambda _stored: None,
+            action=Action.DELETE,
+            expected_version=expected_version,
+            origin=_Origin(actor, reason),
+            must_exist=True,
+        )
+
+    async def rollback(
+        self,
+        key: str = DEFAULT_KEY,
+        *,
+        to_version: int,
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> ConfigChange[T]:
+        """Write a new version whose content equals ``to_version``'s (action ``rollback``).
+
+        The old content is validated again: a version the current model refuses cannot
+        be restored.
+        """
+        logged = await self.hub.store.change_at(self.namespace, key, to_version)
+        target = None if logged.data is None else decrypt_document(logged.data, self.hub.keyring)
+        return await self._write(
+            key,
+            lambda _stored: target,
+            action=Action.ROLLBACK,
+            expected_version=expected_version,
+            origin=_Origin(actor, reason or f"rollback to v{to_version}"),
+        )
+
+    async def history(self, key: str = DEFAULT_KEY, *, limit: int = 50) -> list[ChangeRecord]:
+        """Committed changes of ``key``, newest first, secrets masked."""
+        return await self.hub.store.history(self.namespace, key, limit=limit)
+
+    def validate_write(self, key: str, value: T | None) -> None:
+        """Extension point for rules beyond the model (e.g. across managers).
+
+        Called before every write with the new stored value (``None`` for a delete);
+        raise `ValidationFailed` to refuse it.
+        """
+
+    # ----------------------------------------------------------------- internals
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _apply_change(
+        self, stored: dict[str, Any] | None, change: Change, key: str
+    ) -> dict[str, Any]:
+        if isinstance(change, BaseModel):
+            if not isinstance(change, self._model):
+                raise TypeError(f"expected {self._model.__name__}, got {type(change).__name__}")
+            return plain_document(change.model_dump(mode="python", exclude_unset=True))
+        if isinstance(change, Mapping):
+            unknown = unknown_fields(self._model, dict(change))
+            if unknown:
+                self.stats.validation_failures += 1
+                raise ValidationFailed(
+                    self.namespace,
+                    key,
+                    [FieldError(p, f"{self._model.__name__} has no such field") for p in unknown],
+                    source="update",
+                )
+            return merge_patch(stored or {}, change)
+        if callable(change):
+            base = self._layering.validate(stored or {}, key=key, source="stored value")
+            result = change(base)
+            if not isinstance(result, self._model):
+                raise TypeError(
+                    f"the update function must return a {self._model.__name__}, "
+                    f"not {type(result).__name__}"
+                )
+            return plain_document(result.model_dump(mode="python", exclude_unset=True))
+        raise TypeError(f"cannot update with {type(change).__name__}")
+
+    def _candidate(self, key: str, plain: dict[str, Any] | None, *, source: str) -> _Candidate[T]:
+        """Validate a would-be stored document; compute what would be stored and seen."""
+        try:
+            if plain is None:
+                self.validate_write(key, None)
+                effective = None if self.keyed else self._effective(key, {}, source)
+                return _Candidate(None, effective, None, None, None)
+            value = self._layering.validate(plain, key=key, source=source)
+            self.validate_write(key, value)
+            effective = self._effective(key, plain, source)
+        except ValidationFailed:
+            self.stats.validation_failures += 1
+            raise
+        raw = value.model_dump(mode="python", exclude_unset=True)
+        return _Candidate(
+            value,
+            effective,
+            plain_document(raw),
+            encrypt_document(raw, self.hub.keyring),
+            mask_document(raw),
+        )
+
+    def _effective(self, key: str, plain: dict[str, Any], source: str) -> T:
+        return self._layering.effective(key, plain, stored_source=source)
+
+    def _masked(self, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+        if stored is None:
+            return None
+        try:
+            value = self._model.model_validate(stored)
+        except ValueError:
+            return None  # a corrupt document: nothing safe to show
+        return mask_document(value.model_dump(mode="python", exclude_unset=True))
+
+    async def _entry_for_write(self, key: str) -> _Entry[T] | None:
+        """The entry a write starts from; lazily loaded managers override this."""
+        return self._entries.get(key)
+
+    async def _write(
+        self,
+        key: str,
+        build: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        *,
+        action: Action,
+        expected_version: int | None,
+        origin: _Origin,
+        must_exist: bool = False,
+        must_not_exist: bool = False,
+    ) -> ConfigChange[T]:
+        async with self._lock(key):
+            entry = await self._entry_for_write(key)
+            if expected_version is not None and (entry.version if entry else 0) != expected_version:
+                # Our memory may only be behind the database: look before refusing.
+                await self._refresh_from_store(key, locked=True)
+                entry = await self._entry_for_write(key)
+            exists = entry is not None and entry.stored is not None
+            if must_exist and not exists:
+                raise NotFound(f"{self.namespace} has no item {key!r}")
+            base_version = entry.version if entry else 0
+            if must_not_exist and exists:
+                raise ConcurrencyConflict(self.namespace, key, expected=0, current=base_version)
+            if expected_version is not None and base_version != expected_version:
+                self.stats.conflicts += 1
+                raise ConcurrencyConflict(
+                    self.namespace, key, expected=expected_version, current=base_version
+                )
+            before = entry.stored if entry else None
+            plain = build(before)
+            if (action is Action.UPDATE and entry is not None and entry.stored is None) or (
+                action is Action.UPDATE and entry is None
+            ):
+                action = Action.CREATE
+            candidate = self._candidate(key, plain, source=str(action))
+            before_masked = self._masked(before)
+            try:
+                stored, record = await self.hub.store.write(
+                    Write(
+                        namespace=self.namespace,
+                        key=key,
+                        data=candidate.stored_form,
+                        expected_version=base_version,
+                        action=action,
+                        actor=origin.actor,
+                        reason=origin.reason,
+                        before=before_masked,
+                        after=candidate.masked,
+                        changed=changed_paths(before_masked, candidate.masked),
+                        origin=self.hub.instance_id,
+                    )
+                )
+            except ConcurrencyConflict:
+                self.stats.conflicts += 1
+                raise
+            self.stats.writes += 1
+            old = entry.effective if entry else None
+            change = self._commit(key, stored.version, candidate.plain, candidate.effective, record)
+            if change is None:  # cannot happen under the lock; keep the caller informed anyway
+                change = self._make_change(key, old, candidate.effective, record)
+        await self.hub._publish(
+            ChangeNotice(self.namespace, key, stored.version, record.seq, self.hub.instance_id)
+        )
+        return change
+
+    def _make_change(
+        self, key: str, old: T | None, new: T | None, record: ChangeRecord
+    ) -> ConfigChange[T]:
+        before = mask_document(old.model_dump(mode="python")) if old is not None else None
+        after = mask_document(new.model_dump(mode="python")) if new is not None else None
+        changed = tuple(changed_paths(before, after)) if old is not None and new is not None else ()
+        pinned = self._layering.pinned(key, record.changed)
+        return ConfigChange(
+            namespace=self.namespace,
+            key=key,
+            old=old,
+            new=new,
+            version=record.version,
+            seq=record.seq,
+            action=record.action,
+            changed_fields=changed,
+            actor=record.actor,
+            reason=record.reason,
+            origin=record.origin,
+            at=record.committed_at,
+            pinned=pinned,
+        )
+
+    def _commit(
+        self,
+        key: str,
+        version: int,
+        plain: dict[str, Any] | None,
+        effective: T | None,
+        record: ChangeRecord,
+    ) -> ConfigChange[T] | None:
+        """Make ``version`` current and tell subscribers. Caller holds the key's lock."""
+        entry = self._entries.get(key)
+        if entry is not None and version <= entry.version:
+            return None
+        old = entry.effective if entry else None
+        if entry is None:
+            entry = self._entries[key] = _Entry(version, plain, effective, record.committed_at)
+        else:
+            entry.version, entry.stored, entry.effective = version, plain, effective
+            entry.updated_at = record.committed_at
+        self._problems.pop(key, None)
+        if not self.keyed:
+            self._current = effective
+        if effective is None and self.keyed:
+            # A deleted item leaves only its version behind, to keep versions increasing.
+            entry.stored = None
+        change = self._make_change(key, old, effective, record)
+        self._emit(change)
+        return change
+
+    def _emit(self, change: ConfigChange[T]) -> None:
+        self.stats.notifications += 1
+        self._subject.on_next(change)
+
+    def _decode(self, data: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if data is None else decrypt_document(data, self.hub.keyring)
+
+    def _resolve_stored(
+        self, key: str, version: int, plain: dict[str, Any] | None
+    ) -> tuple[bool, T | None]:
+        """The effective value for a stored document, or record why it cannot be used."""
+        source = f"database ({self.namespace}/{key} v{version})"
+        try:
+            if plain is None:
+                return True, (None if self.keyed else self._effective(key, {}, source))
+            return True, self._effective(key, plain, source)
+        except ConfigSourceError:
+            raise
+        except ValidationFailed as e:
+            problem = Problem(self.namespace, key, version, e.source, e.errors, datetime.now(UTC))
+            self._problems[key] = problem
+            log.error("refusing stored document, serving the last valid value: %s", problem)
+            return False, None
+
+    def _apply_logged(self, key: str, logged: LoggedChange) -> None:
+        """Apply a committed version read from the change log. Caller holds the lock."""
+        record = logged.record
+        entry = self._entries.get(key)
+        if entry is not None and record.version <= entry.version:
+            return
+        plain = self._decode(logged.data)
+        try:
+            usable, effective = self._resolve_stored(key, record.version, plain)
+        except ConfigSourceError as e:
+            # Our overrides make this version invalid here; keep serving the last value.
+            self._problems[key] = Problem(
+                self.namespace, key, record.version, e.source, e.errors, datetime.now(UTC)
+            )
+            log.error("refusing %s/%s v%s: %s", self.namespace, key, record.version, e)
+            usable, effective = False, None
+        if not usable:
+            # Remember the version (a later write must check against it) and the stored
+            # document (a patch heals it), but keep the last valid value in service.
+            if entry is None:
+                self._entries[key] = _Entry(record.version, plain, None, record.committed_at)
+            else:
+                entry.version, entry.stored = record.version, plain
+            return
+        self._commit(key, record.version, plain, effective, record)
+
+    async def _catch_up(self, logged: list[LoggedChange]) -> None:
+        """Apply the newest logged version of each key (from the hub's catch-up)."""
+        newest: dict[str, LoggedChange] = {}
+        for item in logged:
+            newest[item.record.key] = item  # rows arrive in seq order
+        for key, item in newest.items():
+            async with self._lock(key):
+                self._apply_logged(key, item)
+
+    async def _on_notice(self, notice: ChangeNotice) -> None:
+        if notice.version <= self.version(notice.key):
+            return
+        logged = await self.hub.store.change_at(self.namespace, notice.key, notice.version)
+        async with self._lock(notice.key):
+            self._apply_logged(notice.key, logged)
+
+    async def _refresh_from_store(self, key: str, *, locked: bool = False) -> None:
+        doc = await self.hub.store.load(self.namespace, key)
+        if doc is None or doc.version <= self.version(key):
+            return
+        logged = await self.hub.store.change_at(self.namespace, key, doc.version)
+        if locked:
+            self._apply_logged(key, logged)
+        else:
+            async with self._lock(key):
+                self._apply_logged(key, logged)
+
+    async def _load(self) -> None:
+        """Load every stored document (start-up). Emits nothing."""
+        docs = await self.hub.store.load_namespace(self.namespace)
+        for doc in docs:
+            self._load_document(doc)
+        if not self.keyed and DEFAULT_KEY not in self._entries:
+            effective = self._effective(DEFAULT_KEY, {}, "model defaults")
+            self._entries[DEFAULT_KEY] = _Entry(0, None, effective)
+            self._current = effective
+
+    def _load_document(self, doc: StoredDocument) -> None:
+        plain = self._decode(doc.data)
+        usable, effective = self._resolve_stored(doc.key, doc.version, plain)
+        if not usable and not self.keyed:
+            effective = self._effective(doc.key, {}, "model defaults")
+        self._entries[doc.key] = _Entry(doc.version, plain, effective, doc.updated_at)
+        if not self.keyed:
+            self._current = effective
+
+    def _close(self) -> None:
+        self._subject.on_completed()

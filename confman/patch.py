@@ -1,0 +1,79 @@
+"""Plain-JSON document helpers: merge patches, leaf paths and field-level diffs.
+
+Documents are JSON objects. A patch follows JSON Merge Patch (RFC 7386): objects merge
+recursively, ``null`` removes a member (so the field falls back to its default), and
+any other value, lists included, replaces what was there.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["changed_paths", "leaf_items", "merge_patch", "overlay"]
+
+Document = dict[str, Any]
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> Document:
+    """Return ``target`` with ``patch`` applied (RFC 7386); neither input is changed."""
+    result: Document = copy.deepcopy(dict(target))
+    for name, value in patch.items():
+        if value is None:
+            result.pop(name, None)
+        elif isinstance(value, Mapping):
+            base = result.get(name)
+            result[name] = merge_patch(base if isinstance(base, Mapping) else {}, value)
+        else:
+            result[name] = copy.deepcopy(value)
+    return result
+
+
+def overlay(base: Mapping[str, Any], top: Mapping[str, Any]) -> Document:
+    """Deep-merge ``top`` over ``base`` where ``None`` is a value, not a removal.
+
+    Layers are overlaid this way: an override that sets a field to null means null.
+    """
+    result: Document = dict(base)
+    for name, value in top.items():
+        below = result.get(name)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            result[name] = overlay(below, value)
+        else:
+            result[name] = value
+    return result
+
+
+def leaf_items(doc: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``(dotted path, value)`` for every non-object value; empty objects are leaves."""
+    for name, value in doc.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, Mapping) and value:
+            yield from leaf_items(value, path + ".")
+        else:
+            yield path, value
+
+
+def changed_paths(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
+    """Dotted paths whose value differs between two documents, sorted.
+
+    A member present on one side only counts as changed at its own path; nested objects
+    are compared member by member so the paths name the smallest changed field.
+    """
+    changed: list[str] = []
+    _diff(old or {}, new or {}, "", changed)
+    return sorted(changed)
+
+
+def _diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str, out: list[str]) -> None:
+    for name in old.keys() | new.keys():
+        path = f"{prefix}{name}"
+        a, b = old.get(name, _MISSING), new.get(name, _MISSING)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            _diff(a, b, path + ".", out)
+        elif a is _MISSING or b is _MISSING or a != b:
+            out.append(path)
+
+
+_MISSING: Any = object()

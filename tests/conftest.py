@@ -1,0 +1,85 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, isolated per test.
+
+PostgreSQL: one migrated template database per test session, and for each test a new
+database cloned from it (``CREATE DATABASE ... TEMPLATE``), dropped afterwards. SQLite: a
+migrated template file copied into each test's ``tmp_path``. Nothing a test did not
+create is ever touched.
+
+Services: ``scripts/test`` starts PostgreSQL and Redis when they are down. If a test
+still cannot reach one, it fails under ``CI=true`` and skips (saying why) elsewhere.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from confman import ConfigHub, upgrade
+from confman.managers import CacheConfigurationManager
+from confman.secrets import generate_key
+
+from .support import (
+    RUN_ID,
+    drop_pg_database,
+    new_pg_database,
+    pg_admin,
+    pg_url,
+    require_service,
+    run,
+)
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    name = f"confman_tpl_{RUN_ID}"
+    run(pg_admin(f'CREATE DATABASE "{name}"'))
+    upgrade(pg_url(name))
+    yield name
+    run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "confman.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated, empty database of each kind."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "confman.db"
+        shutil.copy(template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    pg_tpl: str = request.getfixturevalue("pg_template")
+    name = await new_pg_database(pg_tpl)
+    try:
+        yield pg_url(name)
+    finally:
+        await drop_pg_database(name)
+
+
+@pytest.fixture
+def encryption_key() -> str:
+    return generate_key()
+
+
+@pytest.fixture
+def hub_env(encryption_key: str) -> dict[str, str]:
+    """The environment hubs in tests read: empty but for an encryption key."""
+    return {"CONFMAN_ENCRYPTION_KEY": encryption_key}
+
+
+@pytest.fixture
+async def hub(database_url: str, hub_env: dict[str, str]) -> AsyncIterator[ConfigHub]:
+    async with ConfigHub.connect(
+        database_url, env=hub_env, env_files=(), managers=[CacheConfigurationManager]
+    ) as h:
+        yield h
