@@ -1,0 +1,31 @@
+"""One root, clear messages, no secret values."""
+
+from __future__ import annotations
+
+import confman.exceptions as exc
+from confman import ConcurrencyConflict, ConfmanError, FieldError, ValidationFailed
+
+
+def test_every_exception_derives_from_the_root() -> None:
+    for name in exc.__all__:
+        cls = getattr(exc, name)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            assert issubclass(cls, ConfmanError), name
+
+
+def test_hierarchy_drawn_in_the_module_doc_matches_the_code() -> None:
+    doc = exc.__doc__ or ""
+    for name in exc.__all__:
+        cls = getattr(exc, name)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            assert name in doc, f"{name} missing from the hierarchy drawing"
+
+
+def test_messages_name_field_source_and_versions() -> None:
+    failed = ValidationFailed("cache", "default", [FieldError("a.b", "bad")], source="update")
+    assert str(failed) == "cache/default refused (source: update): a.b: bad"
+    conflict = ConcurrencyConflict("cache", "default", expected=3, current=5)
+    assert "expected version 3" in str(conflict) and "version is 5" in str(conflict)
+    assert str(ConcurrencyConflict("items", "x", expected=0, current=2)) == (
+        "items/x already exists (version 2)"
+    )

@@ -1,0 +1,88 @@
+"""ConfigHub: lifecycle, ownership of tasks, catch-up across processes, clear failures."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import confman
+from confman import ConfigHub, ConfmanError, LocalBus, StoreUnavailable
+from confman.testing import record_changes, temporary_hub
+from tests.models import ALL, FlagsManager
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_public_api_is_exported() -> None:
+    for name in confman.__all__:
+        assert hasattr(confman, name), name
+    assert issubclass(StoreUnavailable, ConfmanError)
+
+
+async def test_close_stops_every_task_it_started(tmp_path: Path) -> None:
+    before = asyncio.all_tasks()
+    async with temporary_hub(tmp_path, managers=ALL, catch_up_interval=0.01) as hub:
+        await asyncio.sleep(0.05)
+        assert hub.stats.catch_up_runs > 0
+        started = asyncio.all_tasks() - before
+        assert started  # the catch-up loop at least
+    await asyncio.sleep(0)
+    assert all(t.done() for t in started)
+    await hub.close()  # idempotent
+
+
+async def test_unreachable_database_is_a_clear_error() -> None:
+    with pytest.raises(StoreUnavailable, match="cannot open the database"):
+        async with ConfigHub.connect(
+            "postgresql://postgres@127.0.0.1:1/nothing", env={}, env_files=(), managers=[]
+        ):
+            pass
+
+
+async def test_hub_can_be_awaited_and_closed(tmp_path: Path) -> None:
+    async with temporary_hub(tmp_path, managers=[]) as first:
+        url = first.engine.url.render_as_string(hide_password=False)
+    hub = await ConfigHub.connect(url, env={}, env_files=(), managers=[FlagsManager])
+    try:
+        assert hub.manager(FlagsManager).version() == 0
+    finally:
+        await hub.close()
+
+
+async def test_a_change_committed_by_another_process_arrives_by_catch_up(tmp_path: Path) -> None:
+    script = (
+        "import asyncio, sys\n"
+        "from confman import ConfigHub\n"
+        "from tests.models import FlagsManager\n"
+        "async def main():\n"
+        "    async with ConfigHub.connect(sys.argv[1], env={}, env_files=(),\n"
+        "                                 managers=[FlagsManager]) as hub:\n"
+        "        await hub.manager(FlagsManager).update({'name': 'from-elsewhere'})\n"
+        "asyncio.run(main())\n"
+    )
+    async with temporary_hub(
+        tmp_path, managers=[FlagsManager], bus=LocalBus("private"), catch_up_interval=0.05
+    ) as hub:
+        url = hub.engine.url.render_as_string(hide_password=False)
+        seen = record_changes(hub.manager(FlagsManager))
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", script, url], cwd=ROOT, capture_output=True
+        )
+        assert result.returncode == 0, result.stderr
+        change = await seen.wait_for(version=1)
+        assert change.new is not None and change.new.name == "from-elsewhere"
+        assert change.origin != hub.instance_id
+        assert hub.applied_seq == change.seq
+
+
+async def test_two_managers_on_one_namespace_are_refused(tmp_path: Path) -> None:
+    class Again(FlagsManager):
+        pass
+
+    async with temporary_hub(tmp_path, managers=[FlagsManager]) as hub:
+        with pytest.raises(ConfmanError, match="already managed by FlagsManager"):
+            await hub.load(Again)
