@@ -1,0 +1,643 @@
+"""Client API keys of an LLM gateway (namespace ``virtual_key``, a collection).
+
+The gateway hands each client a *virtual key*; ``await keys.issue(...)`` returns its
+plaintext exactly once. The plaintext is never stored: the document key is
+``HMAC-SHA256(server secret, plaintext)`` in hex, so ``await keys.authenticate(plaintext)``
+is one hash and one lookup.
+
+Memory. A fleet can hold hundreds of thousands of keys, so this manager does not load the
+namespace at start-up. It keeps a bounded TTL cache of the keys it has looked up (and a
+separate bounded cache of unknown ones, so a flood of bad keys cannot evict good ones),
+loads a miss from the database once however many requests miss on it at the same moment,
+and replaces exactly the changed key when a change arrives, from this instance at once,
+from others through the bus or the change log. `cache_info` reports the figures.
+
+Reads. ``get``/``find``/``keys``/``items``/``in`` keep the base contract (memory, never
+I/O) and therefore see only cached keys: ``get`` of an uncached key raises `NotFound`
+saying so. ``await fetch(key)`` looks a key up in the database when it is not cached.
+
+Changes. ``changes`` emits every change this instance writes and every change made
+elsewhere as this instance learns of it, once per version and in increasing versions per
+key. ``old`` is the previous value when the key was cached here, else ``None``.
+
+The server secret. Keys are hashed with the ``hmac_key`` of the small singleton namespace
+``virtual_key_secret`` (`VirtualKeySecretManager`, loaded automatically): set it with
+``CONFMAN_VIRTUAL_KEY_SECRET__HMAC_KEY`` (like any override), or let the first ``issue``
+generate one and store it, encrypted like every secret, so every instance shares it with no
+set-up and encryption-key rotation re-encrypts it without changing it. Once keys are issued
+the stored secret cannot be changed or deleted: that would revoke every key at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
+from cachetools import TTLCache
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+)
+
+from ..bus import ChangeNotice
+from ..change import ChangeRecord, ConfigChange, FieldSource
+from ..exceptions import (
+    ConcurrencyConflict,
+    ConfigSourceError,
+    FieldError,
+    NotFound,
+    ValidationFailed,
+)
+from ..manager import DEFAULT_KEY, Change, ConfigurationManager, Problem, _Entry
+from ..store import LoggedChange, StoredDocument
+
+if TYPE_CHECKING:
+    from ..hub import ConfigHub
+
+__all__ = [
+    "KEY_PREFIX",
+    "Budget",
+    "BudgetPeriod",
+    "CacheInfo",
+    "IssuedKey",
+    "VirtualKey",
+    "VirtualKeyConfigurationManager",
+    "VirtualKeySecret",
+    "VirtualKeySecretManager",
+]
+
+log = logging.getLogger("confman.managers.virtual_key")
+
+KEY_PREFIX = "sk-cm-"
+"""Plaintext keys look like ``sk-cm-<43 url-safe characters>`` (256 random bits)."""
+
+_MAX_PLAINTEXT = 512  # longer input is refused before hashing
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class BudgetPeriod(StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    TOTAL = "total"
+
+
+class Budget(BaseModel):
+    """A spend limit. The spend itself is runtime state, counted by the gateway."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    amount: Decimal = Field(gt=0, max_digits=14, decimal_places=4)
+    period: BudgetPeriod = BudgetPeriod.MONTHLY
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
+
+
+class VirtualKey(BaseModel):
+    """One client key's settings.
+
+    Attributes:
+        name: display name (team, application, person).
+        hint: a recognisable tail of the plaintext (``sk-cm-…AbCd``), set by ``issue``.
+        allowed_models: router aliases this key may call; empty allows every alias.
+        budget: spend limit, or none.
+        rpm_limit, tpm_limit: requests / tokens per minute.
+        expires_at: the key stops authenticating at this instant (naive means UTC).
+        enabled: a disabled (revoked) key does not authenticate.
+        metadata: free-form JSON for the operator's own bookkeeping.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    hint: Annotated[str, StringConstraints(max_length=20)] | None = None
+    allowed_models: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        default_factory=list
+    )
+    budget: Budget | None = None
+    rpm_limit: int | None = Field(default=None, gt=0)
+    tpm_limit: int | None = Field(default=None, gt=0)
+    expires_at: datetime | None = None
+    enabled: bool = True
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC))
+
+    def active(self, now: datetime | None = None) -> bool:
+        """Enabled and not expired: whether the key authenticates."""
+        return self.enabled and not self.expired(now)
+
+    def allows(self, alias: str) -> bool:
+        return not self.allowed_models or alias in self.allowed_models
+
+
+class VirtualKeySecret(BaseModel):
+    """The server secret virtual keys are hashed with (see the module documentation)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hmac_key: SecretStr | None = Field(default=None, min_length=32)
+
+
+class VirtualKeySecretManager(ConfigurationManager[VirtualKeySecret]):
+    """Holds the virtual-key server secret (namespace ``virtual_key_secret``).
+
+    Loaded by `VirtualKeyConfigurationManager`; it need not be named anywhere. Refuses to
+    change or delete a stored secret, since that would revoke every issued key.
+    """
+
+    namespace = "virtual_key_secret"
+    model = VirtualKeySecret
+    keyed = False
+
+    def validate_write(self, key: str, value: VirtualKeySecret | None) -> None:
+        entry = self._entries.get(key)
+        old = (entry.stored or {}).get("hmac_key") if entry is not None else None
+        new = value.hmac_key.get_secret_value() if value and value.hmac_key else None
+        if old is not None and new != old:
+            raise ValidationFailed(
+                self.namespace,
+                key,
+                [
+                    FieldError(
+                        "hmac_key",
+                        "the virtual-key secret cannot be changed or removed "
+                        "once set: every issued virtual key would stop authenticating",
+                    )
+                ],
+                source="virtual key rule",
+            )
+
+    async def ensure(self, *, actor: str | None = None) -> bytes:
+        """The secret, generating and storing one first if none exists anywhere."""
+        found = self.secret()
+        if found is not None:
+            return found
+        try:
+            await self.update(
+                {"hmac_key": secrets.token_urlsafe(48)},
+                expected_version=self.version(),
+                actor=actor,
+                reason="generate the virtual-key secret",
+            )
+        except ConcurrencyConflict:
+            await self._refresh_from_store(DEFAULT_KEY)  # another instance won: use theirs
+        found = self.secret()
+        if found is None:  # an override or a stored document without a key
+            raise ValidationFailed(
+                self.namespace,
+                DEFAULT_KEY,
+                [FieldError("hmac_key", "no virtual-key secret is available")],
+                source="virtual key rule",
+            )
+        return found
+
+    def secret(self) -> bytes | None:
+        value = self.current.hmac_key
+        return None if value is None else value.get_secret_value().encode()
+
+
+# ----------------------------------------------------------------------------- manager
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """What ``issue`` returns. ``plaintext`` is shown here once and never again."""
+
+    key_id: str  # the document key: HMAC-SHA256 of the plaintext, hex
+    plaintext: str = field(repr=False)
+    value: VirtualKey
+    version: int
+
+
+@dataclass(slots=True)
+class CacheInfo:
+    """Figures of the key cache.
+
+    ``hits``/``negative_hits``: lookups answered from memory (a known / an unknown key);
+    ``misses``: lookups that went to the database, ``loads`` of which ran a query (the
+    others joined a load already running); ``invalidations``: cached keys replaced or
+    dropped because they changed.
+    """
+
+    hits: int = 0
+    negative_hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    invalidations: int = 0
+    size: int = 0
+    negative_size: int = 0
+    maxsize: int = 0
+    negative_maxsize: int = 0
+    pending_versions: int = 0
+
+
+class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
+    """Virtual keys, loaded lazily through a bounded cache (see the module documentation).
+
+    Cache size and lifetimes are class attributes (subclass to change them) or keyword
+    arguments of the constructor; ``timer`` replaces `time.monotonic` for the caches.
+    """
+
+    namespace = "virtual_key"
+    model = VirtualKey
+    keyed = True
+    requires = (VirtualKeySecretManager,)
+
+    cache_size: int = 10_000
+    cache_ttl_seconds: float = 60.0
+    negative_cache_size: int = 10_000
+    negative_cache_ttl_seconds: float = 60.0
+
+    def __init__(
+        self,
+        hub: ConfigHub,
+        *,
+        cache_size: int | None = None,
+        cache_ttl_seconds: float | None = None,
+        negative_cache_size: int | None = None,
+        negative_cache_ttl_seconds: float | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(hub)
+        self._info = CacheInfo()
+        # Keys with a stored document (valid or not) ...
+        self._cache: TTLCache[str, _Entry[VirtualKey]] = TTLCache(
+            maxsize=cache_size or self.cache_size,
+            ttl=cache_ttl_seconds or self.cache_ttl_seconds,
+            timer=timer,
+        )
+        # ... and keys without one (never created, or deleted): key -> tombstone version.
+        self._unknown: TTLCache[str, int] = TTLCache(
+            maxsize=negative_cache_size or self.negative_cache_size,
+            ttl=negative_cache_ttl_seconds or self.negative_cache_ttl_seconds,
+            timer=timer,
+        )
+        # Versions this instance emitted that the hub's catch-up may still read again:
+        # key -> (version, seq). Pruned once catch-up has passed the seq; keeps emissions
+        # unique per version even after the key left the cache.
+        self._pending: dict[str, tuple[int, int]] = {}
+        self._loading: dict[str, asyncio.Task[_Entry[VirtualKey]]] = {}
+        self._caught_up_to = 0  # the hub's applied seq after our last catch-up run
+        self._secret_checked_at = -1e9
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def secret_manager(self) -> VirtualKeySecretManager:
+        return self.hub.manager(VirtualKeySecretManager)
+
+    def key_id(self, plaintext: str) -> str | None:
+        """The document key of ``plaintext``, or None while no server secret exists."""
+        secret = self.secret_manager.secret()
+        if secret is None:
+            return None
+        return hmac.new(secret, plaintext.encode(), hashlib.sha256).hexdigest()
+
+    async def issue(
+        self,
+        value: VirtualKey | Mapping[str, Any],
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> IssuedKey:
+        """Create a key with settings ``value``; return it with its plaintext (once).
+
+        Raises:
+            ValidationFailed: ``value`` is refused; nothing is written.
+        """
+        doc: dict[str, Any] = (
+            value.model_dump(mode="json", exclude_unset=True)
+            if isinstance(value, BaseModel)
+            else dict(value)
+        )
+        self.validate_shape(doc)  # refuse bad settings before a secret is generated
+        secret = await self.secret_manager.ensure(actor=actor)
+        plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = hmac.new(secret, plaintext.encode(), hashlib.sha256).hexdigest()
+        doc["hint"] = f"{KEY_PREFIX}…{plaintext[-4:]}"
+        # 256 random bits name no stored key: skip the lookup (were it stored, the
+        # INSERT would still fail with ConcurrencyConflict).
+        if self._cached(key) is None:
+            self._unknown[key] = 0
+        change = await self.create(key, doc, actor=actor, reason=reason or "issue virtual key")
+        assert change.new is not None
+        return IssuedKey(key, plaintext, change.new, change.version)
+
+    def validate_shape(self, doc: Mapping[str, Any]) -> VirtualKey:
+        """Validate settings for a new key (nothing is written)."""
+        return self._layering.validate(
+            self._apply_change(None, doc, "<new>"), key="<new>", source="issue"
+        )
+
+    async def authenticate(
+        self, plaintext: str, *, now: datetime | None = None
+    ) -> VirtualKey | None:
+        """The settings of the key ``plaintext`` if it is known, enabled and not expired.
+
+        One HMAC and one cache lookup; a miss reads the database once (shared by every
+        concurrent miss on the same key). Unknown keys are remembered as unknown.
+        """
+        if not plaintext or len(plaintext) > _MAX_PLAINTEXT:
+            return None
+        key = self.key_id(plaintext)
+        if key is None:
+            key = await self._secret_from_store(plaintext)
+            if key is None:
+                return None  # no secret anywhere: no key was ever issued
+        entry = await self._lookup(key)
+        value = entry.effective
+        if value is None or not value.active(now):
+            return None
+        return value
+
+    async def fetch(self, key: str) -> VirtualKey | None:
+        """The effective settings of ``key`` (cache first, then the database)."""
+        return (await self._lookup(key)).effective
+
+    async def revoke(
+        self, key: str, *, actor: str | None = None, reason: str | None = None
+    ) -> ConfigChange[VirtualKey]:
+        """Disable ``key``; it stops authenticating on this instance at once."""
+        return await self.update(
+            {"enabled": False}, key=key, actor=actor, reason=reason or "revoke virtual key"
+        )
+
+    def cache_info(self) -> CacheInfo:
+        self._cache.expire()
+        self._unknown.expire()
+        return dataclasses.replace(
+            self._info,
+            size=len(self._cache),
+            maxsize=int(self._cache.maxsize),
+            negative_size=len(self._unknown),
+            negative_maxsize=int(self._unknown.maxsize),
+            pending_versions=len(self._pending),
+        )
+
+    def clear_cache(self) -> None:
+        """Forget every cached key (the next lookup of each reads the database)."""
+        self._cache.clear()
+        self._unknown.clear()
+
+    # ----------------------------------------------------------------- memory reads
+
+    def _cached(self, key: str) -> _Entry[VirtualKey] | None:
+        entry = self._cache.get(key)
+        if entry is not None:
+            return entry
+        version = self._unknown.get(key)
+        return None if version is None else _Entry(version, None, None)
+
+    def get(self, key: str = DEFAULT_KEY) -> VirtualKey:
+        """The cached settings of ``key`` (memory only; see `fetch`).
+
+        Raises:
+            NotFound: not cached here, or no such key.
+        """
+        entry = self._cached(key)
+        if entry is None:
+            raise NotFound(
+                f"{self.namespace} item {key!r} is not in this instance's cache; virtual keys "
+                "load lazily: use `await manager.fetch(key)`"
+            )
+        if entry.effective is None:
+            raise NotFound(f"{self.namespace} has no item {key!r}")
+        return entry.effective
+
+    def find(self, key: str) -> VirtualKey | None:
+        entry = self._cached(key)
+        return None if entry is None else entry.effective
+
+    def keys(self) -> list[str]:
+        """Cached keys only."""
+        return [k for k, e in list(self._cache.items()) if e.effective is not None]
+
+    def items(self) -> Iterator[tuple[str, VirtualKey]]:
+        """Cached keys only."""
+        for key, entry in list(self._cache.items()):
+            if entry.effective is not None:
+                yield key, entry.effective
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.find(key) is not None
+
+    def version(self, key: str = DEFAULT_KEY) -> int:
+        entry = self._cached(key)
+        pending = self._pending.get(key)
+        return max(entry.version if entry else 0, pending[0] if pending else 0)
+
+    def explain(self, key: str = DEFAULT_KEY) -> list[FieldSource]:
+        entry = self._cached(key)
+        value = self.get(key)
+        assert entry is not None
+        return self._layering.explain(key, value, entry.stored or {}, version=entry.version)
+
+    def validate(self, change: Change, *, key: str = DEFAULT_KEY) -> VirtualKey:
+        """Preview against the cached key (`fetch` it first); nothing is written."""
+        entry = self._cached(key)
+        plain = self._apply_change(entry.stored if entry else None, change, key)
+        candidate = self._candidate(key, plain, source="validate")
+        assert candidate.effective is not None
+        return candidate.effective
+
+    # ----------------------------------------------------------------- loading
+
+    async def _load(self) -> None:
+        """Nothing is loaded at start-up: keys are looked up on demand."""
+
+    def _load_document(self, doc: StoredDocument) -> None:
+        self._store_entry(doc.key, self._entry_from(doc))
+
+    def _entry_from(self, doc: StoredDocument | None) -> _Entry[VirtualKey]:
+        if doc is None:
+            return _Entry(0, None, None)
+        plain = self._decode(doc.data)
+        try:
+            _usable, effective = self._resolve_stored(doc.key, doc.version, plain)
+        except ConfigSourceError as e:  # an override makes this key invalid here
+            self._problems[doc.key] = Problem(
+                self.namespace, doc.key, doc.version, e.source, e.errors, datetime.now(UTC)
+            )
+            log.error("refusing %s/%s v%s: %s", self.namespace, doc.key, doc.version, e)
+            effective = None
+        return _Entry(doc.version, plain, effective, doc.updated_at)
+
+    def _store_entry(self, key: str, entry: _Entry[VirtualKey]) -> None:
+        if entry.stored is None:
+            self._cache.pop(key, None)
+            self._unknown[key] = entry.version
+        else:
+            self._unknown.pop(key, None)
+            self._cache[key] = entry
+
+    async def _lookup(self, key: str) -> _Entry[VirtualKey]:
+        entry = self._cached(key)
+        if entry is not None:
+            if entry.stored is None:
+                self._info.negative_hits += 1
+            else:
+                self._info.hits += 1
+            return entry
+        self._info.misses += 1
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._load_key(key), name=f"confman-virtual-key-load-{key[:8]}"
+            )
+            self._loading[key] = task
+            task.add_done_callback(lambda t: self._loaded(key, t))
+        # shield: a cancelled caller must not cancel the load the others wait for.
+        return await asyncio.shield(task)
+
+    def _loaded(self, key: str, task: asyncio.Task[_Entry[VirtualKey]]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have been cancelled
+
+    async def _load_key(self, key: str) -> _Entry[VirtualKey]:
+        while True:
+            doc = await self.hub.store.load(self.namespace, key)
+            self._info.loads += 1
+            # No await from here on: nothing can change the caches under us.
+            loaded_version = doc.version if doc else 0
+            cached = self._cached(key)
+            if cached is not None and cached.version >= loaded_version:
+                return cached  # a change arrived (and was cached) while we read
+            pending = self._pending.get(key)
+            if pending is not None and pending[0] > loaded_version:
+                continue  # a newer version was applied while we read: read again
+            entry = self._entry_from(doc)
+            self._store_entry(key, entry)
+            return entry
+
+    async def _secret_from_store(self, plaintext: str) -> str | None:
+        # Another instance may have generated the secret since we started; look at most
+        # once a second, so that hammering an empty gateway costs no query per request.
+        now = time.monotonic()
+        if now - self._secret_checked_at < 1.0:
+            return None
+        self._secret_checked_at = now
+        await self.secret_manager._refresh_from_store(DEFAULT_KEY)
+        return self.key_id(plaintext)
+
+    # ----------------------------------------------------------------- writes
+
+    async def _entry_for_write(self, key: str) -> _Entry[VirtualKey] | None:
+        entry = await self._lookup(key)
+        return entry if entry.version else None
+
+    def _commit(
+        self,
+        key: str,
+        version: int,
+        plain: dict[str, Any] | None,
+        effective: VirtualKey | None,
+        record: ChangeRecord,
+    ) -> ConfigChange[VirtualKey] | None:
+        """Emit ``version`` once and make it current where this instance holds the key.
+
+        Caller holds the key's lock. Whether to emit depends only on what was emitted
+        (`_pending`); the cache may already hold this version, read from the database.
+        """
+        if self._emitted(key, version):
+            return None
+        cached = self._cached(key)
+        newer = cached is None or version > cached.version
+        if newer and (cached is not None or key in self._loading):
+            if cached is not None:
+                self._info.invalidations += 1
+            stored = plain if effective is not None else None
+            self._store_entry(key, _Entry(version, stored, effective, record.committed_at))
+        self._pending[key] = (version, record.seq)
+        self._problems.pop(key, None)
+        old = cached.effective if cached is not None and newer else None
+        change = self._make_change(key, old, effective, record)
+        self._emit(change)
+        return change
+
+    def _emitted(self, key: str, version: int) -> bool:
+        pending = self._pending.get(key)
+        return pending is not None and version <= pending[0]
+
+    # ----------------------------------------------------------------- other instances
+
+    def _apply_logged(self, key: str, logged: LoggedChange) -> None:
+        record = logged.record
+        if self._emitted(key, record.version):
+            return
+        plain = self._decode(logged.data)
+        try:
+            usable, effective = self._resolve_stored(key, record.version, plain)
+        except ConfigSourceError as e:  # an override makes this version invalid here
+            self._problems[key] = Problem(
+                self.namespace, key, record.version, e.source, e.errors, datetime.now(UTC)
+            )
+            log.error("refusing %s/%s v%s: %s", self.namespace, key, record.version, e)
+            usable, effective = False, None
+        if not usable:
+            # As the base does: remember the version and the stored document (a patch
+            # heals it) and keep the last valid value in service, if this instance has one.
+            cached = self._cached(key)
+            newer = cached is None or record.version > cached.version
+            if newer and (cached is not None or key in self._loading):
+                last = cached.effective if cached else None
+                self._store_entry(key, _Entry(record.version, plain, last, record.committed_at))
+            self._pending[key] = (record.version, record.seq)
+            return
+        self._commit(key, record.version, plain, effective, record)
+
+    async def _on_notice(self, notice: ChangeNotice) -> None:
+        key = notice.key
+        if self._cached(key) is None and key not in self._loading:
+            return  # not held here: the next lookup reads the database; catch-up emits it
+        if notice.version <= self.version(key):
+            return
+        logged = await self.hub.store.change_at(self.namespace, key, notice.version)
+        async with self._lock(key):
+            known = self._cached(key) is not None or key in self._pending
+            if not known and notice.seq <= self.hub.applied_seq:
+                return  # catch-up has already handled (and emitted) this row
+            self._apply_logged(key, logged)
+
+    async def _catch_up(self, logged: list[LoggedChange]) -> None:
+        # Forget what an earlier catch-up run has passed: no later run reads those rows
+        # again. The rows of this run stay until the next one, so that `version(key)`
+        # still answers for them right after it (the hub acknowledges with it).
+        done = self._caught_up_to
+        for key, (_version, seq) in list(self._pending.items()):
+            if seq <= done:
+                del self._pending[key]
+        await super()._catch_up(logged)
+        self._caught_up_to = self.hub.applied_seq
+
+    def _close(self) -> None:
+        for task in list(self._loading.values()):
+            task.cancel()
+        super()._close()

@@ -1,0 +1,434 @@
+"""VirtualKeyConfigurationManager: issue/authenticate, revocation, expiry, the bounded
+cache (negative entries, single-flight loads, exact invalidation), the server secret."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from confman import Action, ConfigHub, NotFound, SecretsUnavailable, ValidationFailed
+from confman.bus import LocalBus
+from confman.managers import (
+    CacheConfigurationManager,
+    VirtualKeyConfigurationManager,
+    VirtualKeySecretManager,
+)
+from confman.managers.virtual_key import KEY_PREFIX
+from confman.store.engine import sqlite_path
+from confman.testing import record_changes
+
+from .conftest import GATEWAY_MANAGERS, connect_gateway, count_queries, raw_table_text
+
+
+def vk(hub: ConfigHub) -> VirtualKeyConfigurationManager:
+    return hub.manager(VirtualKeyConfigurationManager)
+
+
+def isolated(database_url: str, env: dict[str, str], name: str, **options: Any) -> Any:
+    """An instance that hears no bus notices: it learns changes only by catching up."""
+    return connect_gateway(
+        database_url, env, bus=LocalBus(f"isolated-{name}"), catch_up_interval=3600, **options
+    )
+
+
+async def test_issue_returns_the_plaintext_once_and_authenticate_finds_it(
+    ghub: ConfigHub, database_url: str
+) -> None:
+    keys = vk(ghub)
+    issued = await keys.issue(
+        {"name": "team-a", "allowed_models": ["gpt-4o"], "budget": {"amount": 100}},
+        actor="ops",
+    )
+    assert issued.plaintext.startswith(KEY_PREFIX) and len(issued.plaintext) >= 40
+    assert len(issued.key_id) == 64 and issued.key_id == keys.key_id(issued.plaintext)
+    assert issued.plaintext not in repr(issued)
+    assert issued.value.hint == f"{KEY_PREFIX}…{issued.plaintext[-4:]}"
+    assert issued.version == 1
+
+    found = await keys.authenticate(issued.plaintext)
+    assert found is not None and found.name == "team-a"
+    assert found.allows("gpt-4o") and not found.allows("o1")
+    assert found.budget is not None and found.budget.period == "monthly"
+    assert await keys.authenticate(issued.plaintext + "x") is None
+    assert await keys.authenticate("") is None
+    assert await keys.authenticate("x" * 10_000) is None
+
+    raw = "\n".join(await raw_table_text(database_url))
+    assert issued.plaintext not in raw
+    assert issued.plaintext[len(KEY_PREFIX) :] not in raw
+    history = await keys.history(issued.key_id)
+    assert [(h.action, h.actor) for h in history] == [(Action.CREATE, "ops")]
+
+
+async def test_revoke_takes_effect_at_once(ghub: ConfigHub) -> None:
+    keys = vk(ghub)
+    issued = await keys.issue({"name": "svc"})
+    assert await keys.authenticate(issued.plaintext) is not None
+    change = await keys.revoke(issued.key_id, actor="sec", reason="leaked")
+    assert change.changed_fields == ("enabled",)
+    assert await keys.authenticate(issued.plaintext) is None
+    history = await keys.history(issued.key_id)
+    assert history[0].reason == "leaked"
+    # Re-enabling works as an ordinary update.
+    await keys.update({"enabled": True}, key=issued.key_id)
+    assert await keys.authenticate(issued.plaintext) is not None
+
+
+async def test_deleted_and_disabled_keys_do_not_authenticate(ghub: ConfigHub) -> None:
+    keys = vk(ghub)
+    disabled = await keys.issue({"name": "off", "enabled": False})
+    assert await keys.authenticate(disabled.plaintext) is None
+    doomed = await keys.issue({"name": "doomed"})
+    await keys.delete(doomed.key_id)
+    assert await keys.authenticate(doomed.plaintext) is None
+    with pytest.raises(NotFound):
+        keys.get(doomed.key_id)
+    keys.clear_cache()
+    assert await keys.authenticate(doomed.plaintext) is None
+
+
+async def test_expired_keys_do_not_authenticate(ghub: ConfigHub) -> None:
+    keys = vk(ghub)
+    now = datetime.now(UTC)
+    issued = await keys.issue({"name": "temp", "expires_at": now + timedelta(hours=1)})
+    assert await keys.authenticate(issued.plaintext) is not None
+    assert await keys.authenticate(issued.plaintext, now=now + timedelta(hours=2)) is None
+    past = await keys.issue({"name": "old", "expires_at": "2000-01-01T00:00:00"})
+    assert past.value.expires_at == datetime(2000, 1, 1, tzinfo=UTC)  # naive means UTC
+    assert await keys.authenticate(past.plaintext) is None
+    # Extending the expiry brings it back.
+    await keys.update({"expires_at": (now + timedelta(days=1)).isoformat()}, key=past.key_id)
+    assert await keys.authenticate(past.plaintext) is not None
+
+
+@pytest.mark.parametrize(
+    ("doc", "path"),
+    [
+        ({"name": ""}, "name"),
+        ({}, "name"),
+        ({"name": "x", "budget": {"amount": 0}}, "budget.amount"),
+        ({"name": "x", "budget": {"amount": -5}}, "budget.amount"),
+        ({"name": "x", "budget": {"amount": 5, "period": "hourly"}}, "budget.period"),
+        ({"name": "x", "budget": {"amount": 5, "currency": "usd"}}, "budget.currency"),
+        ({"name": "x", "rpm_limit": 0}, "rpm_limit"),
+        ({"name": "x", "tpm_limit": -1}, "tpm_limit"),
+        ({"name": "x", "expires_at": "soon"}, "expires_at"),
+        ({"name": "x", "allowed_models": [""]}, "allowed_models.0"),
+        ({"name": "x", "owner": "me"}, "owner"),
+    ],
+)
+async def test_invalid_settings_are_refused_and_nothing_is_written(
+    ghub: ConfigHub, doc: dict[str, Any], path: str
+) -> None:
+    keys = vk(ghub)
+    seen = record_changes(keys)
+    with pytest.raises(ValidationFailed) as caught:
+        await keys.issue(doc)
+    assert path in caught.value.paths, caught.value
+    assert await ghub.store.namespaces() == {}  # not even the server secret was generated
+    assert seen.changes == []
+
+
+async def test_unknown_keys_are_cached_as_unknown(ghub: ConfigHub) -> None:
+    keys = vk(ghub)
+    await keys.issue({"name": "real"})
+    before = keys.cache_info()
+    with count_queries(ghub) as queries:
+        assert await keys.authenticate("sk-cm-not-a-real-key") is None
+        assert await keys.authenticate("sk-cm-not-a-real-key") is None
+        assert await keys.authenticate("sk-cm-not-a-real-key") is None
+    assert len(queries) == 1
+    info = keys.cache_info()
+    assert info.negative_hits - before.negative_hits == 2
+    assert info.negative_size == 1 and info.misses - before.misses == 1
+
+
+async def test_a_key_created_after_a_negative_lookup_authenticates(ghub: ConfigHub) -> None:
+    # Exact invalidation covers unknown entries too: creating the key replaces it.
+    keys = vk(ghub)
+    await keys.issue({"name": "first"})  # makes the server secret
+    plaintext = KEY_PREFIX + "chosen-by-test-0123456789abcdefghijklmnop"
+    key_id = keys.key_id(plaintext)
+    assert key_id is not None
+    assert await keys.authenticate(plaintext) is None
+    await keys.create(key_id, {"name": "late"})
+    found = await keys.authenticate(plaintext)
+    assert found is not None and found.name == "late"
+
+
+@pytest.mark.parametrize("known", [True, False])
+async def test_many_concurrent_misses_load_once(ghub: ConfigHub, known: bool) -> None:
+    keys = vk(ghub)
+    issued = await keys.issue({"name": "hot"})
+    plaintext = issued.plaintext if known else KEY_PREFIX + "unknown"
+    keys.clear_cache()
+    before = keys.cache_info()
+    with count_queries(ghub) as queries:
+        results = await asyncio.gather(*(keys.authenticate(plaintext) for _ in range(50)))
+    assert len(queries) == 1, queries
+    assert all((r is not None) == known for r in results)
+    info = keys.cache_info()
+    assert info.loads - before.loads == 1
+    assert info.misses - before.misses == 50
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_shared_load(ghub: ConfigHub) -> None:
+    keys = vk(ghub)
+    issued = await keys.issue({"name": "hot"})
+    keys.clear_cache()
+    first = asyncio.ensure_future(keys.authenticate(issued.plaintext))
+    second = asyncio.ensure_future(keys.authenticate(issued.plaintext))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert (await second) is not None
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_cache_is_bounded(database_url: str, hub_env: dict[str, str]) -> None:
+    class SmallCache(VirtualKeyConfigurationManager):
+        cache_size = 5
+        negative_cache_size = 3
+
+    async with connect_gateway(database_url, hub_env, managers=[SmallCache]) as hub:
+        keys = hub.manager(SmallCache)
+        issued = [await keys.issue({"name": f"k{i}"}) for i in range(12)]
+        for key in issued:
+            assert await keys.authenticate(key.plaintext) is not None
+        for i in range(10):
+            assert await keys.authenticate(f"{KEY_PREFIX}bogus-{i}") is None
+        info = keys.cache_info()
+        assert info.size <= 5 and info.maxsize == 5
+        assert info.negative_size <= 3 and info.negative_maxsize == 3
+        assert len(keys.keys()) <= 5
+
+
+async def test_cached_entries_expire(database_url: str, hub_env: dict[str, str]) -> None:
+    clock = [0.0]
+
+    class Clocked(VirtualKeyConfigurationManager):
+        def __init__(self, hub: ConfigHub) -> None:
+            super().__init__(
+                hub, cache_ttl_seconds=30, negative_cache_ttl_seconds=5, timer=lambda: clock[0]
+            )
+
+    async with connect_gateway(database_url, hub_env, managers=[Clocked]) as hub:
+        keys = hub.manager(Clocked)
+        issued = await keys.issue({"name": "k"})
+        with count_queries(hub) as queries:
+            assert await keys.authenticate(issued.plaintext) is not None
+            assert await keys.authenticate(f"{KEY_PREFIX}nope") is None
+            assert len(queries) == 1
+            clock[0] = 10  # the unknown entry expired, the known one did not
+            await keys.authenticate(issued.plaintext)
+            await keys.authenticate(f"{KEY_PREFIX}nope")
+            assert len(queries) == 2
+            clock[0] = 45
+            assert await keys.authenticate(issued.plaintext) is not None
+            assert len(queries) == 3
+
+
+async def test_memory_reads_see_only_cached_keys(ghub: ConfigHub) -> None:
+    keys = vk(ghub)
+    issued = await keys.issue({"name": "k"})
+    assert keys.get(issued.key_id).name == "k"
+    assert issued.key_id in keys and keys.keys() == [issued.key_id]
+    assert [s.path for s in keys.explain(issued.key_id)][:1] == ["name"]
+    keys.clear_cache()
+    with pytest.raises(NotFound, match="fetch"):
+        keys.get(issued.key_id)
+    assert keys.find(issued.key_id) is None and issued.key_id not in keys
+    fetched = await keys.fetch(issued.key_id)
+    assert fetched is not None and fetched.name == "k"
+    assert keys.get(issued.key_id) == fetched
+    assert await keys.fetch("0" * 64) is None
+
+
+async def test_writes_to_an_uncached_key_load_it_first(ghub: ConfigHub) -> None:
+    keys = vk(ghub)
+    issued = await keys.issue({"name": "k"})
+    keys.clear_cache()
+    change = await keys.update({"rpm_limit": 60}, key=issued.key_id, actor="ops")
+    assert change.version == 2 and change.changed_fields == ("rpm_limit",)
+    with pytest.raises(NotFound):
+        await keys.update({"rpm_limit": 60}, key="f" * 64)
+    # validate() previews against the cached document: fetch first.
+    keys.clear_cache()
+    await keys.fetch(issued.key_id)
+    preview = keys.validate({"rpm_limit": 5}, key=issued.key_id)
+    assert preview.rpm_limit == 5 and preview.name == "k"
+    assert keys.version(issued.key_id) == 2
+
+
+async def test_revocation_reaches_an_instance_through_the_bus(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    async with (
+        connect_gateway(database_url, hub_env) as a,
+        connect_gateway(database_url, hub_env) as b,
+    ):
+        issued = await vk(a).issue({"name": "shared"})
+        other = await vk(a).issue({"name": "bystander"})
+        assert await vk(b).authenticate(issued.plaintext) is not None
+        assert await vk(b).authenticate(other.plaintext) is not None
+        seen = record_changes(vk(b))
+        await vk(a).revoke(issued.key_id)
+        await seen.wait_for(version=2, key=issued.key_id)
+        with count_queries(b) as queries:
+            assert await vk(b).authenticate(issued.plaintext) is None
+            assert await vk(b).authenticate(other.plaintext) is not None  # still cached
+        assert queries == []
+        assert vk(b).cache_info().invalidations == 1
+
+
+async def test_revocation_reaches_an_instance_through_catch_up(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    async with (
+        isolated(database_url, hub_env, "a") as a,
+        isolated(database_url, hub_env, "b") as b,
+    ):
+        issued = await vk(a).issue({"name": "shared"})
+        other = await vk(a).issue({"name": "bystander"})
+        assert await vk(b).authenticate(issued.plaintext) is not None
+        assert await vk(b).authenticate(other.plaintext) is not None
+        seen = record_changes(vk(b))
+        await vk(a).revoke(issued.key_id)
+        await vk(a).delete(other.key_id)
+        third = await vk(a).issue({"name": "third"})
+        await b.catch_up()
+        assert await vk(b).authenticate(issued.plaintext) is None
+        assert await vk(b).authenticate(other.plaintext) is None
+        assert await vk(b).authenticate(third.plaintext) is not None
+        # Every remote change is emitted once, cached or not.
+        assert sorted((c.key, c.version) for c in seen.changes) == sorted(
+            [(issued.key_id, 2), (other.key_id, 2), (third.key_id, 1)]
+        )
+        await b.catch_up()
+        assert len(seen.changes) == 3
+
+
+async def test_own_changes_are_emitted_once_even_after_eviction(ghub: ConfigHub) -> None:
+    keys = vk(ghub)
+    seen = record_changes(keys)
+    issued = await keys.issue({"name": "k"})
+    await keys.revoke(issued.key_id)
+    keys.clear_cache()
+    await ghub.catch_up()
+    await ghub.catch_up()
+    assert seen.versions(issued.key_id) == [1, 2]
+    # Until the next catch-up run the version stays known (the hub acknowledges it) ...
+    assert keys.version(issued.key_id) == 2
+    # ... and what catch-up has passed is forgotten: memory stays bounded.
+    other = await keys.issue({"name": "other"})
+    await ghub.catch_up()
+    assert keys.cache_info().pending_versions == 1
+    assert seen.versions(issued.key_id) == [1, 2] and seen.versions(other.key_id) == [1]
+
+
+async def test_the_server_secret_is_shared_and_cannot_change(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    async with (
+        isolated(database_url, hub_env, "a") as a,
+        isolated(database_url, hub_env, "b") as b,
+    ):
+        issued = await vk(a).issue({"name": "k"})
+        # b started before the secret existed and heard nothing: it looks it up.
+        found = await vk(b).authenticate(issued.plaintext)
+        assert found is not None
+        secrets = a.manager(VirtualKeySecretManager)
+        with pytest.raises(ValidationFailed, match="cannot be changed or removed"):
+            await secrets.update({"hmac_key": "y" * 48})
+        with pytest.raises(ValidationFailed, match="cannot be changed or removed"):
+            await secrets.delete()
+        assert secrets.version() == 1
+        masked = (await secrets.history())[0].after
+        assert masked is not None and masked["hmac_key"].startswith("**********#")
+
+
+async def test_concurrent_first_issues_agree_on_one_secret(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    async with (
+        isolated(database_url, hub_env, "a") as a,
+        isolated(database_url, hub_env, "b") as b,
+    ):
+        one, two = await asyncio.gather(vk(a).issue({"name": "1"}), vk(b).issue({"name": "2"}))
+        for hub in (a, b):
+            assert await vk(hub).authenticate(one.plaintext) is not None
+            assert await vk(hub).authenticate(two.plaintext) is not None
+
+
+async def test_the_server_secret_can_come_from_the_environment(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    secret = "s" * 40
+    env = {**hub_env, "CONFMAN_VIRTUAL_KEY_SECRET__HMAC_KEY": secret}
+    async with connect_gateway(database_url, env) as hub:
+        issued = await vk(hub).issue({"name": "k"})
+        expected = hmac.new(secret.encode(), issued.plaintext.encode(), hashlib.sha256)
+        assert issued.key_id == expected.hexdigest()
+        assert "virtual_key_secret" not in await hub.store.namespaces()
+        assert await vk(hub).authenticate(issued.plaintext) is not None
+
+
+async def test_no_key_authenticates_before_any_was_issued(ghub: ConfigHub) -> None:
+    assert await vk(ghub).authenticate(f"{KEY_PREFIX}anything") is None
+    assert vk(ghub).key_id("x") is None
+
+
+async def test_overrides_apply_to_one_key(database_url: str, hub_env: dict[str, str]) -> None:
+    async with connect_gateway(database_url, hub_env) as hub:
+        issued = await vk(hub).issue({"name": "k"})
+    env = {**hub_env, f"CONFMAN_VIRTUAL_KEY__{issued.key_id}__ENABLED": "false"}
+    async with connect_gateway(
+        database_url, env, managers=[*GATEWAY_MANAGERS, CacheConfigurationManager]
+    ) as hub:
+        assert await vk(hub).authenticate(issued.plaintext) is None
+        fetched = await vk(hub).fetch(issued.key_id)
+        assert fetched is not None and not fetched.enabled
+
+
+async def test_a_remote_change_is_emitted_even_if_the_key_was_read_first(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    async with (
+        isolated(database_url, hub_env, "a") as a,
+        isolated(database_url, hub_env, "b") as b,
+    ):
+        issued = await vk(a).issue({"name": "k"})
+        seen = record_changes(vk(b))
+        assert await vk(b).authenticate(issued.plaintext) is not None  # read at v1
+        await b.catch_up()
+        assert [(c.key, c.version) for c in seen.changes] == [(issued.key_id, 1)]
+        await vk(a).revoke(issued.key_id)
+        await b.catch_up()
+        await b.catch_up()
+        assert seen.versions(issued.key_id) == [1, 2]
+        assert seen.changes[-1].old is not None and seen.changes[-1].old.enabled
+        assert await vk(b).authenticate(issued.plaintext) is None
+
+
+async def test_a_short_secret_override_is_refused_at_start(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    env = {**hub_env, "CONFMAN_VIRTUAL_KEY_SECRET__HMAC_KEY": "too-short"}
+    with pytest.raises(ValidationFailed, match="CONFMAN_VIRTUAL_KEY_SECRET__HMAC_KEY"):
+        async with connect_gateway(database_url, env):
+            pass
+
+
+async def test_issuing_without_any_key_is_a_clear_error(database_url: str) -> None:
+    async with connect_gateway(database_url, {}) as hub:
+        if sqlite_path(database_url) is not None:  # the embedded default makes a key file
+            assert await vk(hub).issue({"name": "k"})
+            return
+        with pytest.raises(SecretsUnavailable, match="CONFMAN_ENCRYPTION_KEY"):
+            await vk(hub).issue({"name": "k"})
+        assert await hub.store.namespaces() == {}
