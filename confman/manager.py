@@ -166,6 +166,14 @@ class ConfigurationManager(Generic[T]):
         entry = self._entries.get(key)
         return None if entry is None else entry.effective
 
+    async def fetch(self, key: str) -> T | None:
+        """The effective value of ``key``, from the database if it is not in memory.
+
+        Managers that load their whole namespace (all but lazily loaded ones such as
+        virtual keys) hold every key, so this is `find` without I/O.
+        """
+        return self.find(key)
+
     def keys(self) -> list[str]:
         return [k for k, e in self._entries.items() if e.effective is not None]
 
