@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from .cluster.fleet import FleetReport
 
 __all__ = ["Action", "ChangeRecord", "ConfigChange", "FieldSource", "Layer"]
 
@@ -46,6 +49,8 @@ class ConfigChange(Generic[T]):
     origin: str
     at: datetime
     pinned: tuple[str, ...] = ()
+    fleet: FleetReport | None = None
+    """With ``update(..., wait_for_instances=...)``: which instances took the change."""
 
     @property
     def effective(self) -> bool:

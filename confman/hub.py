@@ -20,8 +20,10 @@ import os
 import secrets
 import socket
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import TracebackType
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .bus import ChangeBus, ChangeNotice, LocalBus
+from .bus import ChangeBus, ChangeNotice, LocalBus, ReconnectingBus
 from .exceptions import ConfmanError, NotFound, StoreUnavailable
 from .secrets import KeyRing
 from .sources import DotEnvSource, EnvironmentSource, OverrideSource
@@ -38,7 +40,12 @@ from .store import DEFAULT_DATABASE_URL, ConfigStore, LoggedChange, check_schema
 from .store.engine import normalize_url, sqlite_path
 
 if TYPE_CHECKING:
+    from reactivex import Observable
+
+    from .change import ConfigChange
+    from .cluster import ClusterNode, ClusterOptions, ClusterStatus, FleetReport, InstanceState
     from .manager import ConfigurationManager, Problem
+    from .snapshot import Snapshot
 
 __all__ = ["ConfigHub", "HubStats", "registered_managers"]
 
@@ -57,6 +64,37 @@ def registered_managers() -> list[type[ConfigurationManager[Any]]]:
         except Exception:  # one broken plugin must not take the others down
             log.exception("cannot load manager entry point %s", ep.value)
     return found
+
+
+def _default_bus(local_channel: str, redis_url: str | None, cluster: str) -> ChangeBus:
+    if redis_url is None:
+        return LocalBus(local_channel)
+    from .bus.redis import RedisBus  # the optional ``redis`` extra
+
+    return RedisBus(redis_url, prefix=cluster)
+
+
+_live_hubs: weakref.WeakSet[ConfigHub] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A hub does not survive ``os.fork``: its connections, tasks and bus belong to the
+    parent. Say so loudly; every database call of the copy raises the same message."""
+    for hub in list(_live_hubs):
+        if not hub._closed:
+            hub._forked_from = hub._pid
+            log.error(
+                "process %d was forked from %d after its ConfigHub %s started: the copy "
+                "receives no changes and refuses database work. Create the hub after "
+                "forking (per worker), not before (e.g. gunicorn --preload).",
+                os.getpid(),
+                hub._pid,
+                hub.instance_id,
+            )
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _default_instance_id() -> str:
@@ -99,9 +137,21 @@ class ConfigHub:
         self._by_namespace: dict[str, ConfigurationManager[Any]] = {}
         self._seq = 0
         self._gaps: dict[int, float] = {}  # skipped seq -> give up at (monotonic)
+        self._pending_notices: dict[tuple[str, str], ChangeNotice] = {}
+        self._late_gaps: dict[int, float] = {}  # expired gaps, still looked for now and then
         self._catch_up_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._pid = os.getpid()
+        self._forked_from: int | None = None  # set in a child forked after start
+        _live_hubs.add(self)
+        self.cluster_name = "confman"
+        self.snapshot_path: Path | None = None
+        self.snapshot_interval = 1.0
+        self._snapshot: Snapshot | None = None  # set while degraded (database unreachable)
+        self.started_at = time.time()
+        self._cluster: ClusterNode | None = None  # with a redis_url: fleet membership
+        self._idle_leadership: Any = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -119,6 +169,10 @@ class ConfigHub:
         catch_up_interval: float = 2.0,
         gap_timeout: float = 60.0,
         engine_options: Mapping[str, Any] | None = None,
+        redis_url: str | None = None,
+        cluster: str = "confman",
+        cluster_options: ClusterOptions | None = None,
+        snapshot_path: str | os.PathLike[str] | None = None,
     ) -> _Connection:
         """Open a hub: ``async with ConfigHub.connect(url) as hub: ...``.
 
@@ -140,6 +194,15 @@ class ConfigHub:
             catch_up_interval: seconds between change-log reads in the background.
             gap_timeout: how long a skipped change-log id is looked for again.
             engine_options: extra keyword arguments for SQLAlchemy's engine.
+            redis_url: a ``redis://`` URL: notices fan out to every instance through
+                a `RedisBus` (unless ``bus`` is given). See docs/cluster.md.
+            cluster: the fleet's name; prefixes every Redis channel and key, so fleets
+                (and test runs) sharing a Redis never see each other.
+            cluster_options: leader lease, heartbeats, retention (`ClusterOptions`);
+                used with ``redis_url`` only.
+            snapshot_path: this instance's last-known-good snapshot file (secrets stay
+                encrypted). Kept up to date; if the database is unreachable at start,
+                the hub serves it and reports ``degraded`` until the database is back.
         """
         environment = dict(os.environ if env is None else env)
         sources: list[OverrideSource] = [DotEnvSource(p) for p in env_files]
@@ -155,16 +218,57 @@ class ConfigHub:
         engine = create_engine(url, **dict(engine_options or {}))
         hub = cls(
             engine,
-            bus=bus or LocalBus(url.render_as_string(hide_password=True)),
+            bus=bus or _default_bus(url.render_as_string(hide_password=True), redis_url, cluster),
             sources=sources,
             keyring=keyring,
             instance_id=instance_id or _default_instance_id(),
             catch_up_interval=catch_up_interval,
             gap_timeout=gap_timeout,
         )
+        hub.cluster_name = cluster
+        hub.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
+        if redis_url is not None:
+            from .cluster import ClusterNode  # the optional ``redis`` extra
+
+            hub._cluster = ClusterNode(
+                redis_url,
+                prefix=cluster,
+                instance_id=hub.instance_id,
+                store=hub.store,
+                describe=hub._describe,
+                options=cluster_options,
+            )
         return _Connection(hub, registered_managers() if managers is None else list(managers))
 
     async def _start(self, managers: Sequence[type[ConfigurationManager[Any]]]) -> None:
+        try:
+            await self._open_store()
+        except StoreUnavailable as e:
+            snapshot = self._read_snapshot()
+            if snapshot is None:
+                raise
+            # Serve the last known good values; catch-up reconnects in the background.
+            log.error(
+                "database unreachable (%s); serving the snapshot %s of %s (seq %d), degraded",
+                e,
+                self.snapshot_path,
+                snapshot.written_at.isoformat(),
+                snapshot.applied_seq,
+            )
+            self._snapshot = snapshot
+            self._seq = snapshot.applied_seq
+        for cls in managers:
+            await self.load(cls)
+        if isinstance(self.bus, ReconnectingBus):
+            self.bus.set_reconnect_handler(self._on_bus_reconnect)
+        await self.bus.start(self._on_notice)
+        self._spawn(self._catch_up_loop(), name="confman-catch-up")
+        if self._cluster is not None:
+            await self._cluster.start()
+        if self.snapshot_path is not None:
+            self._spawn(self._snapshot_loop(), name="confman-snapshot")
+
+    async def _open_store(self) -> None:
         try:
             await check_schema(self.engine)
         except (OSError, SQLAlchemyError) as e:
@@ -175,16 +279,14 @@ class ConfigHub:
         # A transaction may still be committing below that mark: treat recent holes as gaps.
         low = max(0, self._seq - 1000)
         self._note_gaps(await self.store.seqs_between(low, self._seq), low=low, high=self._seq)
-        for cls in managers:
-            await self.load(cls)
-        await self.bus.start(self._on_notice)
-        self._spawn(self._catch_up_loop(), name="confman-catch-up")
 
     async def close(self) -> None:
         """Stop every background task and release the bus and the engine. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._cluster is not None:
+            await self._cluster.close()  # releases the leader lease at once
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -207,7 +309,10 @@ class ConfigHub:
             other = type(self._by_namespace[cls.namespace]).__name__
             raise ConfmanError(f"namespace {cls.namespace!r} is already managed by {other}")
         manager = cls(self)
-        await manager._load()
+        if self._snapshot is None:
+            await manager._load()
+        else:
+            manager._load_snapshot(self._snapshot.namespace(cls.namespace))
         self._managers[cls] = manager
         self._by_namespace[cls.namespace] = manager
         return manager
@@ -245,6 +350,178 @@ class ConfigHub:
         """Every change with a seq up to this one has been applied (or was never there)."""
         return min([self._seq, *(s - 1 for s in self._gaps)])
 
+    # ----------------------------------------------------------------- fleet
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this instance leads its cluster now (never without a ``redis_url``)."""
+        return self._cluster is not None and self._cluster.is_leader
+
+    @property
+    def fencing_token(self) -> int | None:
+        """The fencing token of this instance's current leadership, else ``None``."""
+        return None if self._cluster is None else self._cluster.fencing_token
+
+    @property
+    def leadership(self) -> Observable[bool]:
+        """``False`` now, then each change of leadership (a BehaviorSubject): told
+        promptly when leadership is lost, before the lease could expire."""
+        if self._cluster is not None:
+            return self._cluster.leadership
+        if self._idle_leadership is None:
+            from reactivex.subject import BehaviorSubject
+
+            self._idle_leadership = BehaviorSubject(False)
+        subject: Observable[bool] = self._idle_leadership
+        return subject
+
+    async def cluster_status(self) -> ClusterStatus:
+        """Live instances, the leader and drift, as Redis and the database see them.
+
+        Raises:
+            ConfmanError: the hub has no ``redis_url`` (a lone instance has no fleet).
+        """
+        if self._cluster is None:
+            raise ConfmanError("cluster_status() needs ConfigHub.connect(..., redis_url=...)")
+        return await self._cluster.status()
+
+    async def run_housekeeping(self) -> int:
+        """Run the leader's housekeeping now (retention); returns rows deleted.
+
+        Raises:
+            ConfmanError: no ``redis_url``. RuntimeError: not the leader.
+            FencingTokenRejected: a newer leader has acted (this one steps down).
+        """
+        if self._cluster is None:
+            raise ConfmanError("housekeeping needs ConfigHub.connect(..., redis_url=...)")
+        return await self._cluster.housekeeping()
+
+    async def wait_for_instances(self, change: ConfigChange[Any], timeout: float) -> FleetReport:
+        """Wait up to ``timeout`` seconds until every live instance has answered
+        ``change``: applied it, or refused it (with its reason)."""
+        if self._cluster is not None:
+            return await self._cluster.wait_for(
+                change.namespace, change.key, change.version, timeout
+            )
+        from .cluster.fleet import FleetReport, InstanceReply
+
+        return FleetReport(
+            change.namespace,
+            change.key,
+            change.version,
+            applied=(InstanceReply(self.instance_id, change.version),),
+            refused=(),
+            missing=(),
+        )
+
+    def _acknowledge(self, manager: ConfigurationManager[Any], key: str) -> None:
+        """Tell a waiting writer which version of ``key`` we hold and whether we use it."""
+        if self._cluster is None:
+            return
+        version = manager.version(key)
+        if version == 0:
+            return
+        problem = manager._problems.get(key)
+        reason = str(problem) if problem is not None and problem.version == version else None
+        self._cluster.acknowledge(manager.namespace, key, version, reason)
+
+    def _describe(self) -> InstanceState:
+        from .cluster import InstanceState
+        from .cluster.fleet import namespace_digest
+
+        namespaces = {}
+        for manager in self._managers.values():
+            values = dict(manager.items())
+            versions = {k: manager.version(k) for k in values}
+            namespaces[manager.namespace] = namespace_digest(
+                versions, values, overridden=bool(manager._layering.override_keys())
+            )
+        return InstanceState(
+            applied_seq=self.applied_seq,
+            namespaces=namespaces,
+            problems=tuple(str(p) for p in self.problems()),
+            degraded=self.degraded,
+        )
+
+    @property
+    def degraded(self) -> bool:
+        """Started from the snapshot file because the database could not be reached,
+        and not reconnected yet."""
+        return self._snapshot is not None
+
+    # ----------------------------------------------------------------- snapshot
+
+    def _read_snapshot(self) -> Snapshot | None:
+        if self.snapshot_path is None:
+            return None
+        from .snapshot import read_snapshot
+
+        return read_snapshot(self.snapshot_path)
+
+    async def _recover(self) -> None:
+        """Leave degraded mode once the database answers again."""
+        try:
+            await check_schema(self.engine)
+        except (OSError, SQLAlchemyError) as e:
+            raise StoreUnavailable(f"cannot open the database: {e}") from e
+        self._snapshot = None
+        log.warning("database reachable again; leaving degraded mode, catching up")
+
+    def _snapshot_mark(self) -> tuple[Any, ...]:
+        return (
+            self.applied_seq,
+            tuple(
+                (m.namespace, tuple((k, e.version) for k, e in m._entries.items()))
+                for m in self._managers.values()
+            ),
+        )
+
+    def _build_snapshot(self) -> Snapshot:
+        from .secrets import encrypt_document
+        from .snapshot import Snapshot
+        from .store import StoredDocument
+
+        now = datetime.now(UTC)
+        documents: list[StoredDocument] = []
+        for manager in self._managers.values():
+            for key, entry in list(manager._entries.items()):
+                if entry.version == 0:
+                    continue  # defaults only, nothing stored
+                data = None
+                if entry.stored is not None:
+                    try:
+                        value = manager._model.model_validate(entry.stored)
+                    except ValueError:
+                        continue  # a refused document is no "last known good"
+                    raw = value.model_dump(mode="python", exclude_unset=True)
+                    data = encrypt_document(raw, self.keyring)
+                documents.append(
+                    StoredDocument(
+                        manager.namespace, key, data, entry.version, entry.updated_at or now, None
+                    )
+                )
+        return Snapshot(self.applied_seq, now, self.instance_id, tuple(documents))
+
+    async def write_snapshot(self) -> None:
+        """Write the snapshot file now (done on its own after every applied change)."""
+        if self.snapshot_path is None or self.degraded:
+            return
+        from .snapshot import write_snapshot
+
+        await asyncio.to_thread(write_snapshot, self.snapshot_path, self._build_snapshot())
+
+    async def _snapshot_loop(self) -> None:
+        written: tuple[Any, ...] | None = None
+        while True:
+            mark = self._snapshot_mark()
+            if mark != written and not self.degraded:
+                try:
+                    await self.write_snapshot()
+                    written = mark
+                except Exception:
+                    log.exception("cannot write the snapshot %s", self.snapshot_path)
+            await asyncio.sleep(self.snapshot_interval)
+
     # ----------------------------------------------------------------- fan-out
 
     async def _publish(self, notice: ChangeNotice) -> None:
@@ -259,8 +536,34 @@ class ConfigHub:
             return
         self.stats.notices_received += 1
         manager = self._by_namespace.get(notice.namespace)
-        if manager is not None:
-            self._spawn(self._apply_notice(manager, notice), name="confman-notice")
+        if manager is None:
+            return
+        # One loader per key: notices arriving while it loads are coalesced into the
+        # newest one (remote instances may skip intermediate versions), so a burst of
+        # N changes to a key costs far fewer than N reads.
+        slot = (notice.namespace, notice.key)
+        pending = self._pending_notices.get(slot)
+        if pending is not None:
+            if notice.version > pending.version:
+                self._pending_notices[slot] = notice
+            return
+        self._pending_notices[slot] = notice
+        self._spawn(self._apply_notices(manager, slot), name="confman-notice")
+
+    async def _apply_notices(
+        self, manager: ConfigurationManager[Any], slot: tuple[str, str]
+    ) -> None:
+        notice = self._pending_notices[slot]
+        try:
+            while True:
+                await self._apply_notice(manager, notice)
+                self._acknowledge(manager, notice.key)
+                newest = self._pending_notices[slot]
+                if newest is notice:
+                    return
+                notice = newest
+        finally:
+            self._pending_notices.pop(slot, None)
 
     async def _apply_notice(self, manager: ConfigurationManager[Any], notice: ChangeNotice) -> None:
         try:
@@ -270,6 +573,29 @@ class ConfigHub:
             log.warning(
                 "cannot load %s/%s yet (%s); catch-up will", notice.namespace, notice.key, e
             )
+        except NotFound:
+            # That version was pruned from the change log already: a newer one exists,
+            # and catch-up applies it.
+            log.info(
+                "%s/%s v%s is gone from the change log; catching up",
+                notice.namespace,
+                notice.key,
+                notice.version,
+            )
+            if not self._closed:
+                self._spawn(self._catch_up_once(), name="confman-catch-up-now")
+
+    def _on_bus_reconnect(self) -> None:
+        """The bus (re)subscribed: anything published meanwhile was lost; read it now."""
+        if not self._closed:
+            self._spawn(self._catch_up_once(), name="confman-reconnect-catch-up")
+
+    async def _catch_up_once(self) -> None:
+        try:
+            await self.catch_up()
+        except StoreUnavailable as e:
+            self.stats.store_errors += 1
+            log.warning("catch-up after reconnect failed (%s); the background run retries", e)
 
     def _spawn(self, coro: Any, *, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -282,9 +608,17 @@ class ConfigHub:
         """Read the change log for everything missed; return how many rows were read."""
         async with self._catch_up_lock:
             self.stats.catch_up_runs += 1
+            if self._snapshot is not None:
+                await self._recover()
             total = 0
+            also = list(self._gaps)
+            if self._late_gaps and self.stats.catch_up_runs % 10 == 0:
+                # Ids given up on: a transaction held open longer than gap_timeout
+                # still commits in the end. Look for them now and then, for an hour.
+                also += list(self._late_gaps)
             while True:
-                batch = await self.store.changes_since(self._seq, also=list(self._gaps))
+                batch = await self.store.changes_since(self._seq, also=also)
+                also = list(self._gaps)
                 if not batch:
                     break
                 total += len(batch)
@@ -295,6 +629,10 @@ class ConfigHub:
             for seq, deadline in list(self._gaps.items()):
                 if deadline < now:
                     del self._gaps[seq]
+                    self._late_gaps[seq] = now + 60 * self.gap_timeout
+            for seq, deadline in list(self._late_gaps.items()):
+                if deadline < now:
+                    del self._late_gaps[seq]
             self.stats.caught_up_changes += total
             return total
 
@@ -302,6 +640,7 @@ class ConfigHub:
         seen = [c.record.seq for c in batch]
         for seq in seen:
             self._gaps.pop(seq, None)
+            self._late_gaps.pop(seq, None)
         high = max(seen)
         if high > self._seq:
             self._note_gaps([s for s in seen if s > self._seq], low=self._seq, high=high)
@@ -313,6 +652,8 @@ class ConfigHub:
             manager = self._by_namespace.get(namespace)
             if manager is not None:
                 await manager._catch_up(changes)
+                for key in {c.record.key for c in changes}:
+                    self._acknowledge(manager, key)
 
     def _note_gaps(self, present: Iterable[int], *, low: int, high: int) -> None:
         have = set(present)

@@ -14,17 +14,19 @@ and get it, loaded, from a hub: ``hub.manager(FlagsManager)``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import re
+import typing
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import reactivex
 from pydantic import BaseModel
-from reactivex import Observable
-from reactivex import operators as ops
+from reactivex import Observable, abc
 
 from .bus import ChangeNotice
 from .change import Action, ChangeRecord, ConfigChange, FieldSource
@@ -33,11 +35,18 @@ from .exceptions import (
     ConfigSourceError,
     FieldError,
     NotFound,
+    SecretsUnavailable,
     ValidationFailed,
 )
 from .layers import Layering, unknown_fields
 from .patch import changed_paths, merge_patch
-from .secrets import decrypt_document, encrypt_document, mask_document, plain_document
+from .secrets import (
+    decrypt_document,
+    encrypt_document,
+    mask_document,
+    masked_paths,
+    plain_document,
+)
 from .store import LoggedChange, StoredDocument, Write
 from .streams import IsolatingSubject
 
@@ -50,6 +59,8 @@ T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
 
 DEFAULT_KEY = "default"
+MAX_KEY_LENGTH = 255  # config_documents.key and the audit columns are VARCHAR(255)
+_NAMESPACE = re.compile(r"[a-z](?:_?[a-z0-9])*")
 log = logging.getLogger("confman.manager")
 
 Change = Mapping[str, Any] | BaseModel | Callable[[Any], Any]
@@ -87,6 +98,9 @@ class _Entry(Generic[T]):
     stored: dict[str, Any] | None  # decrypted stored document; None: absent or deleted
     effective: T | None  # what readers get; None: no such item
     updated_at: datetime | None = None
+    # When the stored version was refused: (version, document) that ``effective`` came
+    # from, so explain() tells the truth; None when ``effective`` is the stored version.
+    serving: tuple[int, dict[str, Any] | None] | None = None
 
 
 @dataclass(slots=True)
@@ -121,6 +135,31 @@ class ConfigurationManager(Generic[T]):
     model: ClassVar[type[BaseModel]]
     keyed: ClassVar[bool] = False
     requires: ClassVar[tuple[type[ConfigurationManager[Any]], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        namespace = cls.__dict__.get("namespace")
+        if namespace is not None and not _NAMESPACE.fullmatch(namespace):
+            raise TypeError(
+                f"{cls.__name__}.namespace {namespace!r} must be lower-case letters, digits "
+                "and single underscores, start with a letter, and be at most 100 characters "
+                "(it also names CONFMAN_<NAMESPACE>__ variables)"
+            )
+        model = cls.__dict__.get("model")
+        if model is not None:
+            declared = [
+                arg
+                for base in getattr(cls, "__orig_bases__", ())
+                if typing.get_origin(base) is ConfigurationManager
+                for arg in typing.get_args(base)
+            ]
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                raise TypeError(f"{cls.__name__}.model must be a pydantic model class")
+            if declared and isinstance(declared[0], type) and not issubclass(model, declared[0]):
+                raise TypeError(
+                    f"{cls.__name__}.model is {model.__name__}, but the class is declared "
+                    f"ConfigurationManager[{declared[0].__name__}]"
+                )
 
     def __init__(self, hub: ConfigHub) -> None:
         self.hub = hub
@@ -199,8 +238,10 @@ class ConfigurationManager(Generic[T]):
         """For each effective field, the layer it came from (secrets masked)."""
         entry = self._entries.get(key)
         value = self.get(key)
-        stored = (entry.stored if entry else None) or {}
-        return self._layering.explain(key, value, stored, version=entry.version if entry else 0)
+        version, stored = (0, None) if entry is None else (entry.version, entry.stored)
+        if entry is not None and entry.serving is not None:
+            version, stored = entry.serving
+        return self._layering.explain(key, value, stored or {}, version=version)
 
     # ----------------------------------------------------------------- streams
 
@@ -218,34 +259,57 @@ class ConfigurationManager(Generic[T]):
 
         A deleted collection item emits nothing; watch `changes` for deletions.
         """
-
-        def start(_: Any) -> Observable[T]:
-            found = self.find(key)
-
-            def is_value(c: ConfigChange[T]) -> bool:
-                return c.key == key and c.new is not None
-
-            def new_value(c: ConfigChange[T]) -> T:
-                assert c.new is not None
-                return c.new
-
-            values: Observable[T] = self._subject.pipe(ops.filter(is_value), ops.map(new_value))
-            if found is not None:
-                values = values.pipe(ops.start_with(found))
-            return values.pipe(ops.distinct_until_changed())
-
-        return reactivex.defer(start)
+        return self._distinct(key, None)
 
     def select(self, fn: Callable[[T], R], key: str = DEFAULT_KEY) -> Observable[R]:
-        """`observe` mapped through ``fn``, emitting only when the derived value changes."""
-        return self.observe(key).pipe(ops.map(fn), ops.distinct_until_changed())
+        """`observe` mapped through ``fn``, emitting only when the derived value changes.
+
+        If ``fn`` raises for a value, that value is skipped (logged and counted as a
+        subscriber error) and the subscription carries on.
+        """
+        return self._distinct(key, fn)
+
+    def _distinct(self, key: str, fn: Callable[[T], Any] | None) -> Observable[Any]:
+        # Built by hand rather than from operators: in an operator chain an exception in
+        # ``fn`` or in the subscriber ends the subscription (the Rx contract), and the
+        # first value would be delivered inside subscribe() where nothing guards it.
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            last: list[Any] = []
+
+            def push(value: T) -> None:
+                try:
+                    derived = value if fn is None else fn(value)
+                    if last and last[0] == derived:
+                        return
+                    last[:] = [derived]
+                    observer.on_next(derived)
+                except Exception as e:
+                    log.exception("a %s subscriber raised; it stays subscribed", self.namespace)
+                    self._count_subscriber_error(e)
+
+            def on_change(change: ConfigChange[T]) -> None:
+                if change.key == key and change.new is not None:
+                    push(change.new)
+
+            found = self.find(key)
+            if found is not None:
+                push(found)
+            return self._subject.subscribe(
+                on_change, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return reactivex.create(subscribe)
 
     def _count_subscriber_error(self, _: BaseException) -> None:
         self.stats.subscriber_errors += 1
 
     # ----------------------------------------------------------------- writes
 
-    def validate(self, change: Change, *, key: str = DEFAULT_KEY) -> T:
+    def validate(
+        self, change: Mapping[str, Any] | T | Callable[[T], T], *, key: str = DEFAULT_KEY
+    ) -> T:
         """Preview: the effective value ``change`` would give ``key``; nothing is written.
 
         Raises:
@@ -259,13 +323,14 @@ class ConfigurationManager(Generic[T]):
 
     async def update(
         self,
-        change: Change,
+        change: Mapping[str, Any] | T | Callable[[T], T],
         *,
         key: str = DEFAULT_KEY,
         expected_version: int | None = None,
         actor: str | None = None,
         reason: str | None = None,
         retries: int = 0,
+        wait_for_instances: float | None = None,
     ) -> ConfigChange[T]:
         """Change ``key`` and return the committed change.
 
@@ -280,6 +345,9 @@ class ConfigurationManager(Generic[T]):
                 last saw is checked, so a patch built on a stale value is never written.
             retries: after a conflict, reload the newest value and try again this many
                 times (only without ``expected_version``).
+            wait_for_instances: after the commit, wait up to this many seconds for every
+                live instance of the cluster to answer; the returned change then carries
+                a `FleetReport` in ``fleet`` (applied, refused with reasons, missing).
 
         Raises:
             ValidationFailed: refused before touching the database.
@@ -291,7 +359,7 @@ class ConfigurationManager(Generic[T]):
         attempts = 1 + (retries if expected_version is None else 0)
         for attempt in range(attempts):
             try:
-                return await self._write(
+                committed = await self._write(
                     key,
                     lambda stored: self._apply_change(stored, change, key),
                     action=Action.UPDATE,
@@ -303,6 +371,11 @@ class ConfigurationManager(Generic[T]):
                 if attempt + 1 == attempts:
                     raise
                 await self._refresh_from_store(key)
+                continue
+            if wait_for_instances is None:
+                return committed
+            report = await self.hub.wait_for_instances(committed, wait_for_instances)
+            return dataclasses.replace(committed, fleet=report)
         raise AssertionError("unreachable")
 
     async def create(
@@ -433,6 +506,18 @@ class ConfigurationManager(Generic[T]):
             self.stats.validation_failures += 1
             raise
         raw = value.model_dump(mode="python", exclude_unset=True)
+        pasted = masked_paths(raw)
+        if pasted:
+            self.stats.validation_failures += 1
+            raise ValidationFailed(
+                self.namespace,
+                key,
+                [
+                    FieldError(p, "is a masked secret as confman shows it, not a value")
+                    for p in pasted
+                ],
+                source=source,
+            )
         return _Candidate(
             value,
             effective,
@@ -468,6 +553,14 @@ class ConfigurationManager(Generic[T]):
         must_exist: bool = False,
         must_not_exist: bool = False,
     ) -> ConfigChange[T]:
+        too_long = [
+            FieldError(name, f"is longer than {MAX_KEY_LENGTH} characters")
+            for name, value in (("key", key), ("actor", origin.actor))
+            if value is not None and len(value) > MAX_KEY_LENGTH
+        ]
+        if too_long or not key:
+            errors = too_long or [FieldError("key", "must not be empty")]
+            raise ValidationFailed(self.namespace, key[:40], errors, source=str(action))
         async with self._lock(key):
             entry = await self._entry_for_write(key)
             if expected_version is not None and (entry.version if entry else 0) != expected_version:
@@ -562,7 +655,7 @@ class ConfigurationManager(Generic[T]):
             entry = self._entries[key] = _Entry(version, plain, effective, record.committed_at)
         else:
             entry.version, entry.stored, entry.effective = version, plain, effective
-            entry.updated_at = record.committed_at
+            entry.updated_at, entry.serving = record.committed_at, None
         self._problems.pop(key, None)
         if not self.keyed:
             self._current = effective
@@ -577,8 +670,26 @@ class ConfigurationManager(Generic[T]):
         self.stats.notifications += 1
         self._subject.on_next(change)
 
-    def _decode(self, data: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if data is None else decrypt_document(data, self.hub.keyring)
+    def _decode(self, data: Any, key: str = "?", version: int = 0) -> dict[str, Any] | None:
+        """Stored form to plain JSON.
+
+        Raises:
+            ValidationFailed: the row is not a document at all (not a JSON object, a
+                malformed secret token); the caller treats it like any invalid document.
+            SecretsUnavailable: a secret cannot be decrypted with the configured keys.
+        """
+        if data is None:
+            return None
+        source = f"database ({self.namespace}/{key} v{version})"
+        if not isinstance(data, dict):
+            reason = f"the stored document is a JSON {type(data).__name__}, not an object"
+            raise ValidationFailed(self.namespace, key, [FieldError("", reason)], source=source)
+        try:
+            return decrypt_document(data, self.hub.keyring)
+        except ValueError as e:
+            raise ValidationFailed(
+                self.namespace, key, [FieldError("", str(e))], source=source
+            ) from None
 
     def _resolve_stored(
         self, key: str, version: int, plain: dict[str, Any] | None
@@ -603,34 +714,51 @@ class ConfigurationManager(Generic[T]):
         entry = self._entries.get(key)
         if entry is not None and record.version <= entry.version:
             return
-        plain = self._decode(logged.data)
+        plain: dict[str, Any] | None = None
         try:
+            plain = self._decode(logged.data, key, record.version)
             usable, effective = self._resolve_stored(key, record.version, plain)
-        except ConfigSourceError as e:
-            # Our overrides make this version invalid here; keep serving the last value.
+        except (ValidationFailed, SecretsUnavailable) as e:
+            # An unreadable row, or our overrides make this version invalid here: keep
+            # serving the last valid value, and say why.
+            errors = e.errors if isinstance(e, ValidationFailed) else (FieldError("", str(e)),)
+            source = e.source if isinstance(e, ValidationFailed) else "database"
             self._problems[key] = Problem(
-                self.namespace, key, record.version, e.source, e.errors, datetime.now(UTC)
+                self.namespace, key, record.version, source, errors, datetime.now(UTC)
             )
             log.error("refusing %s/%s v%s: %s", self.namespace, key, record.version, e)
             usable, effective = False, None
         if not usable:
             # Remember the version (a later write must check against it) and the stored
-            # document (a patch heals it), but keep the last valid value in service.
+            # document (a patch heals it), but keep the last valid value in service, and
+            # what it came from (for explain).
             if entry is None:
                 self._entries[key] = _Entry(record.version, plain, None, record.committed_at)
             else:
+                if entry.serving is None:
+                    entry.serving = (entry.version, entry.stored)
                 entry.version, entry.stored = record.version, plain
             return
         self._commit(key, record.version, plain, effective, record)
 
     async def _catch_up(self, logged: list[LoggedChange]) -> None:
-        """Apply the newest logged version of each key (from the hub's catch-up)."""
-        newest: dict[str, LoggedChange] = {}
+        """Apply change-log rows in seq order (from the hub's catch-up).
+
+        Every version is applied, not only the newest of each key, so that a watcher
+        (``confman watch``) sees each change. One row that cannot be applied must not
+        cost the others their turn: the hub will not read these rows again.
+        """
         for item in logged:
-            newest[item.record.key] = item  # rows arrive in seq order
-        for key, item in newest.items():
-            async with self._lock(key):
-                self._apply_logged(key, item)
+            key = item.record.key
+            try:
+                async with self._lock(key):
+                    self._apply_logged(key, item)
+            except Exception as e:
+                self._problems[key] = Problem(
+                    self.namespace, key, item.record.version, "database",
+                    (FieldError("", f"{type(e).__name__}: {e}"),), datetime.now(UTC),
+                )  # fmt: skip
+                log.exception("cannot apply %s/%s v%s", self.namespace, key, item.record.version)
 
     async def _on_notice(self, notice: ChangeNotice) -> None:
         if notice.version <= self.version(notice.key):
@@ -660,12 +788,33 @@ class ConfigurationManager(Generic[T]):
             self._entries[DEFAULT_KEY] = _Entry(0, None, effective)
             self._current = effective
 
+    def _load_snapshot(self, documents: Iterable[StoredDocument]) -> None:
+        """Start-up from the snapshot file (the database is unreachable). Emits nothing."""
+        for doc in documents:
+            self._load_document(doc)
+        if not self.keyed and DEFAULT_KEY not in self._entries:
+            effective = self._effective(DEFAULT_KEY, {}, "model defaults")
+            self._entries[DEFAULT_KEY] = _Entry(0, None, effective)
+            self._current = effective
+
     def _load_document(self, doc: StoredDocument) -> None:
-        plain = self._decode(doc.data)
-        usable, effective = self._resolve_stored(doc.key, doc.version, plain)
-        if not usable and not self.keyed:
-            effective = self._effective(doc.key, {}, "model defaults")
-        self._entries[doc.key] = _Entry(doc.version, plain, effective, doc.updated_at)
+        # SecretsUnavailable propagates: stored secrets with no usable key stop start-up.
+        try:
+            plain = self._decode(doc.data, doc.key, doc.version)
+        except ValidationFailed as e:
+            self._problems[doc.key] = Problem(
+                self.namespace, doc.key, doc.version, e.source, e.errors, datetime.now(UTC)
+            )
+            log.error("refusing stored document, serving defaults: %s", self._problems[doc.key])
+            plain, usable, effective = None, False, None
+        else:
+            usable, effective = self._resolve_stored(doc.key, doc.version, plain)
+        serving: tuple[int, dict[str, Any] | None] | None = None
+        if not usable:
+            serving = (0, None)
+            if not self.keyed:
+                effective = self._effective(doc.key, {}, "model defaults")
+        self._entries[doc.key] = _Entry(doc.version, plain, effective, doc.updated_at, serving)
         if not self.keyed:
             self._current = effective
 

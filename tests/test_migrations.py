@@ -15,7 +15,7 @@ from sqlalchemy import inspect
 
 from confman import ConfigHub, SchemaOutOfDate
 from confman.store import create_engine, head_revision
-from confman.store.schema import current_revisions, downgrade, upgrade_async
+from confman.store.schema import SCHEMA_HEAD, current_revisions, downgrade, upgrade_async
 from confman.store.tables import metadata
 from tests.support import drop_pg_database, new_pg_database, pg_url, require_service
 
@@ -76,6 +76,10 @@ async def _downgrade(url: str) -> None:
     import asyncio
 
     await asyncio.to_thread(downgrade, url, "base")
+
+
+def test_schema_head_constant_is_the_newest_migration() -> None:
+    assert head_revision() == SCHEMA_HEAD
 
 
 async def test_hub_refuses_a_database_that_is_not_at_head(empty_url: str) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["ChangeBus", "ChangeNotice", "NoticeHandler"]
+__all__ = ["ChangeBus", "ChangeNotice", "NoticeHandler", "ReconnectHandler", "ReconnectingBus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,7 @@ class ChangeNotice:
 
 
 NoticeHandler = Callable[[ChangeNotice], None]
+ReconnectHandler = Callable[[], None]
 
 
 @runtime_checkable
@@ -36,3 +37,17 @@ class ChangeBus(Protocol):
 
     async def close(self) -> None:
         """Stop delivering and release every resource."""
+
+
+@runtime_checkable
+class ReconnectingBus(ChangeBus, Protocol):
+    """A bus that can lose its connection (and so notices) and knows when it is back.
+
+    Optional: the hub checks ``isinstance(bus, ReconnectingBus)`` and, if so, hands it a
+    callback before `start`. The bus calls it (on the hub's loop) after every successful
+    (re)subscription, and the hub then catches up from the change log at once instead of
+    waiting for its next periodic run.
+    """
+
+    def set_reconnect_handler(self, handler: ReconnectHandler) -> None:
+        """Call ``handler`` after each (re)connect; ``None``-safe to call before start."""

@@ -6,18 +6,24 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..exceptions import SchemaOutOfDate
 from .engine import normalize_url
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported inside the functions: every CLI run and hub start would otherwise
+# pay for importing it, while only upgrades and the schema check need it.
+
 __all__ = [
+    "SCHEMA_HEAD",
     "alembic_config",
     "check_schema",
     "current_revisions",
@@ -38,6 +44,8 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(database_url: str | URL) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     url = normalize_url(database_url).render_as_string(hide_password=False)
@@ -47,12 +55,16 @@ def alembic_config(database_url: str | URL) -> Config:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None
     return head
 
 
 async def current_revisions(engine: AsyncEngine) -> tuple[str, ...]:
+    from alembic.runtime.migration import MigrationContext
+
     async with engine.connect() as conn:
         heads = await conn.run_sync(
             lambda sync: MigrationContext.configure(sync).get_current_heads()
@@ -60,12 +72,25 @@ async def current_revisions(engine: AsyncEngine) -> tuple[str, ...]:
     return tuple(heads)
 
 
+# The newest migration's revision. Kept here so that start-up checks the schema with one
+# query instead of importing Alembic and parsing every migration script; a test proves
+# it equals Alembic's head.
+SCHEMA_HEAD = "0002"
+
+
 async def check_schema(engine: AsyncEngine) -> None:
     """Raise `SchemaOutOfDate` unless the database is exactly at head."""
-    current = await current_revisions(engine)
-    head = head_revision()
-    if current != (head,):
-        raise SchemaOutOfDate(current, head)
+    try:
+        async with engine.connect() as conn:
+            current = tuple(await conn.scalars(text("SELECT version_num FROM alembic_version")))
+    except ProgrammingError:  # PostgreSQL: no such table
+        current = ()
+    except OperationalError as e:  # SQLite says "no such table" this way too
+        if "no such table" not in str(e):
+            raise
+        current = ()
+    if current != (SCHEMA_HEAD,):
+        raise SchemaOutOfDate(current, SCHEMA_HEAD)
 
 
 def _off_loop(fn: Callable[[], None]) -> None:
@@ -82,12 +107,18 @@ def _off_loop(fn: Callable[[], None]) -> None:
 
 def upgrade(database_url: str | URL, revision: str = "head") -> None:
     """``alembic upgrade`` (blocking; from async code prefer `upgrade_async`)."""
+    from alembic import command
+
     _off_loop(lambda: command.upgrade(alembic_config(database_url), revision))
 
 
 def downgrade(database_url: str | URL, revision: str) -> None:
+    from alembic import command
+
     _off_loop(lambda: command.downgrade(alembic_config(database_url), revision))
 
 
 async def upgrade_async(database_url: str | URL, revision: str = "head") -> None:
+    from alembic import command
+
     await asyncio.to_thread(command.upgrade, alembic_config(database_url), revision)

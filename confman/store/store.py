@@ -3,21 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, or_, select, update
+from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..change import Action, ChangeRecord
-from ..exceptions import ConcurrencyConflict, NotFound, StoreUnavailable
+from ..exceptions import ConcurrencyConflict, ConfmanError, NotFound, StoreUnavailable
 from .engine import WRITE
-from .tables import config_changes, config_documents
+from .tables import config_changes, config_documents, config_fencing
 
-__all__ = ["ConfigStore", "LoggedChange", "StoredDocument", "Write"]
+__all__ = [
+    "ConfigStore",
+    "FencingTokenRejected",
+    "LoggedChange",
+    "StoredDocument",
+    "Write",
+]
+
+
+class FencingTokenRejected(ConfmanError):
+    """Leader work refused: a newer leader (higher fencing token) has acted already."""
+
+    def __init__(self, cluster: str, token: int, current: int) -> None:
+        self.cluster = cluster
+        self.token = token
+        self.current = current
+        super().__init__(
+            f"cluster {cluster!r}: fencing token {token} is stale (a leader with token "
+            f"{current} has acted since); this instance is no longer the leader"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +109,34 @@ def _document(row: Row[Any]) -> StoredDocument:
 class ConfigStore:
     """All SQL confman runs. Owns no engine: the hub creates and disposes of it."""
 
+    #: After a failure, writes fail at once for this long (seconds) instead of each
+    #: waiting on a dead database; any successful read (the hub's catch-up) ends it.
+    fail_fast_for: float = 2.0
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._pid = os.getpid()
+        self._failed_at: float | None = None
+        self._last_error = ""
+
+    @property
+    def available(self) -> bool:
+        """False since the last failed database call, until one succeeds again."""
+        return self._failed_at is None
 
     @contextlib.asynccontextmanager
     async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        if os.getpid() != self._pid:
+            raise ConfmanError(
+                f"this confman hub was started in process {self._pid} and process "
+                f"{os.getpid()} was forked from it: database connections (and the hub's "
+                "background tasks) do not survive a fork, so this copy would never hear "
+                "of changes. Create the ConfigHub after forking (e.g. in each worker's "
+                "startup, not at import time with gunicorn --preload)."
+            )
+        failed_at = self._failed_at
+        if write and failed_at is not None and time.monotonic() - failed_at < self.fail_fast_for:
+            raise StoreUnavailable(f"database unavailable ({self._last_error}); not retried yet")
         try:
             async with self.engine.connect() as conn:
                 if write:
@@ -100,9 +144,10 @@ class ConfigStore:
                 async with conn.begin():
                     yield conn
         except (OperationalError, InterfaceError, OSError) as e:
-            raise StoreUnavailable(
-                f"database unavailable ({type(e).__name__}: {str(e).splitlines()[0]})"
-            ) from e
+            self._last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self._failed_at = time.monotonic()
+            raise StoreUnavailable(f"database unavailable ({self._last_error})") from e
+        self._failed_at = None
 
     async def load_namespace(
         self, namespace: str, *, keys: Iterable[str] | None = None
@@ -257,15 +302,70 @@ class ConfigStore:
             async for row in result:
                 yield _document(row)
 
-    async def replace_data(
-        self, rows: Iterable[tuple[str, str, int, dict[str, Any] | None]]
-    ) -> None:
-        """Rewrite stored forms in place without a new version (key rotation only)."""
-        docs = config_documents.c
-        async with self._connect(write=True) as conn:
-            for namespace, key, version, data in rows:
-                await conn.execute(
-                    update(config_documents)
-                    .where(docs.namespace == namespace, docs.key == key, docs.version == version)
-                    .values(data=data)
+    # ----------------------------------------------------------------- leader work
+
+    async def _fence(self, conn: AsyncConnection, cluster: str, token: int, holder: str) -> None:
+        """Check and raise the cluster's fencing token inside the caller's transaction."""
+        f = config_fencing.c
+        now = datetime.now(UTC)
+        current = await conn.scalar(select(f.token).where(f.cluster == cluster).with_for_update())
+        if current is None:
+            await conn.execute(
+                insert(config_fencing).values(
+                    cluster=cluster, token=token, holder=holder, updated_at=now
                 )
+            )
+        elif current > token:
+            raise FencingTokenRejected(cluster, token, current)
+        else:
+            await conn.execute(
+                update(config_fencing)
+                .where(f.cluster == cluster)
+                .values(token=token, holder=holder, updated_at=now)
+            )
+
+    async def fencing_token(self, cluster: str) -> int:
+        """The highest fencing token that acted on this database (0: none yet)."""
+        f = config_fencing.c
+        async with self._connect() as conn:
+            return int(await conn.scalar(select(f.token).where(f.cluster == cluster)) or 0)
+
+    async def prune_changes(
+        self,
+        *,
+        cluster: str,
+        token: int,
+        holder: str,
+        keep_versions: int | None,
+        older_than: datetime | None,
+    ) -> int:
+        """Change-log retention, run by the leader; returns how many rows were deleted.
+
+        A row goes when it is older than ``older_than`` or not among the newest
+        ``keep_versions`` of its document; the newest version of a document always
+        stays. Fenced: refused with `FencingTokenRejected` (nothing deleted) if a leader
+        with a higher ``token`` has acted on this database.
+        """
+        c, d = config_changes.c, config_documents.c
+        newest = (
+            select(d.version).where(d.namespace == c.namespace, d.key == c.key).scalar_subquery()
+        )
+        expired = []
+        if keep_versions is not None:
+            expired.append(c.version <= newest - max(1, keep_versions))
+        if older_than is not None:
+            expired.append(c.committed_at < older_than)
+        for attempt in range(2):
+            try:
+                async with self._connect(write=True) as conn:
+                    await self._fence(conn, cluster, token, holder)
+                    if not expired:
+                        return 0
+                    result = await conn.execute(
+                        delete(config_changes).where(c.version < newest, or_(*expired))
+                    )
+                    return int(result.rowcount or 0)
+            except IntegrityError:  # two leaders inserted the first fencing row at once
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")

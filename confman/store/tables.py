@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["config_changes", "config_documents", "metadata"]
+__all__ = ["config_changes", "config_documents", "config_fencing", "metadata"]
 
 metadata = MetaData(
     naming_convention={
@@ -64,4 +64,14 @@ config_changes = Table(
     Column("committed_at", DateTime(timezone=True), nullable=False),
     Index(None, "namespace", "key", "version", unique=True),
     sqlite_autoincrement=True,
+)
+
+# The highest fencing token a cluster's leader has acted with (see confman.cluster).
+config_fencing = Table(
+    "config_fencing",
+    metadata,
+    Column("cluster", String(255), primary_key=True),
+    Column("token", BigInteger, nullable=False),
+    Column("holder", String(255), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )

@@ -1,0 +1,337 @@
+"""`ClusterNode`: one instance's membership of a fleet — heartbeats, replies, the leader
+lease and the leader's housekeeping. The hub owns one when it has a ``redis_url``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from reactivex import Observable
+from redis.exceptions import RedisError
+
+from ..bus.redis import redis_client
+from ..exceptions import StoreUnavailable
+from ..store import ConfigStore, FencingTokenRejected
+from ._tasks import stop_task
+from .fleet import AckWriter, Drift, FleetReport, InstanceInfo, NamespaceDigest, Registry
+from .lease import LeaderLease
+
+__all__ = ["ClusterNode", "ClusterOptions", "ClusterStatus", "InstanceState"]
+
+log = logging.getLogger("confman.cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterOptions:
+    """Tuning of an instance's fleet membership (all times in seconds).
+
+    Attributes:
+        lease_ttl: the leader lease; a dead leader is replaced within it.
+        renew_interval: how often the leader renews (default ``lease_ttl / 3``).
+        campaign_interval: how often a follower tries to lead (``lease_ttl / 10``).
+        leader_election: take part in elections at all.
+        heartbeat_interval: how often an instance publishes its heartbeat.
+        heartbeat_ttl: when a silent instance is dropped (``3 * heartbeat_interval``).
+        housekeeping_interval: how often the leader runs retention and the check.
+        retention_keep_versions: change-log versions kept per document (``None``: all).
+        retention_max_age: change-log rows older than this go (``None``: no limit). The
+            newest version of a document is always kept.
+        lag_grace: an instance is *lagging* if it has not applied a change committed
+            this long before its last heartbeat.
+        ack_ttl: how long replies to changes are kept in Redis.
+    """
+
+    lease_ttl: float = 10.0
+    renew_interval: float | None = None
+    campaign_interval: float | None = None
+    leader_election: bool = True
+    heartbeat_interval: float = 2.0
+    heartbeat_ttl: float | None = None
+    housekeeping_interval: float = 60.0
+    retention_keep_versions: int | None = 1000
+    retention_max_age: timedelta | None = timedelta(days=90)
+    lag_grace: float = 10.0
+    ack_ttl: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceState:
+    """What the hub reports about itself in each heartbeat."""
+
+    applied_seq: int
+    namespaces: dict[str, NamespaceDigest] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    degraded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """The fleet as Redis and the database see it now.
+
+    ``instances``: live instances (fresh heartbeat). ``leader``/``fencing_token``: the
+    current lease holder. ``database_seq``: the newest change-log id (``None`` when the
+    database is unreachable). ``drift``: instances behind or holding values they should
+    not (see `Drift`).
+    """
+
+    cluster: str
+    instances: tuple[InstanceInfo, ...]
+    leader: str | None
+    fencing_token: int | None
+    database_seq: int | None
+    drift: tuple[Drift, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.drift
+
+
+class ClusterNode:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        prefix: str,
+        instance_id: str,
+        store: ConfigStore,
+        describe: Callable[[], InstanceState],
+        options: ClusterOptions | None = None,
+    ) -> None:
+        self.options = opts = options or ClusterOptions()
+        self.prefix = prefix
+        self.instance_id = instance_id
+        self.store = store
+        self.describe = describe
+        self.redis = redis_client(redis_url)
+        self.registry = Registry(
+            self.redis,
+            prefix=prefix,
+            heartbeat_ttl=opts.heartbeat_ttl or 3 * opts.heartbeat_interval,
+            ack_ttl=opts.ack_ttl,
+        )
+        self.lease = LeaderLease(
+            self.redis,
+            prefix=prefix,
+            holder=instance_id,
+            ttl=opts.lease_ttl,
+            renew_interval=opts.renew_interval,
+            campaign_interval=opts.campaign_interval,
+            floor=lambda: store.fencing_token(prefix),
+        )
+        self.acks = AckWriter(self.registry, instance_id)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.started_at = datetime.now(UTC)
+        self.heartbeat_failures = 0
+        self.housekeeping_runs = 0
+        self.pruned = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # ----------------------------------------------------------------- leadership
+
+    @property
+    def is_leader(self) -> bool:
+        return self.lease.is_leader
+
+    @property
+    def fencing_token(self) -> int | None:
+        return self.lease.fencing_token
+
+    @property
+    def leadership(self) -> Observable[bool]:
+        return self.lease.leadership
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.acks.start()
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self._beat(), 2.0)
+        self._tasks.append(loop.create_task(self._heartbeats(), name="confman-heartbeat"))
+        if self.options.leader_election:
+            self.lease.start()
+            self._tasks.append(loop.create_task(self._housekeeping(), name="confman-leader"))
+
+    async def close(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            await stop_task(task)
+        self._tasks.clear()
+        await self.lease.close()
+        await self.acks.close()
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self.registry.leave(self.instance_id), 2.0)
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.aclose()
+
+    # ----------------------------------------------------------------- heartbeats
+
+    def info(self) -> InstanceInfo:
+        state = self.describe()
+        return InstanceInfo(
+            instance_id=self.instance_id,
+            host=self.host,
+            pid=self.pid,
+            started_at=self.started_at,
+            beat_at=datetime.now(UTC),
+            applied_seq=state.applied_seq,
+            namespaces=state.namespaces,
+            problems=state.problems,
+            leader=self.is_leader,
+            fencing_token=self.fencing_token,
+            degraded=state.degraded,
+        )
+
+    async def _beat(self) -> None:
+        await self.registry.beat(self.info())
+
+    async def _heartbeats(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.options.heartbeat_interval)
+            try:
+                await self._beat()
+            except (RedisError, OSError) as e:
+                self.heartbeat_failures += 1
+                log.debug("heartbeat failed (%s)", e)
+            except Exception:
+                log.exception("heartbeat failed unexpectedly")
+
+    def acknowledge(self, namespace: str, key: str, version: int, reason: str | None) -> None:
+        self.acks.note(namespace, key, version, reason)
+
+    async def wait_for(self, namespace: str, key: str, version: int, timeout: float) -> FleetReport:
+        return await self.registry.wait_for(
+            namespace, key, version, origin=self.instance_id, timeout=timeout
+        )
+
+    # ----------------------------------------------------------------- housekeeping
+
+    async def _housekeeping(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.options.housekeeping_interval)
+            if not self.is_leader:
+                continue
+            try:
+                await self.housekeeping()
+            except FencingTokenRejected as e:
+                log.warning("%s", e)
+            except StoreUnavailable as e:
+                log.warning("housekeeping skipped: %s", e)
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def housekeeping(self, *, token: int | None = None) -> int:
+        """Run the leader's work now: retention, then the consistency check.
+
+        ``token`` is the fencing token the work carries (by default this instance's,
+        taken now). Returns the number of change-log rows deleted.
+
+        Raises:
+            FencingTokenRejected: a newer leader has acted (this one steps down).
+            RuntimeError: this instance is not the leader.
+        """
+        if token is None:
+            self.lease.check()
+            token = self.fencing_token
+            if token is None:
+                raise RuntimeError(f"{self.instance_id} is not the leader of {self.prefix}")
+        opts = self.options
+        max_age = opts.retention_max_age
+        older_than = None if max_age is None else datetime.now(UTC) - max_age
+        try:
+            deleted = await self.store.prune_changes(
+                cluster=self.prefix,
+                token=token,
+                holder=self.instance_id,
+                keep_versions=opts.retention_keep_versions,
+                older_than=older_than,
+            )
+        except FencingTokenRejected:
+            self.lease._step_down("a newer leader has acted (fencing token rejected)")
+            raise
+        self.housekeeping_runs += 1
+        self.pruned += deleted
+        if deleted:
+            log.info("retention removed %d change-log rows (token %d)", deleted, token)
+        with contextlib.suppress(RedisError, OSError, StoreUnavailable):
+            for drift in (await self.status()).drift:
+                log.warning("drift in %s: %s", self.prefix, drift)
+        return deleted
+
+    # ----------------------------------------------------------------- status
+
+    async def status(self) -> ClusterStatus:
+        with contextlib.suppress(RedisError, OSError):
+            await self._beat()  # our own entry is fresh
+        instances = await self.registry.instances()
+        holder = await self.lease.current_leader()
+        try:
+            database_seq: int | None = await self.store.max_seq()
+        except StoreUnavailable:
+            database_seq = None
+        drift = await self._drift(instances, database_seq)
+        return ClusterStatus(
+            cluster=self.prefix,
+            instances=tuple(instances),
+            leader=holder[0] if holder else None,
+            fencing_token=holder[1] if holder else None,
+            database_seq=database_seq,
+            drift=tuple(drift),
+        )
+
+    async def _drift(self, instances: list[InstanceInfo], database_seq: int | None) -> list[Drift]:
+        found: list[Drift] = []
+        grace = timedelta(seconds=self.options.lag_grace)
+        for inst in instances:
+            if inst.degraded:
+                found.append(Drift(inst.instance_id, "degraded", "serving its snapshot"))
+            if inst.problems:
+                found.append(Drift(inst.instance_id, "problems", "; ".join(inst.problems)))
+            if database_seq is not None and inst.applied_seq < database_seq:
+                with contextlib.suppress(StoreUnavailable):
+                    missed = await self.store.changes_since(inst.applied_seq, limit=1)
+                    if missed and missed[0].record.committed_at + grace < inst.beat_at:
+                        found.append(
+                            Drift(
+                                inst.instance_id,
+                                "lagging",
+                                f"applied up to seq {inst.applied_seq}, database at "
+                                f"{database_seq}; missing since "
+                                f"{missed[0].record.committed_at.isoformat()}",
+                            )
+                        )
+        namespaces = {ns for inst in instances for ns in inst.namespaces}
+        for ns in sorted(namespaces):
+            groups: dict[str, list[InstanceInfo]] = {}
+            for inst in instances:
+                digest = inst.namespaces.get(ns)
+                if digest is not None and not digest.overridden and not inst.degraded:
+                    groups.setdefault(digest.versions, []).append(inst)
+            for members in groups.values():
+                votes = Counter(m.namespaces[ns].effective for m in members)
+                if len(votes) < 2:
+                    continue
+                majority = votes.most_common(1)[0][0]
+                for m in members:
+                    if m.namespaces[ns].effective != majority:
+                        found.append(
+                            Drift(
+                                m.instance_id,
+                                "values",
+                                f"{ns}: same stored versions as its peers, different "
+                                "effective values",
+                            )
+                        )
+        return found
+
+    def __repr__(self) -> str:
+        return f"<ClusterNode {self.prefix} {self.instance_id} leader={self.is_leader}>"

@@ -1,0 +1,206 @@
+"""Process helpers for the multi-process tests: worker processes and own redis-servers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def unique_cluster() -> str:
+    return f"confman-test-{uuid.uuid4().hex[:12]}"
+
+
+class Worker:
+    """One confman instance in its own process (tests/cluster/worker.py)."""
+
+    def __init__(self, config: dict[str, Any], out_dir: Path) -> None:
+        self.instance_id = config["instance_id"]
+        self.out = out_dir / f"{self.instance_id}.json"
+        config = {**config, "out": str(self.out)}
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.history: list[str] = []
+        self.stderr_path = out_dir / f"{self.instance_id}.stderr"
+        self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.cluster.worker", json.dumps(config)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def stderr(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text()[-4000:]
+
+    def expect(self, prefix: str, timeout: float = 60.0) -> str:
+        """Wait for the next stdout line starting with ``prefix``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if prefix != "STATUS" and self.proc.poll() is None:
+                    self.send("STATUS")
+                    with contextlib.suppress(AssertionError):
+                        self.expect("STATUS", 5)
+                raise AssertionError(
+                    f"{self.instance_id}: no {prefix!r} within {timeout}s; "
+                    f"saw {self.history[-5:]}; stderr:\n{self.stderr()}"
+                )
+            try:
+                line = self.lines.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    raise AssertionError(
+                        f"{self.instance_id} exited ({self.proc.returncode}) before "
+                        f"{prefix!r}; stderr:\n{self.stderr()}"
+                    ) from None
+                continue
+            self.history.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def drain(self) -> list[str]:
+        """The lines printed since the last look, without waiting."""
+        new: list[str] = []
+        while True:
+            try:
+                new.append(self.lines.get_nowait())
+            except queue.Empty:
+                self.history.extend(new)
+                return new
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+
+    def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Ask the worker to stop; return what it recorded."""
+        self.send("STOP")
+        try:
+            self.proc.wait(timeout)
+        finally:
+            self.kill()
+        if self.proc.returncode != 0:
+            raise AssertionError(f"{self.instance_id} failed:\n{self.stderr()}")
+        result: dict[str, Any] = json.loads(self.out.read_text())
+        return result
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._stderr.close()
+
+
+@contextlib.contextmanager
+def workers(configs: list[dict[str, Any]], out_dir: Path) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    try:
+        for config in configs:
+            started.append(Worker(config, out_dir))
+        yield started
+    finally:
+        for w in started:
+            w.kill()
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, for tests that kill Redis."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.binary = binary
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="confman-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return
+            time.sleep(0.05)
+        raise AssertionError("own redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

@@ -1,0 +1,171 @@
+"""A confman instance in its own OS process, driven by the multi-process tests.
+
+Run as ``python -m tests.cluster.worker '<json config>'`` from the repository root. It
+prints one line per event on stdout (``READY``, ``CONVERGED``, ``DONE ...``, ``LEADER
+...``) and obeys lines on stdin (``STOP``; EOF means stop too). On stop it writes what it
+saw to ``config["out"]`` as JSON.
+
+Config keys: ``db``, ``redis`` (optional), ``cluster``, ``instance_id``, ``env`` (override
+variables), ``role`` (``listen``, ``increment``), ``bus`` (``redis``, ``drop_half``,
+``no_publish``, ``local``), ``hub`` (extra `ConfigHub.connect` options), ``expect``
+(``{"ns/key": version}`` to announce ``CONVERGED``), ``increments``, ``key``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from confman import ChangeNotice, ConfigChange, ConfigHub
+from confman.bus.redis import RedisBus
+from confman.cluster import ClusterOptions
+
+from .models import MANAGERS, CountersManager
+
+log = logging.getLogger("confman.test.worker")
+
+
+class DroppingBus(RedisBus):
+    """Publishes only every other notice (``drop_half``) or none (``no_publish``)."""
+
+    def __init__(self, url: str, *, prefix: str, keep_every: int) -> None:
+        super().__init__(url, prefix=prefix)
+        self.keep_every = keep_every
+        self.count = 0
+
+    async def publish(self, notice: ChangeNotice) -> None:
+        self.count += 1
+        if self.keep_every and self.count % self.keep_every == 0:
+            await super().publish(notice)
+
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str]) -> None:
+    for line in sys.stdin:
+        loop.call_soon_threadsafe(queue.put_nowait, line.strip())
+    loop.call_soon_threadsafe(queue.put_nowait, "STOP")
+
+
+async def main(config: dict[str, Any]) -> None:
+    options: dict[str, Any] = dict(config.get("hub", {}))
+    redis_url = config.get("redis")
+    bus_mode = config.get("bus", "redis" if redis_url else "local")
+    if bus_mode in ("drop_half", "no_publish"):
+        options["bus"] = DroppingBus(
+            redis_url, prefix=config["cluster"], keep_every=2 if bus_mode == "drop_half" else 0
+        )
+    elif bus_mode == "redis":
+        options["redis_url"] = redis_url
+    if "cluster_options" in config:
+        options["cluster_options"] = ClusterOptions(**config["cluster_options"])
+    env = dict(config.get("env", {}))
+    env.setdefault("CONFMAN_ENCRYPTION_KEY", config["key_material"])
+    seen: dict[str, list[int]] = {}
+    expect: dict[str, int] = dict(config.get("expect", {}))
+    commands: asyncio.Queue[str] = asyncio.Queue()
+    threading.Thread(
+        target=stdin_lines, args=(asyncio.get_running_loop(), commands), daemon=True
+    ).start()
+
+    latencies: list[float] = []
+
+    def record(change: ConfigChange[Any]) -> None:
+        seen.setdefault(f"{change.namespace}/{change.key}", []).append(change.version)
+        latencies.append(time.time() - change.at.timestamp())
+
+    async def watch_convergence(hub: ConfigHub) -> None:
+        while expect:
+            if all(
+                hub.by_namespace(k.split("/")[0]).version(k.split("/")[1]) >= v
+                for k, v in expect.items()
+            ):
+                say("CONVERGED")
+                return
+            await asyncio.sleep(0.05)
+
+    async with ConfigHub.connect(
+        config["db"],
+        env=env,
+        env_files=(),
+        managers=MANAGERS,
+        instance_id=config["instance_id"],
+        cluster=config["cluster"],
+        **options,
+    ) as hub:
+        for manager in hub.managers():
+            manager.changes.subscribe(record)
+        result: dict[str, Any] = {"instance_id": hub.instance_id, "pid": os.getpid()}
+        hub.leadership.subscribe(lambda leading: say("LEADER", leading, hub.fencing_token))
+        say("READY", hub.instance_id)
+        watcher = asyncio.create_task(watch_convergence(hub))
+        role = config.get("role", "listen")
+        if role == "crash_after_commit":
+
+            async def die(notice: ChangeNotice) -> None:
+                os._exit(17)  # committed, never published
+
+            hub._publish = die  # type: ignore[method-assign]
+            await hub.manager(CountersManager).update({"value": 1}, key=config["key"])
+        if role == "increment":
+            counters = hub.manager(CountersManager)
+            ok = failed = 0
+            key = config.get("key", "shared")
+            for _ in range(int(config["increments"])):
+                try:
+                    await counters.update(
+                        lambda c: c.model_copy(update={"value": c.value + 1}),
+                        key=key,
+                        retries=1000,
+                    )
+                    ok += 1
+                except Exception as e:
+                    failed += 1
+                    log.warning("increment failed: %s", e)
+            result.update(ok=ok, failed=failed)
+            say("DONE", ok, failed)
+        while True:
+            command = await commands.get()
+            if command == "STOP":
+                break
+            if command == "STATUS":
+                status = {
+                    "applied_seq": hub.applied_seq,
+                    "seq": hub._seq,
+                    "gaps": sorted(hub._gaps),
+                    "final": {
+                        f"{m.namespace}/{k}": m.version(k)
+                        for m in hub.managers()
+                        for k, _ in m.items()
+                    },
+                    "catch_up_runs": hub.stats.catch_up_runs,
+                    "tasks": len(hub._tasks),
+                }
+                say("STATUS", json.dumps(status))
+        watcher.cancel()
+        result["seen"] = seen
+        result["latencies"] = latencies
+        result["stats"] = {
+            "catch_up_runs": hub.stats.catch_up_runs,
+            "caught_up_changes": hub.stats.caught_up_changes,
+            "notices_received": hub.stats.notices_received,
+        }
+        result["final"] = {
+            f"{m.namespace}/{k}": m.version(k) for m in hub.managers() for k, _ in m.items()
+        }
+    Path(config["out"]).write_text(json.dumps(result))  # noqa: ASYNC240 - at exit
+    say("STOPPED")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    asyncio.run(main(json.loads(sys.argv[1])))
