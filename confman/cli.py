@@ -467,7 +467,9 @@ async def cmd_set(args: argparse.Namespace, ctx: Context) -> int:
     async with ctx.hub([cls]) as hub:
         manager = hub.manager(cls)
         actor, reason = _actor(args), args.reason
-        if cls.keyed and key not in manager and args.expect_version in (None, 0):
+        # fetch, not `in`: a lazily loaded manager (virtual keys) holds only what it cached.
+        missing = cls.keyed and await manager.fetch(key) is None
+        if missing and args.expect_version in (None, 0):
             change = await manager.create(key, patch, actor=actor, reason=reason)
         else:
             change = await manager.update(

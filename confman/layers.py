@@ -11,7 +11,7 @@ import typing
 from collections.abc import Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from .change import FieldSource, Layer
 from .exceptions import ConfigSourceError, FieldError, ValidationFailed
@@ -43,6 +43,26 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
         models = [m for a in typing.get_args(annotation) if (m := _model_in(a)) is not None]
         return models[0] if len(models) == 1 else None
     return None
+
+
+def _takes_text(model: type[BaseModel], path: Sequence[str]) -> bool:
+    """Whether the field at ``path`` is text (``str``, ``SecretStr``, optional or not).
+
+    An override of such a field keeps the text as written: ``12345`` or ``null`` is a
+    perfectly good API key, not a number or a removal.
+    """
+    current: type[BaseModel] | None = model
+    annotation: Any = None
+    for part in path:
+        if current is None or part not in current.model_fields:
+            return False
+        annotation = current.model_fields[part].annotation
+        current = _model_in(annotation)
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (
+        typing.Union, types.UnionType
+    ) else (annotation,)  # fmt: skip
+    kinds = [a for a in args if a is not type(None)]
+    return bool(kinds) and all(a in (str, SecretStr) for a in kinds)
 
 
 def _resolve_path(
@@ -127,8 +147,11 @@ class Layering(Generic[T]):
                         [FieldError(found.dotted, f"{model.__name__} has no such field")],
                         source=found.origin,
                     )
+                value = found.value
+                if found.raw is not None and _takes_text(model, path):
+                    value = found.raw
                 fixed = Override(
-                    found.layer, found.origin, found.variable, found.key, path, found.value
+                    found.layer, found.origin, found.variable, found.key, path, value, found.raw
                 )
                 self._by_key.setdefault(key, []).append(fixed)
 
@@ -167,14 +190,32 @@ class Layering(Generic[T]):
         except ValidationError as e:
             errors = field_errors(e)
         self.validate(stored, key=key, source=stored_source)  # is the document to blame?
-        blamed = [o for o in found if _covers([e.path for e in errors], o.dotted)] or found
-        culprit = blamed[-1]
+        blamed = self._blame(key, stored, found, errors)
         raise ConfigSourceError(
-            self.namespace,
-            key,
-            [FieldError(err.path, err.message) for err in errors],
-            source=culprit.origin,
+            self.namespace, key, errors, source=", ".join(o.origin for o in blamed)
         )
+
+    def _blame(
+        self,
+        key: str,
+        stored: dict[str, Any],
+        found: list[Override],
+        errors: list[FieldError],
+    ) -> list[Override]:
+        """The overrides at fault: those naming a refused field, then those that break
+        the document on their own (a rule across fields), else all of them."""
+        paths = [e.path for e in errors]
+        blamed = [o for o in found if _covers([p for p in paths if p], o.dotted)]
+        unexplained = [p for p in paths if not p or not _covers([o.dotted for o in blamed], p)]
+        if unexplained:
+            for o in found:
+                if o in blamed:
+                    continue
+                try:
+                    self.model.model_validate(overlay(stored, o.as_document()))
+                except ValidationError:
+                    blamed.append(o)
+        return [o for o in found if o in blamed] or found
 
     def pinned(self, key: str, paths: Iterable[str]) -> tuple[str, ...]:
         overridden = [o.dotted for o in self.overrides(key)]

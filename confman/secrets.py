@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "generate_key",
     "mask",
     "mask_document",
+    "masked_paths",
     "plain_document",
 ]
 
@@ -103,14 +105,19 @@ class KeyRing:
                     f"{ENCRYPTION_KEY_VARIABLE} nor the key file {path} is present"
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
-            # O_EXCL: two processes racing on first use must not both write a key.
+            # Written whole under a temporary name, then linked into place: link() fails
+            # if the file exists, so two processes racing on first use agree on one key,
+            # and neither can read a half-written file.
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(generate_key() + "\n")
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.link(tmp, path)
             except FileExistsError:
                 pass
-            else:
-                with os.fdopen(fd, "w") as f:
-                    f.write(generate_key() + "\n")
+            finally:
+                tmp.unlink()
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
     def encrypt(self, plaintext: str) -> str:
@@ -146,6 +153,21 @@ def _walk(value: Any, on_secret: Callable[[str], Any]) -> Any:
     return to_jsonable_python(value)
 
 
+_MASKED = re.compile(r"\*{10}#[0-9a-f]{8}")
+
+
+def masked_paths(raw: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Paths of secrets whose value is itself a mask: someone pasted shown output back."""
+    found: list[str] = []
+    for name, value in raw.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, SecretStr) and _MASKED.fullmatch(value.get_secret_value()):
+            found.append(path)
+        elif isinstance(value, Mapping):
+            found.extend(masked_paths(value, path + "."))
+    return found
+
+
 def plain_document(raw: Mapping[str, Any]) -> dict[str, Any]:
     """JSON form of a python-mode ``model_dump`` with secrets revealed (memory only)."""
     result: dict[str, Any] = _walk(raw, lambda s: s)
@@ -170,7 +192,10 @@ def _is_token(value: Any) -> bool:
 
 def _map_tokens(value: Any, fn: Callable[[str], Any]) -> Any:
     if _is_token(value):
-        return fn(value[_TOKEN_FIELD])
+        token = value[_TOKEN_FIELD]
+        if not isinstance(token, str):
+            raise ValueError("a stored secret token is malformed (not a string)")
+        return fn(token)
     if isinstance(value, dict):
         return {k: _map_tokens(v, fn) for k, v in value.items()}
     if isinstance(value, list):

@@ -648,3 +648,6 @@ def test_lazily_loaded_virtual_keys_are_listed_and_read_from_the_database(
     shown = json.loads(cli("get", "virtual_key", key_id).out)
     assert shown["name"] == "team-a"
     assert key_id in json.loads(cli("get", "virtual_key").out)
+    # An operator revokes it with `set` (an update of the stored key, not a create).
+    cli("set", "virtual_key", key_id, "enabled=false", "--reason", "leaked")
+    assert json.loads(cli("get", "virtual_key", key_id).out)["enabled"] is False

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, update
 
-from confman import ConfigHub, ValidationFailed
+from confman import ConfigHub, Layer, ValidationFailed
 from confman.store.tables import config_changes, config_documents
 from confman.testing import record_changes
 from tests.models import ALL, Flags, FlagsManager, ItemsManager
@@ -84,3 +84,47 @@ async def test_corrupt_change_from_elsewhere_keeps_the_last_valid_value(database
         assert flags.current.name == "fixed"
         assert seen.versions() == [3]
         assert flags.problems() == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [[1, 2], "oops", {"title": "t", "password": {"$fernet": 5}}],
+    ids=["list", "string", "malformed-token"],
+)
+async def test_rows_that_are_not_documents_are_problems_not_crashes(
+    database_url: str, data: Any
+) -> None:
+    async with connect(database_url, managers=ALL) as hub:
+        await _write_raw(hub, "items", "bad", data, 1)
+        await hub.manager(ItemsManager).create("good", {"title": "ok"})
+    async with connect(database_url, managers=ALL) as hub:
+        items = hub.manager(ItemsManager)
+        assert items.keys() == ["good"]
+        (problem,) = items.problems()
+        assert (problem.key, problem.version) == ("bad", 1)
+
+
+async def test_an_unreadable_row_does_not_cost_other_changes_their_turn(
+    database_url: str,
+) -> None:
+    async with connect(database_url, managers=ALL) as hub:
+        await hub.catch_up()
+        # In one catch-up batch: an unreadable row, then good changes after it.
+        await _write_raw(hub, "items", "bad", [1, 2], 1)
+        async with connect(database_url, managers=ALL) as writer:
+            await writer.manager(FlagsManager).update({"name": "after"})
+            await writer.manager(ItemsManager).create("fine", {"title": "f"})
+        await hub.catch_up()
+        assert hub.manager(FlagsManager).current.name == "after"
+        assert hub.manager(ItemsManager).keys() == ["fine"]
+        assert [p.key for p in hub.problems()] == ["bad"]
+
+
+async def test_explain_names_the_source_of_the_value_in_service(database_url: str) -> None:
+    async with connect(database_url, managers=ALL) as hub:
+        await _write_raw(hub, "flags", "default", {"ratio": "x", "name": "kept?"}, 1)
+    async with connect(database_url, managers=ALL) as hub:
+        sources = {s.path: s for s in hub.manager(FlagsManager).explain()}
+        # The refused document serves nothing: every field is a default.
+        assert sources["name"].layer is Layer.DEFAULT
+        assert sources["name"].value == "basic"

@@ -61,7 +61,8 @@ async def test_a_change_committed_by_another_process_arrives_by_catch_up(tmp_pat
         "async def main():\n"
         "    async with ConfigHub.connect(sys.argv[1], env={}, env_files=(),\n"
         "                                 managers=[FlagsManager]) as hub:\n"
-        "        await hub.manager(FlagsManager).update({'name': 'from-elsewhere'})\n"
+        "        for name in ('one', 'two', 'from-elsewhere'):\n"
+        "            await hub.manager(FlagsManager).update({'name': name})\n"
         "asyncio.run(main())\n"
     )
     async with temporary_hub(
@@ -73,8 +74,10 @@ async def test_a_change_committed_by_another_process_arrives_by_catch_up(tmp_pat
             subprocess.run, [sys.executable, "-c", script, url], cwd=ROOT, capture_output=True
         )
         assert result.returncode == 0, result.stderr
-        change = await seen.wait_for(version=1)
+        change = await seen.wait_for(version=3)
         assert change.new is not None and change.new.name == "from-elsewhere"
+        # Committed faster than the hub polls, yet each version is seen (`confman watch`).
+        assert seen.versions() == [1, 2, 3]
         assert change.origin != hub.instance_id
         assert hub.applied_seq == change.seq
 

@@ -259,3 +259,39 @@ async def test_singleton_and_collection_misuse_is_refused(hub: ConfigHub) -> Non
         _ = hub.manager(ItemsManager).current
     with pytest.raises(TypeError):
         await hub.manager(FlagsManager).create("x", {})
+
+
+def test_manager_definitions_are_checked_when_the_class_is_made() -> None:
+    with pytest.raises(TypeError, match="lower-case letters"):
+
+        class BadName(ConfigurationManager[Flags]):
+            namespace = "Bad-Name"
+            model = Flags
+
+    with pytest.raises(TypeError, match=r"declared ConfigurationManager\[Flags\]"):
+
+        class WrongModel(ConfigurationManager[Flags]):
+            namespace = "wrong"
+            model = Item
+
+
+async def test_over_long_key_or_actor_is_refused_before_the_database(hub: ConfigHub) -> None:
+    items = hub.manager(ItemsManager)
+    with pytest.raises(ValidationFailed, match="key: is longer than 255") as caught:
+        await items.create("k" * 300, {"title": "t"})
+    assert caught.value.paths == ("key",)
+    with pytest.raises(ValidationFailed, match="actor: is longer than 255"):
+        await hub.manager(FlagsManager).update({"name": "x"}, actor="a" * 300)
+    assert await hub.manager(FlagsManager).history() == []
+
+
+async def test_a_masked_secret_pasted_back_is_refused(hub: ConfigHub) -> None:
+    flags = hub.manager(FlagsManager)
+    await flags.update({"token": "real-secret-value"})
+    (record,) = await flags.history()
+    assert record.after is not None
+    shown = record.after["token"]
+    with pytest.raises(ValidationFailed, match="token: is a masked secret"):
+        await flags.update({"token": shown, "name": "other"})
+    assert flags.current.token is not None
+    assert flags.current.token.get_secret_value() == "real-secret-value"

@@ -114,17 +114,34 @@ async def test_a_failing_subscriber_hurts_nobody(
 
     flags.changes.subscribe(lambda c: before.append(c.version))
     flags.changes.subscribe(explode)
-    flags.select(lambda f: 1 / (f.limits.burst - 3)).subscribe(lambda v: None)
+    inverse: list[float] = []
+    flags.select(lambda f: 1 / (f.limits.burst - 3)).subscribe(inverse.append)
     flags.changes.subscribe(lambda c: after.append(c.version))
-    with caplog.at_level(logging.ERROR, logger="confman.streams"):
+    with caplog.at_level(logging.ERROR, logger="confman"):
         await flags.update({"name": "a"})
         await flags.update({"limits": {"burst": 3}})  # the select raises ZeroDivisionError
-        await flags.update({"name": "b"})
+        await flags.update({"limits": {"burst": 5}})
     assert before == after == [1, 2, 3]
     assert failures == 3  # still subscribed after raising
-    assert flags.current.name == "b"
+    assert inverse == [1 / 7, 1 / 2]  # the failing value skipped, the next one delivered
+    assert flags.current.limits.burst == 5
     assert flags.stats.subscriber_errors == 4
     assert "subscriber raised" in caplog.text
+
+
+async def test_a_subscriber_failing_on_the_first_value_stays_subscribed(hub: ConfigHub) -> None:
+    flags = hub.manager(FlagsManager)
+    seen: list[str] = []
+
+    def fussy(value: Flags) -> None:
+        seen.append(value.name)
+        if value.name == "basic":
+            raise RuntimeError("does not like defaults")
+
+    flags.observe().subscribe(fussy)  # the initial value raises inside subscribe()
+    await flags.update({"name": "custom"})
+    assert seen == ["basic", "custom"]
+    assert flags.stats.subscriber_errors == 1
 
 
 async def test_subscriber_can_ask_for_its_own_scheduler(hub: ConfigHub) -> None:

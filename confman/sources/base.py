@@ -27,6 +27,7 @@ class Override:
     key: str | None
     path: tuple[str, ...]
     value: Any
+    raw: str | None = None  # the text as written, for fields that take text
 
     @property
     def dotted(self) -> str:
@@ -83,6 +84,8 @@ class OverrideSource(ABC):
             if not parts or not all(parts):
                 continue
             found.append(
-                Override(self.layer, self.describe(name), name, key, tuple(parts), parse_value(raw))
+                Override(
+                    self.layer, self.describe(name), name, key, tuple(parts), parse_value(raw), raw
+                )
             )
         return found

@@ -305,12 +305,19 @@ async def test_revocation_reaches_an_instance_through_catch_up(
         assert await vk(b).authenticate(issued.plaintext) is None
         assert await vk(b).authenticate(other.plaintext) is None
         assert await vk(b).authenticate(third.plaintext) is not None
-        # Every remote change is emitted once, cached or not.
+        # Every remote change is emitted once, in order, cached or not: catch-up applies
+        # each version (the creates included), not only the newest of each key.
         assert sorted((c.key, c.version) for c in seen.changes) == sorted(
-            [(issued.key_id, 2), (other.key_id, 2), (third.key_id, 1)]
+            [
+                (issued.key_id, 1),
+                (issued.key_id, 2),
+                (other.key_id, 1),
+                (other.key_id, 2),
+                (third.key_id, 1),
+            ]
         )
         await b.catch_up()
-        assert len(seen.changes) == 3
+        assert len(seen.changes) == 5
 
 
 async def test_own_changes_are_emitted_once_even_after_eviction(ghub: ConfigHub) -> None:

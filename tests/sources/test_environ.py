@@ -81,3 +81,13 @@ async def test_collection_override_applies_to_its_item(tmp_path: Path) -> None:
         await items.create("second", {"title": "two", "weight": 2})
         assert items.get("first").weight == 9
         assert items.get("second").weight == 2
+
+
+async def test_text_fields_keep_the_text_as_written(tmp_path: Path) -> None:
+    # JSON would read these as a number and a removal; for a text field they are text.
+    env = {"CONFMAN_FLAGS__TOKEN": "12345", "CONFMAN_FLAGS__NAME": "null"}
+    async with temporary_hub(tmp_path, managers=[FlagsManager], env=env) as hub:
+        current = hub.manager(FlagsManager).current
+        assert current.token is not None
+        assert current.token.get_secret_value() == "12345"
+        assert current.name == "null"
