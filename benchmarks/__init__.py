@@ -1,0 +1,1 @@
+"""confman's benchmark suite: ``python -m benchmarks [--quick]`` (see docs/benchmarks.md)."""

@@ -1,0 +1,204 @@
+"""B4: propagation. A commit on one process until the `ConfigChange` on another.
+
+confman: this process runs a hub (Redis bus) and updates the cache policy; a listener
+process runs a hub on the same database and cluster and prints the time of every
+`ConfigChange` it emits. The commit time is the writer's own `ConfigChange`, which the
+manager emits right after the transaction commits and before the notice is published.
+
+Prototype, in the same run: the raw transaction of B2 (asyncpg), then ``PUBLISH`` of the
+same small notice; a listener process receives it, re-reads the change-log row, validates
+it with the same pydantic model and prints the time. The commit time is taken when the
+COMMIT returns.
+
+One change at a time (the next is written once the previous one arrived), so the figure
+is the latency of a change, not of a queue. Sides alternate in blocks; timestamps are
+``perf_counter_ns`` (CLOCK_MONOTONIC, shared by all processes of the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .common import Check, Context, FigureResult, Worker, latency, percentile, workers
+
+ID = "B4"
+TITLE = "propagation commit -> ConfigChange on another process"
+
+FIELD = "default_ttl_seconds"
+
+
+def require_redis_bus() -> None:
+    from .common import NotAvailable
+
+    try:
+        import confman.bus.redis  # noqa: F401
+    except ImportError as e:
+        raise NotAvailable(f"missing module confman.bus.redis: {e}") from e
+
+
+async def arrival(worker: Worker, version: int, timeout: float = 30.0) -> int:
+    """The timestamp at which ``worker`` reported ``version`` (or a newer one)."""
+    while True:
+        line = await worker.aexpect("CHG", timeout)
+        _, seen, ts = line.split()
+        if int(seen) >= version:
+            return int(ts)
+
+
+class ConfmanWriter:
+    """The writing instance: a hub on Redis; remembers when each version committed."""
+
+    def __init__(self, hub: Any) -> None:
+        from confman.managers.cache import CacheConfigurationManager
+
+        self.cache = hub.manager(CacheConfigurationManager)
+        self.committed: dict[int, int] = {}
+        self.cache.changes.subscribe(self._seen)
+
+    def _seen(self, change: Any) -> None:
+        self.committed[change.version] = time.perf_counter_ns()
+
+    async def write(self, i: int) -> tuple[int, int]:
+        change = await self.cache.update({FIELD: 1 + i % 1000}, actor="bench", reason="b4")
+        return change.version, self.committed[change.version]
+
+
+class PrototypeWriter:
+    """Raw transaction + PUBLISH: the floor a hand-written propagation path reaches."""
+
+    def __init__(self, raw: Any, redis: Any, channel: str) -> None:
+        self.raw, self.redis, self.channel = raw, redis, channel
+        self.version = 1
+
+    async def write(self, i: int) -> tuple[int, int]:
+        self.version += 1
+        data = {FIELD: 1 + i % 1000}
+        seq = await self.raw.write(
+            "bench_proto",
+            "default",
+            self.version,
+            data,
+            {FIELD: 1 + (i - 1) % 1000},
+            [FIELD],
+            "bench",
+            "b4",
+        )
+        committed = time.perf_counter_ns()
+        notice = {
+            "namespace": "bench_proto",
+            "key": "default",
+            "version": self.version,
+            "seq": seq,
+            "origin": "prototype",
+        }
+        await self.redis.publish(self.channel, json.dumps(notice, separators=(",", ":")))
+        return self.version, committed
+
+
+Write = Callable[[int], Awaitable[tuple[int, int]]]
+
+
+async def measure(write: Write, listeners: list[Worker], n: int, start: int) -> list[list[int]]:
+    """Write ``n`` changes one at a time; per change, each listener's latency (ns)."""
+    out: list[list[int]] = []
+    for i in range(start, start + n):
+        version, committed = await write(i)
+        out.append([await arrival(w, version) - committed for w in listeners])
+    return out
+
+
+async def run(ctx: Context, result: FigureResult) -> None:
+    require_redis_bus()
+    ctx.require_redis()
+    backend = "postgresql" if ctx.postgres_reachable() else "sqlite"
+    total = ctx.scale(100, 5_000)
+    block = ctx.scale(50, 500)
+    warmup = ctx.scale(10, 50)
+    result.facts["database"] = backend
+    result.facts["changes_per_side"] = total
+    samples = await propagation(ctx, backend, total, block, warmup)
+    confman = result.add(latency("confman: commit -> remote ConfigChange", samples["confman"]))
+    proto = result.add(
+        latency(
+            "prototype: commit -> PUBLISH -> receive -> re-read -> validate",
+            samples["prototype"],
+            kind="baseline",
+        )
+    )
+    assert confman.p99 is not None and proto.p99 is not None
+    result.check(Check.at_most("confman p99 / prototype p99", confman.p99 / proto.p99, 2.0))
+    result.check(
+        Check("confman p50 / prototype p50", confman.value / proto.value, "reported", None)
+    )
+
+
+async def propagation(
+    ctx: Context, backend: str, total: int, block: int, warmup: int
+) -> dict[str, list[int]]:
+    """Run both sides in alternating blocks; latencies in ns per side."""
+    from redis.asyncio import Redis
+
+    from confman import ConfigHub
+
+    from .raw import open_writer
+
+    cluster = ctx.cluster("b4")
+    channel = f"{cluster}:prototype"
+    async with ctx.database(backend) as url:
+        common = {"db": url, "key": ctx.encryption_key, "redis": ctx.redis_url}
+        configs = [
+            {**common, "role": "listen", "name": "b4-listener", "cluster": cluster},
+            {**common, "role": "proto-listen", "name": "b4-proto-listener", "channel": channel},
+        ]
+        raw = await open_writer(url)
+        redis: Redis = Redis.from_url(ctx.redis_url)
+        try:
+            await raw.create("bench_proto", "default", {FIELD: 1})
+            with workers(configs) as (listener, proto_listener):
+                for w in (listener, proto_listener):
+                    await w.aexpect("READY")
+                async with ConfigHub.connect(
+                    url,
+                    managers=[_cache_manager()],
+                    redis_url=ctx.redis_url,
+                    cluster=cluster,
+                    instance_id="b4-writer",
+                    **ctx.hub_options(),
+                ) as hub:
+                    wait = getattr(hub.bus, "wait_connected", None)
+                    if wait is not None:
+                        await wait(10)
+                    sides: dict[str, tuple[Write, Worker]] = {
+                        "prototype": (PrototypeWriter(raw, redis, channel).write, proto_listener),
+                        "confman": (ConfmanWriter(hub).write, listener),
+                    }
+                    for write, w in sides.values():
+                        await measure(write, [w], warmup, 0)
+                    samples: dict[str, list[int]] = {k: [] for k in sides}
+                    done = 0
+                    while done < total:
+                        n = min(block, total - done)
+                        for name, (write, w) in sides.items():
+                            rows = await measure(write, [w], n, warmup + done)
+                            samples[name] += [r[0] for r in rows]
+                        done += n
+                listener.stop()
+                proto_listener.stop()
+        finally:
+            await raw.close()
+            await redis.aclose()
+    return samples
+
+
+def _cache_manager() -> Any:
+    from confman.managers.cache import CacheConfigurationManager
+
+    return CacheConfigurationManager
+
+
+def summary_ms(samples: list[int]) -> tuple[float, float]:
+    ms = [s / 1e6 for s in samples]
+    return percentile(ms, 50), percentile(ms, 99)

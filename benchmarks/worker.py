@@ -1,0 +1,176 @@
+"""A benchmark process: ``python -m benchmarks.worker '<json config>'`` (from the repo root).
+
+Roles (``config["role"]``):
+
+``writers``
+    B3: ``tasks`` asyncio tasks on one hub, each incrementing a counter ``increments``
+    times with ``update(fn, retries=...)``; prints ``READY``, waits for ``GO`` on stdin,
+    prints ``DONE <json>`` (commits, conflicts, seconds).
+``listen``
+    B4/B8: a hub (Redis bus) whose manager prints ``CHG <version> <perf_counter_ns>`` for
+    every `ConfigChange` it emits; prints ``READY`` once subscribed.
+``proto-listen``
+    B4's prototype receiver: Redis SUBSCRIBE, then for each message re-read the
+    change-log row with asyncpg (or aiosqlite), validate it with the model, and print
+    ``CHG <version> <perf_counter_ns>``.
+
+Every role stops on ``STOP`` (or EOF) on stdin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def stdin_queue(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str]:
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line.strip())
+        loop.call_soon_threadsafe(lines.put_nowait, "STOP")
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+async def wait_for_line(lines: asyncio.Queue[str], wanted: str) -> str:
+    while True:
+        line = await lines.get()
+        if line == wanted or line == "STOP":
+            return line
+
+
+def hub_options(config: dict[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "env": {},
+        "env_files": (),
+        "encryption_keys": [config["key"]],
+        "instance_id": config["name"],
+    }
+    if config.get("redis"):
+        options["redis_url"] = config["redis"]
+        options["cluster"] = config["cluster"]
+    options.update(config.get("hub", {}))
+    return options
+
+
+async def writers(config: dict[str, Any], lines: asyncio.Queue[str]) -> None:
+    from confman import ConcurrencyConflict, ConfigHub
+
+    from .models import Counter, CountersManager
+
+    def increment(c: Counter) -> Counter:
+        return Counter(value=c.value + 1)
+
+    async with ConfigHub.connect(
+        config["db"], managers=[CountersManager], **hub_options(config)
+    ) as hub:
+        counters = hub.manager(CountersManager)
+        keys: list[str] = config["keys"]
+        failed = 0
+
+        async def task(key: str) -> None:
+            nonlocal failed
+            for _ in range(config["increments"]):
+                try:
+                    await counters.update(increment, key=key, retries=10_000, actor=hub.instance_id)
+                except ConcurrencyConflict:
+                    failed += 1
+
+        say("READY")
+        if await wait_for_line(lines, "GO") == "STOP":
+            return
+        began = time.perf_counter()
+        await asyncio.gather(*(task(k) for k in keys))
+        took = time.perf_counter() - began
+        say(
+            "DONE "
+            + json.dumps(
+                {
+                    "commits": counters.stats.writes,
+                    "seconds": took,
+                    "conflicts": counters.stats.conflicts,
+                    "failed": failed,
+                }
+            )
+        )
+        await wait_for_line(lines, "STOP")
+
+
+async def listen(config: dict[str, Any], lines: asyncio.Queue[str]) -> None:
+    from confman import ConfigHub
+    from confman.managers.cache import CacheConfigurationManager
+
+    clock = time.perf_counter_ns
+    async with ConfigHub.connect(
+        config["db"], managers=[CacheConfigurationManager], **hub_options(config)
+    ) as hub:
+        cache = hub.manager(CacheConfigurationManager)
+        cache.changes.subscribe(lambda c: say(f"CHG {c.version} {clock()}"))
+        bus = hub.bus
+        wait = getattr(bus, "wait_connected", None)
+        if wait is not None:
+            await wait(10)
+        say("READY")
+        await wait_for_line(lines, "STOP")
+
+
+async def proto_listen(config: dict[str, Any], lines: asyncio.Queue[str]) -> None:
+    from redis.asyncio import Redis
+
+    from confman.managers.cache import CacheConfig
+
+    from .raw import open_writer
+
+    clock = time.perf_counter_ns
+    reader = await open_writer(config["db"])
+    client: Redis = Redis.from_url(config["redis"])
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(config["channel"])
+
+    async def receive() -> None:
+        async for message in pubsub.listen():
+            if message.get("type") != "message":
+                continue
+            notice = json.loads(message["data"])
+            data = await reader.read_change(notice["namespace"], notice["key"], notice["version"])
+            CacheConfig.model_validate(data)
+            say(f"CHG {notice['version']} {clock()}")
+
+    task = asyncio.create_task(receive())
+    say("READY")
+    await wait_for_line(lines, "STOP")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await client.aclose()
+    await reader.close()
+
+
+async def main(config: dict[str, Any]) -> None:
+    lines = stdin_queue(asyncio.get_running_loop())
+    role = config["role"]
+    if role == "writers":
+        await writers(config, lines)
+    elif role == "listen":
+        await listen(config, lines)
+    elif role == "proto-listen":
+        await proto_listen(config, lines)
+    else:
+        raise SystemExit(f"unknown role {role!r}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(json.loads(sys.argv[1])))
