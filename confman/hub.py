@@ -584,6 +584,15 @@ class ConfigHub:
             )
             if not self._closed:
                 self._spawn(self._catch_up_once(), name="confman-catch-up-now")
+        except Exception:
+            # A notice is only a hint: whatever went wrong here, catch-up reads the row
+            # again and records a problem if it really cannot be applied.
+            log.exception(
+                "applying the notice for %s/%s v%s failed; catch-up will retry",
+                notice.namespace,
+                notice.key,
+                notice.version,
+            )
 
     def _on_bus_reconnect(self) -> None:
         """The bus (re)subscribed: anything published meanwhile was lost; read it now."""

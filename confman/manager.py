@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 import reactivex
 from pydantic import BaseModel
@@ -119,6 +119,27 @@ class _Origin:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class _Current(Generic[T]):
+    """``manager.current``: one attribute lookup, the cheapest read Python has.
+
+    The value lives in the instance's ``__dict__`` under ``current`` (set by
+    `ConfigurationManager._set_current` whenever it changes). This descriptor defines no
+    ``__set__``, so the instance attribute shadows it; it only answers where no value was
+    ever set, i.e. on collections, and there with a clear error.
+    """
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> _Current[T]: ...
+
+    @overload
+    def __get__(self, obj: ConfigurationManager[T], owner: type[Any]) -> T: ...
+
+    def __get__(self, obj: ConfigurationManager[T] | None, owner: type[Any]) -> T | _Current[T]:
+        if obj is None:
+            return self
+        raise TypeError(f"{obj.namespace} is a collection; use get(key)")
+
+
 class ConfigurationManager(Generic[T]):
     """Base of every manager. Subclasses set three class variables.
 
@@ -169,7 +190,6 @@ class ConfigurationManager(Generic[T]):
             self._model, self.namespace, keyed=self.keyed, sources=hub.sources
         )
         self._entries: dict[str, _Entry[T]] = {}
-        self._current: T | None = None
         self._problems: dict[str, Problem] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._subject: IsolatingSubject[ConfigChange[T]] = IsolatingSubject(
@@ -181,13 +201,12 @@ class ConfigurationManager(Generic[T]):
 
     # ----------------------------------------------------------------- reads (memory)
 
-    @property
-    def current(self) -> T:
-        """The effective value of a singleton namespace. Memory only, never I/O."""
-        value = self._current
-        if value is None:
-            raise TypeError(f"{self.namespace} is a collection; use get(key)")
-        return value
+    current: _Current[T] = _Current()
+    """The effective value of a singleton namespace. Memory only, never I/O."""
+
+    def _set_current(self, value: T | None) -> None:
+        if value is not None:
+            self.__dict__["current"] = value
 
     def get(self, key: str = DEFAULT_KEY) -> T:
         """The effective value of ``key``. Memory only, never I/O.
@@ -195,10 +214,13 @@ class ConfigurationManager(Generic[T]):
         Raises:
             NotFound: no such item.
         """
-        entry = self._entries.get(key)
-        if entry is None or entry.effective is None:
+        try:
+            value = self._entries[key].effective
+        except KeyError:
+            value = None
+        if value is None:
             raise NotFound(f"{self.namespace} has no item {key!r}")
-        return entry.effective
+        return value
 
     def find(self, key: str) -> T | None:
         """Like `get`, but ``None`` for a missing item."""
@@ -606,21 +628,25 @@ class ConfigurationManager(Generic[T]):
                 self.stats.conflicts += 1
                 raise
             self.stats.writes += 1
+            # Tell the other instances first: their latency should not include this
+            # instance's own subscribers.
+            await self.hub._publish(
+                ChangeNotice(self.namespace, key, stored.version, record.seq, self.hub.instance_id)
+            )
             old = entry.effective if entry else None
             change = self._commit(key, stored.version, candidate.plain, candidate.effective, record)
             if change is None:  # cannot happen under the lock; keep the caller informed anyway
                 change = self._make_change(key, old, candidate.effective, record)
-        await self.hub._publish(
-            ChangeNotice(self.namespace, key, stored.version, record.seq, self.hub.instance_id)
-        )
         return change
 
     def _make_change(
         self, key: str, old: T | None, new: T | None, record: ChangeRecord
     ) -> ConfigChange[T]:
-        before = mask_document(old.model_dump(mode="python")) if old is not None else None
-        after = mask_document(new.model_dump(mode="python")) if new is not None else None
-        changed = tuple(changed_paths(before, after)) if old is not None and new is not None else ()
+        changed: tuple[str, ...] = ()
+        if old is not None and new is not None:
+            # Python-mode dumps compare as they are (a SecretStr by its value), so no
+            # masking or JSON conversion is needed just to find the changed paths.
+            changed = tuple(changed_paths(old.model_dump(), new.model_dump()))
         pinned = self._layering.pinned(key, record.changed)
         return ConfigChange(
             namespace=self.namespace,
@@ -658,7 +684,7 @@ class ConfigurationManager(Generic[T]):
             entry.updated_at, entry.serving = record.committed_at, None
         self._problems.pop(key, None)
         if not self.keyed:
-            self._current = effective
+            self._set_current(effective)
         if effective is None and self.keyed:
             # A deleted item leaves only its version behind, to keep versions increasing.
             entry.stored = None
@@ -786,7 +812,7 @@ class ConfigurationManager(Generic[T]):
         if not self.keyed and DEFAULT_KEY not in self._entries:
             effective = self._effective(DEFAULT_KEY, {}, "model defaults")
             self._entries[DEFAULT_KEY] = _Entry(0, None, effective)
-            self._current = effective
+            self._set_current(effective)
 
     def _load_snapshot(self, documents: Iterable[StoredDocument]) -> None:
         """Start-up from the snapshot file (the database is unreachable). Emits nothing."""
@@ -795,7 +821,7 @@ class ConfigurationManager(Generic[T]):
         if not self.keyed and DEFAULT_KEY not in self._entries:
             effective = self._effective(DEFAULT_KEY, {}, "model defaults")
             self._entries[DEFAULT_KEY] = _Entry(0, None, effective)
-            self._current = effective
+            self._set_current(effective)
 
     def _load_document(self, doc: StoredDocument) -> None:
         # SecretsUnavailable propagates: stored secrets with no usable key stop start-up.
@@ -816,7 +842,7 @@ class ConfigurationManager(Generic[T]):
                 effective = self._effective(doc.key, {}, "model defaults")
         self._entries[doc.key] = _Entry(doc.version, plain, effective, doc.updated_at, serving)
         if not self.keyed:
-            self._current = effective
+            self._set_current(effective)
 
     def _close(self) -> None:
         self._subject.on_completed()
