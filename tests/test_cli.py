@@ -553,7 +553,6 @@ def test_watch_timeout_and_signals(cli: Cli) -> None:
 
 
 def test_keys_rotate(app_cli: Cli) -> None:
-    pytest.importorskip("confman.rotation")
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     app_cli.env["CONFMAN_ENCRYPTION_KEY"] = old
     app_cli("set", "provider", "p1", "url=u", f"api_key={SECRET}")
