@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
 
 __all__ = ["DEFAULT_DATABASE_URL", "WRITE", "create_engine", "normalize_url", "sqlite_path"]
 
@@ -41,13 +42,18 @@ def sqlite_path(url: str | URL) -> Path | None:
 def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(parsed, pool_pre_ping=True, **kwargs)
+        return _server_engine(parsed, **kwargs)
     kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
+    # Every transaction confman runs ends itself (COMMIT or ROLLBACK), so the pool's
+    # ROLLBACK on every return is a wasted trip to aiosqlite's thread; `_reset` below
+    # rolls back only what is still open.
+    kwargs.setdefault("pool_reset_on_return", None)
     engine = create_async_engine(parsed, **kwargs)
 
     # pysqlite's own transaction handling defers BEGIN and cannot begin IMMEDIATE; take
     # it over (the SQLAlchemy-documented recipe) so that a writer takes the write lock
     # up front and waits its turn (busy timeout) instead of failing with SQLITE_BUSY.
+    # `ConfigStore.write` issues the same BEGIN IMMEDIATE itself on the driver thread.
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -59,5 +65,34 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     def _begin(conn: Any) -> None:
         write = conn.get_execution_options().get(WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _reset(dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState) -> None:
+        # A connection must never go back to the pool inside a transaction: a
+        # forgotten BEGIN would pin an old snapshot (reads) or the write lock (writes).
+        # Asking costs nothing (sqlite3_get_autocommit, no thread hop).
+        if state.terminate_only or not state.asyncio_safe or state.transaction_was_reset:
+            return
+        driver = record.driver_connection
+        if driver is not None and driver.in_transaction:
+            dbapi_connection.rollback()
+
+    return engine
+
+
+def _server_engine(url: URL, **kwargs: Any) -> AsyncEngine:
+    # No pool_pre_ping: on asyncpg it costs three round trips (BEGIN, ";", ROLLBACK) per
+    # checkout. A pooled connection the server closed is found here for free (the
+    # driver saw the socket close) and replaced; one that dies unnoticed fails its first
+    # statement, SQLAlchemy invalidates the pool, and `ConfigStore` retries once.
+    engine = create_async_engine(url, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checkout(
+        _dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        is_closed = getattr(record.driver_connection, "is_closed", None)  # asyncpg
+        if is_closed is not None and is_closed():
+            raise exc.DisconnectionError("the pooled connection was closed by the server")
 
     return engine

@@ -1,18 +1,39 @@
-"""Queries: documents, version-checked writes with their change-log row, history, catch-up."""
+"""Queries: documents, version-checked writes with their change-log row, history, catch-up.
+
+The statements confman runs on every write and every notice are built once, below, with
+bind parameters: building a SQLAlchemy statement costs more CPU than running it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import (
+    CTE,
+    ClauseElement,
+    Insert,
+    Integer,
+    Row,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from ..change import Action, ChangeRecord
 from ..exceptions import ConcurrencyConflict, ConfmanError, NotFound, StoreUnavailable
@@ -26,6 +47,8 @@ __all__ = [
     "StoredDocument",
     "Write",
 ]
+
+T = TypeVar("T")
 
 
 class FencingTokenRejected(ConfmanError):
@@ -76,13 +99,122 @@ class LoggedChange:
     data: dict[str, Any] | None
 
 
+# ----------------------------------------------------------------------- statements
+
+_d, _c = config_documents.c, config_changes.c
+
+# Reads. Bind parameters are named after what they hold.
+_DOCUMENTS = select(config_documents).where(_d.namespace == bindparam("namespace"))
+_DOCUMENT = _DOCUMENTS.where(_d.key == bindparam("key"))
+_DOCUMENTS_WITH_KEYS = _DOCUMENTS.where(_d.key.in_(bindparam("keys", expanding=True)))
+_NAMESPACES = select(_d.namespace, func.count()).where(_d.data.is_not(None)).group_by(_d.namespace)
+_ALL_DOCUMENTS = select(config_documents)
+
+_CHANGE_AT = select(config_changes).where(
+    _c.namespace == bindparam("namespace"),
+    _c.key == bindparam("key"),
+    _c.version == bindparam("version"),
+)
+_HISTORY = (
+    select(config_changes)
+    .where(_c.namespace == bindparam("namespace"), _c.key == bindparam("key"))
+    .order_by(_c.version.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+_HISTORY_BEFORE = _HISTORY.where(_c.version < bindparam("before_version"))
+_MAX_SEQ = select(func.max(_c.seq))
+_SEQS_BETWEEN = select(_c.seq).where(_c.seq > bindparam("low"), _c.seq <= bindparam("high"))
+
+
+def _since(*, values: bool, also: bool) -> Select[Any]:
+    # Catch-up needs neither ``before`` nor ``after`` (masked copies for people): not
+    # reading them saves decoding two JSON documents per row.
+    columns = [col for col in config_changes.c if values or col.name not in ("before", "after")]
+    newer = _c.seq > bindparam("after_seq")
+    if also:
+        newer = or_(newer, _c.seq.in_(bindparam("also", expanding=True)))
+    return select(*columns).where(newer).order_by(_c.seq).limit(bindparam("limit", type_=Integer))
+
+
+_CHANGES_SINCE = {(v, a): _since(values=v, also=a) for v in (False, True) for a in (False, True)}
+
+# Writes. Parameters are named ``w_*`` (never a column name, which SQLAlchemy reserves
+# for the VALUES/SET clause) and one set of them serves every write statement.
+_CREATE = insert(config_documents).values(
+    namespace=bindparam("w_namespace"),
+    key=bindparam("w_key"),
+    data=bindparam("w_data"),
+    version=bindparam("w_version"),
+    updated_at=bindparam("w_now"),
+    updated_by=bindparam("w_actor"),
+)
+_UPDATE = (
+    update(config_documents)
+    .where(
+        _d.namespace == bindparam("w_namespace"),
+        _d.key == bindparam("w_key"),
+        _d.version == bindparam("w_expected"),
+    )
+    .values(
+        data=bindparam("w_data"),
+        version=bindparam("w_version"),
+        updated_at=bindparam("w_now"),
+        updated_by=bindparam("w_actor"),
+    )
+)
+_WRITTEN_VERSION = select(_d.version).where(
+    _d.namespace == bindparam("w_namespace"), _d.key == bindparam("w_key")
+)
+# The change-log row: (column, parameter); ``version`` is the version written.
+_LOGGED = (
+    ("namespace", "w_namespace"),
+    ("key", "w_key"),
+    ("version", "w_version"),
+    ("action", "w_action"),
+    ("actor", "w_actor"),
+    ("reason", "w_reason"),
+    ("before", "w_before"),
+    ("after", "w_after"),
+    ("changed", "w_changed"),
+    ("data", "w_data"),
+    ("origin", "w_origin"),
+    ("committed_at", "w_now"),
+)
+_LOG = (
+    insert(config_changes)
+    .values({column: bindparam(param) for column, param in _LOGGED})
+    .returning(_c.seq)
+)
+
+
+def _log_after(document: CTE) -> Insert:
+    """PostgreSQL: one statement writes the document and, if it did, its change-log row.
+
+    ``document`` is the INSERT or version-checked UPDATE of the document, as a CTE
+    returning the version it wrote; no row (a version conflict): no change-log row, and
+    the statement returns no ``seq``. One statement is one round trip, and atomic.
+    """
+    row = [
+        document.c.version
+        if column == "version"
+        else bindparam(param, type_=config_changes.c[column].type)
+        for column, param in _LOGGED
+    ]
+    names = [column for column, _ in _LOGGED]
+    return insert(config_changes).from_select(names, select(*row)).returning(_c.seq)
+
+
+_PG_CREATE_LOGGED = _log_after(_CREATE.returning(_d.version).cte("written"))
+_PG_UPDATE_LOGGED = _log_after(_UPDATE.returning(_d.version).cte("written"))
+
+
 def _utc(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; everything confman stores is UTC.
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _record(row: Row[Any]) -> ChangeRecord:
-    m = row._mapping
+def _record(m: Mapping[Any, Any], *, values: bool = True) -> ChangeRecord:
+    # ``m``: a SQLAlchemy row's ``_mapping`` or an asyncpg ``Record``.
     return ChangeRecord(
         seq=m["seq"],
         namespace=m["namespace"],
@@ -91,8 +223,8 @@ def _record(row: Row[Any]) -> ChangeRecord:
         action=Action(m["action"]),
         actor=m["actor"],
         reason=m["reason"],
-        before=m["before"],
-        after=m["after"],
+        before=m["before"] if values else None,
+        after=m["after"] if values else None,
         changed=tuple(m["changed"]),
         origin=m["origin"],
         committed_at=_utc(m["committed_at"]),
@@ -104,6 +236,162 @@ def _document(row: Row[Any]) -> StoredDocument:
     return StoredDocument(
         m["namespace"], m["key"], m["data"], m["version"], _utc(m["updated_at"]), m["updated_by"]
     )
+
+
+def _lost_connection(e: DBAPIError) -> bool:
+    return isinstance(e, (OperationalError, InterfaceError)) or e.connection_invalidated
+
+
+# ----------------------------------------------------------------------- driver level
+#
+# The hot paths: a write (B2's figure) and, on PostgreSQL, reading the change-log row a
+# notice names (every other instance does it for every change: B4's). Through SQLAlchemy
+# they cost several times the raw driver: per statement the execution machinery and, on
+# SQLite, about a dozen hops to aiosqlite's thread for a write. So on the two drivers
+# confman ships with they run on the driver connection (checked out of SQLAlchemy's pool
+# as always), with the statements above compiled once by SQLAlchemy for the dialect and
+# SQLAlchemy's own bind processors (JSON, datetimes): what is stored is exactly what
+# SQLAlchemy would store. Driver errors are raised as SQLAlchemy's, so callers see no
+# difference.
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverStatement:
+    sql: str
+    params: tuple[tuple[str, Callable[[Any], Any] | None], ...]  # positional: name, bind
+
+    def args(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            values[name] if bind is None else bind(values[name]) for name, bind in self.params
+        )
+
+
+def _compile(statement: ClauseElement, dialect: Dialect) -> _DriverStatement:
+    compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+    params = tuple(
+        (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+        for name in compiled.positiontup or ()
+    )
+    return _DriverStatement(str(compiled), params)
+
+
+def _conflict(w: Write, current: int) -> ConcurrencyConflict:
+    return ConcurrencyConflict(w.namespace, w.key, expected=w.expected_version, current=current)
+
+
+class _DriverWriter:
+    async def write(self, conn: AsyncConnection, w: Write, values: Mapping[str, Any]) -> int:
+        """Commit the write on ``conn`` (outside any transaction); returns its seq."""
+        raise NotImplementedError
+
+
+class _Postgres(_DriverWriter):
+    """asyncpg. A write is one statement (see ``_log_after``): atomic on its own, so no
+    BEGIN and COMMIT; one round trip where the raw transaction takes four."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.create = _compile(_PG_CREATE_LOGGED, dialect)
+        self.update = _compile(_PG_UPDATE_LOGGED, dialect)
+        self.version = _compile(_WRITTEN_VERSION, dialect)
+        self.change = _compile(_CHANGE_AT, dialect)
+
+    async def _call(self, conn: AsyncConnection, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """``await fn(asyncpg_connection)``, its errors raised as SQLAlchemy's."""
+        pg = (await conn.get_raw_connection()).driver_connection
+        assert pg is not None
+        try:
+            return await fn(pg)
+        except Exception as e:
+            import asyncpg  # type: ignore[import-untyped]
+
+            lost = bool(pg.is_closed())
+            if lost:
+                await conn.invalidate(e)
+            if isinstance(e, asyncpg.IntegrityConstraintViolationError):
+                raise IntegrityError(None, None, e) from e
+            if lost or isinstance(e, (OSError, asyncpg.InterfaceError)):
+                raise OperationalError(None, None, e, connection_invalidated=lost) from e
+            raise DBAPIError(None, None, e) from e
+
+    async def write(self, conn: AsyncConnection, w: Write, values: Mapping[str, Any]) -> int:
+        statement = self.create if w.expected_version == 0 else self.update
+
+        async def run(pg: Any) -> tuple[int | None, int]:
+            seq = await pg.fetchval(statement.sql, *statement.args(values))
+            if seq is None:  # a version conflict: nothing was written
+                return None, int(
+                    await pg.fetchval(self.version.sql, *self.version.args(values)) or 0
+                )
+            return int(seq), 0
+
+        seq, current = await self._call(conn, run)
+        if seq is None:
+            raise _conflict(w, current)
+        return seq
+
+    async def change_at(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Any:
+        """The change-log row (an asyncpg ``Record``: a mapping by column) or None."""
+        return await self._call(
+            conn, lambda pg: pg.fetchrow(self.change.sql, *self.change.args(params))
+        )
+
+
+class _Sqlite(_DriverWriter):
+    """aiosqlite. A write is one call on aiosqlite's thread: ``BEGIN IMMEDIATE``, the
+    document, its change-log row and ``COMMIT`` in one function on the thread that owns
+    the sqlite3 connection; one hop from the event loop where SQLAlchemy's adapter takes
+    about a dozen (cursor, execute and close per statement, the fetch, the commit)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.create = _compile(_CREATE, dialect)
+        self.update = _compile(_UPDATE, dialect)
+        self.version = _compile(_WRITTEN_VERSION, dialect)
+        self.log = _compile(_LOG, dialect)
+
+    async def write(self, conn: AsyncConnection, w: Write, values: Mapping[str, Any]) -> int:
+        document = self.create if w.expected_version == 0 else self.update
+        args = (document.args(values), self.version.args(values), self.log.args(values))
+        aio = (await conn.get_raw_connection()).driver_connection
+        assert aio is not None
+        # aiosqlite has no public way to run a function on its thread; `_execute` is
+        # what its own methods use (and SQLAlchemy's adapter queues work the same way).
+        on_thread = cast(Callable[..., Awaitable[tuple[int | None, int]]], aio._execute)
+        try:
+            seq, current = await on_thread(self._transaction, aio, w.expected_version == 0, *args)
+        except sqlite3.Error as e:
+            raise DBAPIError.instance(None, None, e, sqlite3.Error, dialect=conn.dialect) from e
+        except ValueError as e:  # aiosqlite: "Connection closed" (as SQLAlchemy maps it)
+            raise OperationalError(None, None, e) from e
+        if seq is None:
+            raise _conflict(w, current)
+        return seq
+
+    def _transaction(
+        self,
+        aio: Any,
+        first: bool,
+        document: tuple[Any, ...],
+        version: tuple[Any, ...],
+        log: tuple[Any, ...],
+    ) -> tuple[int | None, int]:
+        """On aiosqlite's thread: ``(seq, 0)`` when committed, ``(None, current
+        version)`` when the stored version is not the expected one (nothing written)."""
+        db: sqlite3.Connection = aio._conn
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if first:
+                db.execute(self.create.sql, document)
+            elif db.execute(self.update.sql, document).rowcount != 1:
+                found = db.execute(self.version.sql, version).fetchall()
+                db.execute("ROLLBACK")
+                return None, int(found[0][0]) if found else 0
+            (seq,) = db.execute(self.log.sql, log).fetchall()[0]
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return int(seq), 0
 
 
 class ConfigStore:
@@ -118,14 +406,27 @@ class ConfigStore:
         self._pid = os.getpid()
         self._failed_at: float | None = None
         self._last_error = ""
+        dialect = engine.dialect
+        self._postgres = dialect.name == "postgresql"
+        # PostgreSQL runs a single statement atomically on its own: reads of one
+        # statement skip BEGIN and COMMIT (two round trips of three).
+        self._reads = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else engine
+        )
+        self._postgres_driver = (
+            _Postgres(dialect) if self._postgres and dialect.driver == "asyncpg" else None
+        )
+        # Another driver: writes run through SQLAlchemy (`_write`).
+        self._driver: _DriverWriter | None = self._postgres_driver
+        if dialect.name == "sqlite" and dialect.driver == "aiosqlite":
+            self._driver = _Sqlite(dialect)
 
     @property
     def available(self) -> bool:
         """False since the last failed database call, until one succeeds again."""
         return self._failed_at is None
 
-    @contextlib.asynccontextmanager
-    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+    def _check(self, *, write: bool) -> None:
         if os.getpid() != self._pid:
             raise ConfmanError(
                 f"this confman hub was started in process {self._pid} and process "
@@ -137,41 +438,104 @@ class ConfigStore:
         failed_at = self._failed_at
         if write and failed_at is not None and time.monotonic() - failed_at < self.fail_fast_for:
             raise StoreUnavailable(f"database unavailable ({self._last_error}); not retried yet")
+
+    def _unavailable(self, e: Exception) -> StoreUnavailable:
+        self._last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        self._failed_at = time.monotonic()
+        return StoreUnavailable(f"database unavailable ({self._last_error})")
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection inside a transaction (``write``: on SQLite, BEGIN IMMEDIATE)."""
+        self._check(write=write)
         try:
             async with self.engine.connect() as conn:
                 if write:
                     conn = await conn.execution_options(**{WRITE: True})
                 async with conn.begin():
                     yield conn
-        except (OperationalError, InterfaceError, OSError) as e:
-            self._last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            self._failed_at = time.monotonic()
-            raise StoreUnavailable(f"database unavailable ({self._last_error})") from e
+        except DBAPIError as e:
+            if _lost_connection(e):
+                raise self._unavailable(e) from e
+            raise
+        except OSError as e:
+            raise self._unavailable(e) from e
         self._failed_at = None
+
+    async def _run(
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        write: bool = False,
+        engine: AsyncEngine | None = None,
+        begin: bool = True,
+        retry: bool = True,
+    ) -> T:
+        """``await work(conn)`` in a transaction (``begin``), or as it manages its own.
+
+        A pooled connection can have died unnoticed (no pre-ping: it costs round trips
+        on every checkout; see `create_engine`). Its first statement then fails,
+        SQLAlchemy invalidates it and the pool, and the work runs once more on a new
+        connection, as long as nothing can have been committed: not once COMMIT was
+        sent, and never for work that commits by itself unless it says so (``retry``).
+        """
+        self._check(write=write)
+        for attempt in (1, 2):
+            committing = False
+            try:
+                async with (engine or self.engine).connect() as conn:
+                    if not begin:
+                        result = await work(conn)
+                    else:
+                        if write:
+                            conn = await conn.execution_options(**{WRITE: True})
+                        async with conn.begin():
+                            result = await work(conn)
+                            committing = True
+            except DBAPIError as e:
+                if attempt == 1 and retry and e.connection_invalidated and not committing:
+                    continue
+                if _lost_connection(e):
+                    raise self._unavailable(e) from e
+                raise
+            except OSError as e:
+                raise self._unavailable(e) from e
+            self._failed_at = None
+            return result
+        raise AssertionError("unreachable")
+
+    async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """One read statement: on PostgreSQL without BEGIN/COMMIT (it is atomic alone)."""
+        return await self._run(work, engine=self._reads, begin=not self._postgres)
 
     async def load_namespace(
         self, namespace: str, *, keys: Iterable[str] | None = None
     ) -> list[StoredDocument]:
         """Documents of a namespace (tombstones included), optionally only ``keys``."""
-        query = select(config_documents).where(config_documents.c.namespace == namespace)
+        params: dict[str, Any] = {"namespace": namespace}
+        query = _DOCUMENTS
         if keys is not None:
-            query = query.where(config_documents.c.key.in_(list(keys)))
-        async with self._connect() as conn:
-            return [_document(r) for r in await conn.execute(query)]
+            query, params["keys"] = _DOCUMENTS_WITH_KEYS, list(keys)
+
+        async def work(conn: AsyncConnection) -> list[StoredDocument]:
+            return [_document(r) for r in await conn.execute(query, params)]
+
+        return await self._read(work)
 
     async def load(self, namespace: str, key: str) -> StoredDocument | None:
-        found = await self.load_namespace(namespace, keys=[key])
-        return found[0] if found else None
+        async def work(conn: AsyncConnection) -> StoredDocument | None:
+            row = (await conn.execute(_DOCUMENT, {"namespace": namespace, "key": key})).first()
+            return None if row is None else _document(row)
+
+        return await self._read(work)
 
     async def namespaces(self) -> dict[str, int]:
         """Namespace to number of live (not deleted) documents."""
-        query = (
-            select(config_documents.c.namespace, func.count())
-            .where(config_documents.c.data.is_not(None))
-            .group_by(config_documents.c.namespace)
-        )
-        async with self._connect() as conn:
-            return {ns: n for ns, n in await conn.execute(query)}
+
+        async def work(conn: AsyncConnection) -> dict[str, int]:
+            return {ns: n for ns, n in await conn.execute(_NAMESPACES)}
+
+        return await self._read(work)
 
     async def write(self, w: Write) -> tuple[StoredDocument, ChangeRecord]:
         """Commit the document and its change-log row in one transaction.
@@ -182,123 +546,138 @@ class ConfigStore:
         """
         now = datetime.now(UTC)
         version = w.expected_version + 1
-        docs = config_documents.c
+        values: dict[str, Any] = {
+            "w_namespace": w.namespace,
+            "w_key": w.key,
+            "w_data": w.data,
+            "w_expected": w.expected_version,
+            "w_version": version,
+            "w_now": now,
+            "w_action": w.action.value,
+            "w_actor": w.actor,
+            "w_reason": w.reason,
+            "w_before": w.before,
+            "w_after": w.after,
+            "w_changed": list(w.changed),
+            "w_origin": w.origin,
+        }
+        driver = self._driver
         try:
-            async with self._connect(write=True) as conn:
-                if w.expected_version == 0:
-                    await conn.execute(
-                        insert(config_documents).values(
-                            namespace=w.namespace,
-                            key=w.key,
-                            data=w.data,
-                            version=1,
-                            updated_at=now,
-                            updated_by=w.actor,
-                        )
-                    )
-                else:
-                    result = await conn.execute(
-                        update(config_documents)
-                        .where(
-                            docs.namespace == w.namespace,
-                            docs.key == w.key,
-                            docs.version == w.expected_version,
-                        )
-                        .values(data=w.data, version=version, updated_at=now, updated_by=w.actor)
-                    )
-                    if result.rowcount != 1:
-                        current = await conn.scalar(
-                            select(docs.version).where(
-                                docs.namespace == w.namespace, docs.key == w.key
-                            )
-                        )
-                        raise ConcurrencyConflict(
-                            w.namespace, w.key, expected=w.expected_version, current=current or 0
-                        )
-                seq = await conn.scalar(
-                    insert(config_changes)
-                    .values(
-                        namespace=w.namespace,
-                        key=w.key,
-                        version=version,
-                        action=w.action.value,
-                        actor=w.actor,
-                        reason=w.reason,
-                        before=w.before,
-                        after=w.after,
-                        changed=list(w.changed),
-                        data=w.data,
-                        origin=w.origin,
-                        committed_at=now,
-                    )
-                    .returning(config_changes.c.seq)
+            if driver is not None:
+                # It commits (or not) by itself: lost midway, it may have committed.
+                seq = await self._run(
+                    lambda conn: driver.write(conn, w, values), write=True, begin=False, retry=False
                 )
+            else:
+                seq = await self._run(lambda conn: self._write(conn, w, values), write=True)
         except IntegrityError:
             # Only the first-version INSERT can collide: someone created it first.
             current = await self.load(w.namespace, w.key)
             raise ConcurrencyConflict(
                 w.namespace, w.key, expected=0, current=current.version if current else 0
             ) from None
-        assert seq is not None
         record = ChangeRecord(
             seq, w.namespace, w.key, version, w.action, w.actor, w.reason, w.before, w.after,
             tuple(w.changed), w.origin, now,
         )  # fmt: skip
         return StoredDocument(w.namespace, w.key, w.data, version, now, w.actor), record
 
+    async def _write(self, conn: AsyncConnection, w: Write, values: dict[str, Any]) -> int:
+        """The write through SQLAlchemy (drivers other than asyncpg and aiosqlite), in
+        the caller's transaction; returns its seq."""
+        first = w.expected_version == 0
+        seq: int | None
+        if self._postgres:
+            seq = await conn.scalar(_PG_CREATE_LOGGED if first else _PG_UPDATE_LOGGED, values)
+        elif first:
+            await conn.execute(_CREATE, values)
+            seq = await conn.scalar(_LOG, values)
+        elif (await conn.execute(_UPDATE, values)).rowcount == 1:
+            seq = await conn.scalar(_LOG, values)
+        else:
+            seq = None
+        if seq is None:
+            current = await conn.scalar(_WRITTEN_VERSION, values)
+            raise ConcurrencyConflict(
+                w.namespace, w.key, expected=w.expected_version, current=current or 0
+            )
+        return seq
+
     async def history(
         self, namespace: str, key: str, *, limit: int = 50, before_version: int | None = None
     ) -> list[ChangeRecord]:
-        c = config_changes.c
-        query = select(config_changes).where(c.namespace == namespace, c.key == key)
+        query = _HISTORY if before_version is None else _HISTORY_BEFORE
+        params = {"namespace": namespace, "key": key, "limit": limit}
         if before_version is not None:
-            query = query.where(c.version < before_version)
-        query = query.order_by(c.version.desc()).limit(limit)
-        async with self._connect() as conn:
-            return [_record(r) for r in await conn.execute(query)]
+            params["before_version"] = before_version
+
+        async def work(conn: AsyncConnection) -> list[ChangeRecord]:
+            return [_record(r._mapping) for r in await conn.execute(query, params)]
+
+        return await self._read(work)
 
     async def change_at(self, namespace: str, key: str, version: int) -> LoggedChange:
-        c = config_changes.c
-        query = select(config_changes).where(
-            c.namespace == namespace, c.key == key, c.version == version
-        )
-        async with self._connect() as conn:
-            row = (await conn.execute(query)).first()
-        if row is None:
+        params = {"namespace": namespace, "key": key, "version": version}
+        found: Mapping[Any, Any] | None
+        driver = self._postgres_driver
+        if driver is not None:
+            found = await self._run(lambda conn: driver.change_at(conn, params), begin=False)
+        else:
+
+            async def work(conn: AsyncConnection) -> Mapping[Any, Any] | None:
+                row = (await conn.execute(_CHANGE_AT, params)).first()
+                return None if row is None else row._mapping
+
+            found = await self._read(work)
+        if found is None:
             raise NotFound(f"{namespace}/{key} has no version {version} in the change log")
-        return LoggedChange(_record(row), row._mapping["data"])
+        return LoggedChange(_record(found), found["data"])
 
     async def changes_since(
-        self, after_seq: int, *, also: Iterable[int] = (), limit: int = 1000
+        self,
+        after_seq: int,
+        *,
+        also: Iterable[int] = (),
+        limit: int = 1000,
+        with_values: bool = False,
     ) -> list[LoggedChange]:
         """Changes with ``seq > after_seq``, plus the listed older seqs that now exist.
 
         ``also`` carries the gaps a reader saw: ids handed out to transactions that had
-        not committed yet when it last looked (see `confman.hub` on catch-up).
+        not committed yet when it last looked (see `confman.hub` on catch-up). The
+        records' ``before`` and ``after`` (masked copies, for people) are read only
+        ``with_values``; otherwise they are None (catch-up needs ``data`` only).
         """
-        c = config_changes.c
         older = list(also)
-        condition = c.seq > after_seq
+        query = _CHANGES_SINCE[with_values, bool(older)]
+        params: dict[str, Any] = {"after_seq": after_seq, "limit": limit}
         if older:
-            condition = or_(condition, c.seq.in_(older))
-        query = select(config_changes).where(condition).order_by(c.seq).limit(limit)
-        async with self._connect() as conn:
-            return [LoggedChange(_record(r), r._mapping["data"]) for r in await conn.execute(query)]
+            params["also"] = older
+
+        async def work(conn: AsyncConnection) -> list[LoggedChange]:
+            return [
+                LoggedChange(_record(r._mapping, values=with_values), r._mapping["data"])
+                for r in await conn.execute(query, params)
+            ]
+
+        return await self._read(work)
 
     async def max_seq(self) -> int:
-        async with self._connect() as conn:
-            found = await conn.scalar(select(func.max(config_changes.c.seq)))
-            return int(found or 0)
+        async def work(conn: AsyncConnection) -> int:
+            return int(await conn.scalar(_MAX_SEQ) or 0)
+
+        return await self._read(work)
 
     async def seqs_between(self, low: int, high: int) -> list[int]:
-        c = config_changes.c
-        async with self._connect() as conn:
-            return list(await conn.scalars(select(c.seq).where(and_(c.seq > low, c.seq <= high))))
+        async def work(conn: AsyncConnection) -> list[int]:
+            return list(await conn.scalars(_SEQS_BETWEEN, {"low": low, "high": high}))
+
+        return await self._read(work)
 
     async def all_documents(self) -> AsyncIterator[StoredDocument]:
         """Every document, streamed (for export and key rotation)."""
         async with self._connect() as conn:
-            result = await conn.stream(select(config_documents))
+            result = await conn.stream(_ALL_DOCUMENTS)
             async for row in result:
                 yield _document(row)
 
@@ -327,8 +706,11 @@ class ConfigStore:
     async def fencing_token(self, cluster: str) -> int:
         """The highest fencing token that acted on this database (0: none yet)."""
         f = config_fencing.c
-        async with self._connect() as conn:
+
+        async def work(conn: AsyncConnection) -> int:
             return int(await conn.scalar(select(f.token).where(f.cluster == cluster)) or 0)
+
+        return await self._read(work)
 
     async def prune_changes(
         self,
