@@ -149,6 +149,7 @@ class ConfigHub:
         self.snapshot_path: Path | None = None
         self.snapshot_interval = 1.0
         self._snapshot: Snapshot | None = None  # set while degraded (database unreachable)
+        self._snapshot_lock = asyncio.Lock()
         self.started_at = time.time()
         self._cluster: ClusterNode | None = None  # with a redis_url: fleet membership
         self._idle_leadership: Any = None
@@ -508,7 +509,17 @@ class ConfigHub:
             return
         from .snapshot import write_snapshot
 
-        await asyncio.to_thread(write_snapshot, self.snapshot_path, self._build_snapshot())
+        # One write at a time, and a cancelled caller still waits for its thread: a
+        # thread left running could otherwise replace a newer snapshot with its older one.
+        async with self._snapshot_lock:
+            writing = asyncio.ensure_future(
+                asyncio.to_thread(write_snapshot, self.snapshot_path, self._build_snapshot())
+            )
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                await asyncio.wait([writing])
+                raise
 
     async def _snapshot_loop(self) -> None:
         written: tuple[Any, ...] | None = None

@@ -196,6 +196,8 @@ async def test_collection_create_get_delete(hub: ConfigHub) -> None:
         items.get("a")
     with pytest.raises(NotFound):
         await items.delete("a")
+    # The tombstone's data is SQL NULL: it does not count as a live document.
+    assert (await hub.store.namespaces())["items"] == 1
     # A deleted item can come back; its versions continue.
     back = await items.create("a", {"title": "A2"})
     assert back.version == 3

@@ -27,7 +27,8 @@ metadata = MetaData(
     }
 )
 
-Json = JSON().with_variant(JSONB(), "postgresql")
+# none_as_null: a tombstone's data is SQL NULL (what `data IS NULL` asks), not JSON null.
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
 Seq = BigInteger().with_variant(Integer(), "sqlite")
 
