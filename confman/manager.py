@@ -20,7 +20,7 @@ import re
 import typing
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
@@ -116,7 +116,6 @@ class _Candidate(Generic[T]):
 class _Origin:
     actor: str | None = None
     reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Current(Generic[T]):
@@ -806,16 +805,13 @@ class ConfigurationManager(Generic[T]):
 
     async def _load(self) -> None:
         """Load every stored document (start-up). Emits nothing."""
-        docs = await self.hub.store.load_namespace(self.namespace)
-        for doc in docs:
-            self._load_document(doc)
-        if not self.keyed and DEFAULT_KEY not in self._entries:
-            effective = self._effective(DEFAULT_KEY, {}, "model defaults")
-            self._entries[DEFAULT_KEY] = _Entry(0, None, effective)
-            self._set_current(effective)
+        self._load_documents(await self.hub.store.load_namespace(self.namespace))
 
     def _load_snapshot(self, documents: Iterable[StoredDocument]) -> None:
         """Start-up from the snapshot file (the database is unreachable). Emits nothing."""
+        self._load_documents(documents)
+
+    def _load_documents(self, documents: Iterable[StoredDocument]) -> None:
         for doc in documents:
             self._load_document(doc)
         if not self.keyed and DEFAULT_KEY not in self._entries:

@@ -213,15 +213,3 @@ def rotate_document(stored: Mapping[str, Any], keys: KeyRing) -> dict[str, Any]:
     """Stored JSON with every token re-encrypted under the newest key."""
     result: dict[str, Any] = _map_tokens(dict(stored), lambda t: {_TOKEN_FIELD: keys.rotate(t)})
     return result
-
-
-def has_secrets(stored: Mapping[str, Any]) -> bool:
-    found = False
-
-    def see(token: str) -> str:
-        nonlocal found
-        found = True
-        return token
-
-    _map_tokens(dict(stored), see)
-    return found
