@@ -50,6 +50,7 @@ EXIT_INTERRUPTED = 130
 
 DATABASE_URL_VARIABLE = "CONFMAN_DATABASE_URL"
 APP_VARIABLE = "CONFMAN_APP"
+REDIS_URL_VARIABLE = "CONFMAN_REDIS_URL"
 
 log = logging.getLogger("confman.cli")
 
@@ -653,6 +654,89 @@ async def cmd_keys_rotate(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+async def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
+    try:
+        serving = importlib.import_module("confman.api.serve")
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.startswith("confman"):
+            raise
+        raise CliError(
+            f"confman serve needs the api extra ({e.name} is missing): pip install 'confman[api]'"
+        ) from None
+    path = sqlite_path(ctx.database_url)
+    if path is not None and not path.exists():
+        from .store import upgrade_async
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await upgrade_async(ctx.database_url)
+        _out(f"confman serve: created the embedded database {path}")
+    bootstrap = args.bootstrap_token if args.bootstrap_token is not None else path is not None
+    redis_url = args.redis_url or os.environ.get(REDIS_URL_VARIABLE) or None
+    managers = [*ctx.known.values(), _token_manager()]
+    async with ctx.hub(managers, redis_url=redis_url) as hub:
+        for manager in hub.managers():
+            _report_problems(manager)
+        await serving.serve(
+            hub,
+            host=args.host,
+            port=args.port,
+            bootstrap=bootstrap,
+            out=_out,
+            verbosity=args.verbose,
+        )
+    return EXIT_OK
+
+
+def _token_manager() -> Any:
+    from .api.tokens import ApiTokenManager
+
+    return ApiTokenManager
+
+
+async def cmd_tokens_create(args: argparse.Namespace, ctx: Context) -> int:
+    namespaces = None
+    if args.namespaces is not None:
+        namespaces = [n.strip() for n in args.namespaces.split(",") if n.strip()]
+        unknown = [n for n in namespaces if n not in ctx.known]
+        if unknown:
+            raise UsageError(f"unknown namespace(s): {', '.join(unknown)}")
+    async with ctx.hub([_token_manager()]) as hub:
+        tokens = hub.manager(_token_manager())
+        issued = await tokens.create_token(
+            args.name, args.role, namespaces=namespaces, actor=_actor(args)
+        )
+    grants = ", ".join(issued.namespaces) if issued.namespaces is not None else "all namespaces"
+    print(
+        f"confman: created {issued.role} token {issued.name!r} ({grants}); it is shown only now:",
+        file=sys.stderr,
+        flush=True,
+    )
+    _out(issued.plaintext)
+    return EXIT_OK
+
+
+async def cmd_tokens_list(args: argparse.Namespace, ctx: Context) -> int:
+    async with ctx.hub([_token_manager()]) as hub:
+        rows = [
+            [
+                name,
+                str(token.role),
+                ", ".join(token.namespaces) if token.namespaces is not None else "all",
+                _time(token.created_at),
+            ]
+            for name, token in sorted(hub.manager(_token_manager()).items())
+        ]
+    _out(_table(["name", "role", "namespaces", "created"], rows))
+    return EXIT_OK
+
+
+async def cmd_tokens_revoke(args: argparse.Namespace, ctx: Context) -> int:
+    async with ctx.hub([_token_manager()]) as hub:
+        await hub.manager(_token_manager()).revoke(args.name, actor=_actor(args))
+    _out(f"revoked token {args.name!r}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 Handler = Callable[[argparse.Namespace, Context], "int | Coroutine[Any, Any, int]"]
@@ -812,6 +896,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--actor", help="who, for the audit trail (default: your user name)")
     p.add_argument("--reason", help="why, for the audit trail")
+
+    p = command(
+        commands,
+        "serve",
+        cmd_serve,
+        "serve the HTTP API, live change stream and dashboard (needs the api extra)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8400, help="port to listen on (8400)")
+    p.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help=f"share changes with other instances through Redis (default: ${REDIS_URL_VARIABLE})",
+    )
+    p.add_argument(
+        "--bootstrap-token",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="when no API token exists, create an admin token and print it once "
+        "(default: on for embedded SQLite only)",
+    )
+
+    tokens = commands.add_parser(
+        "tokens", help="API bearer tokens", description="API bearer tokens (confman serve)."
+    )
+    token_commands = tokens.add_subparsers(dest="tokens_command", metavar="COMMAND", required=True)
+    p = command(
+        token_commands,
+        "create",
+        cmd_tokens_create,
+        "create a token and print it (only the hash is stored; it is shown once)",
+    )
+    p.add_argument("--name", required=True, help="also the actor its writes are audited as")
+    p.add_argument("--role", required=True, choices=["viewer", "editor", "admin"])
+    p.add_argument("--namespaces", metavar="A,B", help="only these namespaces (default: all)")
+    p.add_argument("--actor", help="who, for the audit trail (default: your user name)")
+    command(token_commands, "list", cmd_tokens_list, "list tokens (never their values)")
+    p = command(token_commands, "revoke", cmd_tokens_revoke, "revoke a token on every instance")
+    p.add_argument("name")
+    p.add_argument("--actor", help="who, for the audit trail (default: your user name)")
     return parser
 
 

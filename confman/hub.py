@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .bus import ChangeBus, ChangeNotice, LocalBus, ReconnectingBus
+from .change import ChangeRecord
 from .exceptions import ConfmanError, NotFound, StoreUnavailable
 from .secrets import KeyRing
 from .sources import DotEnvSource, EnvironmentSource, OverrideSource
@@ -350,6 +351,25 @@ class ConfigHub:
     def applied_seq(self) -> int:
         """Every change with a seq up to this one has been applied (or was never there)."""
         return min([self._seq, *(s - 1 for s in self._gaps)])
+
+    async def changes_since(
+        self, after_seq: int, *, namespaces: Iterable[str] | None = None, limit: int = 1000
+    ) -> list[ChangeRecord]:
+        """Audit records with ``seq > after_seq``, oldest first, secrets masked.
+
+        For readers that resume from a seq they last saw (a stream client reconnecting);
+        call again from the last record's seq until fewer than ``limit`` come back.
+        """
+        wanted = None if namespaces is None else frozenset(namespaces)
+        records: list[ChangeRecord] = []
+        cursor = after_seq
+        while len(records) < limit:  # filtered pages can come back short: read on
+            logged = await self.store.changes_since(cursor, limit=limit, with_values=True)
+            records += [c.record for c in logged if wanted is None or c.record.namespace in wanted]
+            if len(logged) < limit:
+                break
+            cursor = logged[-1].record.seq
+        return records
 
     # ----------------------------------------------------------------- fleet
 

@@ -14,6 +14,7 @@ and get it, loaded, from a hub: ``hub.manager(FlagsManager)``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import logging
 import re
@@ -329,7 +330,11 @@ class ConfigurationManager(Generic[T]):
     # ----------------------------------------------------------------- writes
 
     def validate(
-        self, change: Mapping[str, Any] | T | Callable[[T], T], *, key: str = DEFAULT_KEY
+        self,
+        change: Mapping[str, Any] | T | Callable[[T], T],
+        *,
+        key: str = DEFAULT_KEY,
+        replace: bool = False,
     ) -> T:
         """Preview: the effective value ``change`` would give ``key``; nothing is written.
 
@@ -337,7 +342,7 @@ class ConfigurationManager(Generic[T]):
             ValidationFailed: the change is refused (field paths and messages).
         """
         entry = self._entries.get(key)
-        plain = self._apply_change(entry.stored if entry else None, change, key)
+        plain = self._apply_change(entry.stored if entry else None, change, key, replace=replace)
         candidate = self._candidate(key, plain, source="validate")
         assert candidate.effective is not None
         return candidate.effective
@@ -352,6 +357,7 @@ class ConfigurationManager(Generic[T]):
         reason: str | None = None,
         retries: int = 0,
         wait_for_instances: float | None = None,
+        replace: bool = False,
     ) -> ConfigChange[T]:
         """Change ``key`` and return the committed change.
 
@@ -369,6 +375,8 @@ class ConfigurationManager(Generic[T]):
             wait_for_instances: after the commit, wait up to this many seconds for every
                 live instance of the cluster to answer; the returned change then carries
                 a `FleetReport` in ``fleet`` (applied, refused with reasons, missing).
+            replace: take a mapping ``change`` as the whole new document instead of a
+                merge patch (what an HTTP ``PUT`` means); absent fields get defaults.
 
         Raises:
             ValidationFailed: refused before touching the database.
@@ -382,7 +390,7 @@ class ConfigurationManager(Generic[T]):
             try:
                 committed = await self._write(
                     key,
-                    lambda stored: self._apply_change(stored, change, key),
+                    lambda stored: self._apply_change(stored, change, key, replace=replace),
                     action=Action.UPDATE,
                     expected_version=expected_version,
                     origin=_Origin(actor, reason),
@@ -485,7 +493,7 @@ class ConfigurationManager(Generic[T]):
         return lock
 
     def _apply_change(
-        self, stored: dict[str, Any] | None, change: Change, key: str
+        self, stored: dict[str, Any] | None, change: Change, key: str, *, replace: bool = False
     ) -> dict[str, Any]:
         if isinstance(change, BaseModel):
             if not isinstance(change, self._model):
@@ -501,6 +509,8 @@ class ConfigurationManager(Generic[T]):
                     [FieldError(p, f"{self._model.__name__} has no such field") for p in unknown],
                     source="update",
                 )
+            if replace:  # the whole document: null is a value here, not a removal
+                return copy.deepcopy(dict(change))
             return merge_patch(stored or {}, change)
         if callable(change):
             base = self._layering.validate(stored or {}, key=key, source="stored value")

@@ -1,0 +1,115 @@
+"""`create_app`: the FastAPI application behind ``confman serve``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from confman import ConfigHub, NotFound, __version__
+
+from . import documents, events, operations
+from .metrics import Metrics
+from .problems import install_handlers
+from .tokens import ApiTokenManager
+
+__all__ = ["STATIC_DIRECTORY", "create_app"]
+
+STATIC_DIRECTORY = Path(__file__).parent / "static"
+
+HubSource = ConfigHub | Callable[[], AbstractAsyncContextManager[ConfigHub]]
+
+
+class _CountRequests:
+    """Counts answered requests by route template (not raw path: bounded label values)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
+            if metrics is not None:
+                metrics.requests.labels(scope["method"], template, str(status)).inc()
+
+
+def create_app(
+    hub: HubSource,
+    *,
+    on_start: Callable[[ConfigHub], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """The API, stream, metrics and dashboard over ``hub``.
+
+    Args:
+        hub: a connected `ConfigHub` (the caller owns and closes it), or a function
+            returning an async context manager that yields one, such as
+            ``lambda: ConfigHub.connect(url, managers=...)``; the app then connects at
+            start-up and closes at shut-down. Either way the hub gets the
+            `ApiTokenManager` loaded if it lacks it.
+        on_start: awaited once the hub is ready, before the first request.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if isinstance(hub, ConfigHub):
+                connected = hub
+            else:
+                connected = await stack.enter_async_context(hub())
+            try:
+                connected.manager(ApiTokenManager)
+            except NotFound:
+                await connected.load(ApiTokenManager)
+            app.state.hub = connected
+            metrics = app.state.metrics = Metrics(connected)
+            stack.callback(metrics.close)
+            if on_start is not None:
+                await on_start(connected)
+            yield
+
+    app = FastAPI(
+        title="confman",
+        version=__version__,
+        summary="Typed, audited, live configuration: documents, history and a change stream.",
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+    app.include_router(documents.router)
+    app.include_router(events.router)
+    app.include_router(operations.router)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format; no token needed, no values shown."""
+        registry = request.app.state.metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> Any:
+        return FileResponse(STATIC_DIRECTORY / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIRECTORY, check_dir=False), name="static")
+    app.add_middleware(_CountRequests)
+    return app

@@ -1,0 +1,385 @@
+"""Namespaces and documents: read with provenance, write version-checked, audit, roll back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+
+from confman import DEFAULT_KEY, ConfigChange, ConfigurationManager
+from confman.patch import leaf_items
+from confman.secrets import mask_document
+
+from . import models
+from .auth import CurrentPrincipal, manager_for, served
+from .problems import ApiProblem
+from .tokens import Role
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["documents"])
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"model": models.Problem, "description": text}
+    for status, text in {
+        401: "no or unknown token",
+        403: "the token may not do this",
+        404: "no such namespace, item or version",
+        503: "the database is unreachable",
+    }.items()
+}
+_WRITE_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    **_PROBLEMS,
+    412: {"model": models.Problem, "description": "the stored version is not If-Match"},
+    422: {"model": models.Problem, "description": "the document is refused (errors[].path)"},
+}
+
+Key = Annotated[str, "document key"]
+IfMatch = Annotated[
+    str | None,
+    Header(description='the version the change is based on: "3" (the ETag of a read)'),
+]
+DryRun = Annotated[bool, Query(description="validate and show the diff; store nothing")]
+Reason = Annotated[str | None, Query(max_length=255, description="why, for the audit trail")]
+JsonObject = Annotated[dict[str, Any], Body(description="a JSON object")]
+
+
+def _version_from(if_match: str | None) -> int | None:
+    """The version named by an ``If-Match`` header (``"3"``, ``W/"3"`` or ``3``)."""
+    if if_match is None:
+        return None
+    text = if_match.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or len(text) > 18:
+        raise ApiProblem(400, 'If-Match must name one version, like "3"')
+    return int(text)
+
+
+def _masked(value: Any) -> dict[str, Any] | None:
+    return None if value is None else mask_document(value.model_dump(mode="python"))
+
+
+def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[models.Diff]:
+    """Leaf-level differences of two (masked) documents, by dotted path."""
+    old, new = dict(leaf_items(before or {})), dict(leaf_items(after or {}))
+    return [
+        models.Diff(path=path, before=old.get(path), after=new.get(path))
+        for path in sorted(old.keys() | new.keys())
+        if old.get(path) != new.get(path) or (path in old) != (path in new)
+    ]
+
+
+def _check_key(manager: ConfigurationManager[Any], key: str) -> None:
+    if not manager.keyed and key != DEFAULT_KEY:
+        raise ApiProblem(404, f"{manager.namespace} is a singleton; its only key is 'default'")
+
+
+async def _document(manager: ConfigurationManager[Any], key: str) -> models.Document:
+    _check_key(manager, key)
+    value = await manager.fetch(key)
+    if value is None:
+        raise ApiProblem(404, f"{manager.namespace} has no item {key!r}")
+    problems = [
+        models.StoredProblem(
+            version=p.version,
+            source=p.source,
+            errors=[models.ProblemError(path=e.path, message=e.message) for e in p.errors],
+        )
+        for p in manager.problems()
+        if p.key == key
+    ]
+    return models.Document(
+        namespace=manager.namespace,
+        key=key,
+        version=manager.version(key),
+        value=_masked(value) or {},
+        sources=[
+            models.FieldOrigin(
+                path=f.path,
+                layer=str(f.layer),
+                detail=f.detail,
+                value=f.value,
+                shadows=list(f.shadows),
+            )
+            for f in manager.explain(key)
+        ],
+        problems=problems,
+    )
+
+
+def _etag(response: Response, version: int) -> None:
+    response.headers["ETag"] = f'"{version}"'
+
+
+async def _written(
+    manager: ConfigurationManager[Any], change: ConfigChange[Any], response: Response
+) -> models.WriteResult:
+    _etag(response, change.version)
+    summary = models.ChangeSummary(
+        seq=change.seq,
+        version=change.version,
+        action=str(change.action),
+        changed=list(change.changed_fields),
+        pinned=list(change.pinned),
+    )
+    if change.new is None:  # a deleted item: nothing left to show
+        return models.WriteResult(
+            namespace=manager.namespace,
+            key=change.key,
+            version=change.version,
+            value={},
+            sources=[],
+            problems=[],
+            change=summary,
+        )
+    document = await _document(manager, change.key)
+    return models.WriteResult(**document.model_dump(), change=summary)
+
+
+def _dry_run(before: Any, after: Any) -> models.DryRun:
+    shown = _masked(after)
+    return models.DryRun(value=shown, diff=diff(_masked(before), shown))
+
+
+# --------------------------------------------------------------------------- reads
+
+
+@router.get("/namespaces", responses=_PROBLEMS)
+async def list_namespaces(request: Request, who: CurrentPrincipal) -> list[models.NamespaceInfo]:
+    """Every namespace the token may see, with its kind and size."""
+    found = []
+    for manager in served(request, who):
+        model = manager.model
+        if manager.keyed:
+            items = len(await request.app.state.hub.store.load_namespace(manager.namespace))
+            version = None
+        else:
+            version = manager.version()
+            items = 1 if version else 0
+        found.append(
+            models.NamespaceInfo(
+                namespace=manager.namespace,
+                keyed=manager.keyed,
+                title=model.__name__,
+                description=(model.__doc__ or "").strip().split("\n\n")[0] or None,
+                items=items,
+                version=version,
+                writable=who.may(Role.EDITOR),
+            )
+        )
+    return found
+
+
+@router.get("/namespaces/{namespace}/schema", responses=_PROBLEMS)
+async def namespace_schema(request: Request, who: CurrentPrincipal, namespace: str) -> Any:
+    """The JSON Schema of the namespace's model."""
+    return manager_for(request, who, namespace).model.model_json_schema()
+
+
+@router.get("/namespaces/{namespace}/documents", responses=_PROBLEMS)
+async def list_documents(
+    request: Request, who: CurrentPrincipal, namespace: str
+) -> models.DocumentList:
+    """Stored documents (a singleton lists ``default`` even when nothing is stored)."""
+    manager = manager_for(request, who, namespace)
+    stored = await request.app.state.hub.store.load_namespace(namespace)
+    documents = [
+        models.DocumentSummary(
+            key=d.key, version=d.version, updated_at=d.updated_at, updated_by=d.updated_by
+        )
+        for d in sorted(stored, key=lambda d: d.key)
+        if d.data is not None
+    ]
+    if not manager.keyed and not documents:
+        documents = [
+            models.DocumentSummary(key=DEFAULT_KEY, version=0, updated_at=None, updated_by=None)
+        ]
+    return models.DocumentList(namespace=namespace, keyed=manager.keyed, documents=documents)
+
+
+@router.get("/namespaces/{namespace}/documents/{key}", responses=_PROBLEMS)
+async def read_document(
+    request: Request, response: Response, who: CurrentPrincipal, namespace: str, key: Key
+) -> models.Document:
+    """The effective value (secrets masked), where each field came from, and the version."""
+    document = await _document(manager_for(request, who, namespace), key)
+    _etag(response, document.version)
+    return document
+
+
+@router.get("/namespaces/{namespace}/documents/{key}/history", responses=_PROBLEMS)
+async def document_history(
+    request: Request,
+    who: CurrentPrincipal,
+    namespace: str,
+    key: Key,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[models.HistoryEntry]:
+    """Committed changes, newest first, each with its field-level diff."""
+    manager = manager_for(request, who, namespace)
+    _check_key(manager, key)
+    return [
+        models.HistoryEntry(
+            seq=r.seq,
+            version=r.version,
+            action=str(r.action),
+            actor=r.actor,
+            reason=r.reason,
+            origin=r.origin,
+            at=r.committed_at,
+            changed=list(r.changed),
+            diff=diff(r.before, r.after),
+        )
+        for r in await manager.history(key, limit=limit)
+    ]
+
+
+# --------------------------------------------------------------------------- writes
+
+
+@router.put(
+    "/namespaces/{namespace}/documents/{key}",
+    responses={**_WRITE_PROBLEMS, 201: {"model": models.WriteResult}},
+    response_model=models.WriteResult | models.DryRun,
+)
+async def replace_document(
+    request: Request,
+    response: Response,
+    who: CurrentPrincipal,
+    namespace: str,
+    key: Key,
+    body: JsonObject,
+    if_match: IfMatch = None,
+    dry_run: DryRun = False,
+    reason: Reason = None,
+) -> models.WriteResult | models.DryRun:
+    """Replace the document with the body. Without ``If-Match`` it must not exist yet."""
+    manager = manager_for(request, who, namespace, role=Role.EDITOR)
+    _check_key(manager, key)
+    expected = _version_from(if_match)
+    before = await manager.fetch(key)
+    if dry_run:
+        current = manager.version(key)
+        exists = before is not None if manager.keyed else current != 0
+        if (expected is None and exists) or (expected is not None and expected != current):
+            detail = f"{namespace}/{key} is at version {current}"
+            raise ApiProblem(412, detail, current_version=current)
+        return _dry_run(before if exists else None, manager.validate(body, key=key, replace=True))
+    if manager.keyed and expected is None:
+        change = await manager.create(key, body, actor=who.name, reason=reason)
+    else:
+        change = await manager.update(
+            body,
+            key=key,
+            replace=True,
+            expected_version=0 if expected is None else expected,
+            actor=who.name,
+            reason=reason,
+        )
+    if expected is None:
+        response.status_code = 201
+    return await _written(manager, change, response)
+
+
+@router.patch(
+    "/namespaces/{namespace}/documents/{key}",
+    responses=_WRITE_PROBLEMS,
+    response_model=models.WriteResult | models.DryRun,
+)
+async def patch_document(
+    request: Request,
+    response: Response,
+    who: CurrentPrincipal,
+    namespace: str,
+    key: Key,
+    body: JsonObject,
+    if_match: IfMatch = None,
+    dry_run: DryRun = False,
+    reason: Reason = None,
+) -> models.WriteResult | models.DryRun:
+    """Apply the body as a JSON merge patch (RFC 7386: ``null`` resets a field)."""
+    manager = manager_for(request, who, namespace, role=Role.EDITOR)
+    _check_key(manager, key)
+    expected = _version_from(if_match)
+    before = await manager.fetch(key)
+    if manager.keyed and before is None:
+        raise ApiProblem(404, f"{namespace} has no item {key!r} (create it with PUT)")
+    if dry_run:
+        current = manager.version(key)
+        if expected is not None and expected != current:
+            raise ApiProblem(
+                412,
+                f"{namespace}/{key} is at version {current}, not {expected}",
+                current_version=current,
+            )
+        return _dry_run(before, manager.validate(body, key=key))
+    change = await manager.update(
+        body, key=key, expected_version=expected, actor=who.name, reason=reason
+    )
+    return await _written(manager, change, response)
+
+
+@router.delete(
+    "/namespaces/{namespace}/documents/{key}",
+    responses={
+        **_WRITE_PROBLEMS,
+        428: {"model": models.Problem, "description": "If-Match is required"},
+    },
+    response_model=models.WriteResult | models.DryRun,
+)
+async def delete_document(
+    request: Request,
+    response: Response,
+    who: CurrentPrincipal,
+    namespace: str,
+    key: Key,
+    if_match: IfMatch = None,
+    dry_run: DryRun = False,
+    reason: Reason = None,
+) -> models.WriteResult | models.DryRun:
+    """Delete an item, or reset a singleton to its defaults. Needs ``If-Match``."""
+    manager = manager_for(request, who, namespace, role=Role.EDITOR)
+    _check_key(manager, key)
+    expected = _version_from(if_match)
+    if expected is None:
+        raise ApiProblem(428, 'DELETE needs If-Match: "<version>" (the ETag you read)')
+    before = await manager.fetch(key)
+    current = manager.version(key)
+    if before is None or current == 0:
+        raise ApiProblem(404, f"{namespace}/{key} is not stored")
+    if dry_run:
+        if expected != current:
+            raise ApiProblem(
+                412,
+                f"{namespace}/{key} is at version {current}, not {expected}",
+                current_version=current,
+            )
+        manager.validate_write(key, None)  # rules across managers (a route still in use)
+        after = None if manager.keyed else manager.validate({}, key=key, replace=True)
+        return _dry_run(before, after)
+    change = await manager.delete(key, expected_version=expected, actor=who.name, reason=reason)
+    return await _written(manager, change, response)
+
+
+@router.post("/namespaces/{namespace}/documents/{key}/rollback", responses=_WRITE_PROBLEMS)
+async def rollback_document(
+    request: Request,
+    response: Response,
+    who: CurrentPrincipal,
+    namespace: str,
+    key: Key,
+    body: models.RollbackRequest,
+    if_match: IfMatch = None,
+    reason: Reason = None,
+) -> models.WriteResult:
+    """Write a new version whose content equals ``to_version``'s (admin)."""
+    manager = manager_for(request, who, namespace, role=Role.ADMIN)
+    _check_key(manager, key)
+    change = await manager.rollback(
+        key,
+        to_version=body.to_version,
+        expected_version=_version_from(if_match),
+        actor=who.name,
+        reason=reason,
+    )
+    return await _written(manager, change, response)

@@ -1,0 +1,117 @@
+"""The live stream: every committed change as a server-sent event, resumable by seq."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from reactivex.disposable import CompositeDisposable
+
+from confman import ChangeRecord, ConfigChange
+
+from . import models
+from .auth import CurrentPrincipal, hub_of, manager_for, served
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+# A client this far behind is cut off; it reconnects with Last-Event-ID and reads the rest
+# from the change log, so a slow reader costs the server bounded memory and loses nothing.
+MAX_BUFFERED = 10_000
+_BACKLOG_PAGE = 500
+
+
+def _from_change(change: ConfigChange[Any]) -> models.ChangeEvent:
+    return models.ChangeEvent(
+        seq=change.seq,
+        namespace=change.namespace,
+        key=change.key,
+        version=change.version,
+        action=str(change.action),
+        actor=change.actor,
+        reason=change.reason,
+        origin=change.origin,
+        at=change.at,
+        changed=list(change.changed_fields),
+    )
+
+
+def _from_record(record: ChangeRecord) -> models.ChangeEvent:
+    return models.ChangeEvent(
+        seq=record.seq,
+        namespace=record.namespace,
+        key=record.key,
+        version=record.version,
+        action=str(record.action),
+        actor=record.actor,
+        reason=record.reason,
+        origin=record.origin,
+        at=record.committed_at,
+        changed=list(record.changed),
+    )
+
+
+def _event(change: models.ChangeEvent) -> ServerSentEvent:
+    return ServerSentEvent(data=change, event="change", id=str(change.seq))
+
+
+@router.get(
+    "/events",
+    response_class=EventSourceResponse,
+    responses={200: {"model": models.ChangeEvent, "description": "one event per change"}},
+)
+async def change_events(
+    request: Request,
+    who: CurrentPrincipal,
+    namespace: Annotated[list[str] | None, Query(description="only these namespaces")] = None,
+    last_event_id: Annotated[
+        str | None, Header(description="resume after this seq (sent by EventSource)")
+    ] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Changes as they are applied here, from any process; resumable with Last-Event-ID."""
+    managers = (
+        [manager_for(request, who, ns) for ns in dict.fromkeys(namespace)]
+        if namespace
+        else served(request, who)
+    )
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    # Subscribe before reading the backlog so nothing falls between the two; the seqs sent
+    # from the backlog are skipped when the live feed delivers them again.
+    queue: asyncio.Queue[models.ChangeEvent | None] = asyncio.Queue()
+
+    def push(change: ConfigChange[Any]) -> None:
+        if queue.qsize() >= MAX_BUFFERED:
+            queue.put_nowait(None)  # end the stream; the client resumes from its last id
+        else:
+            queue.put_nowait(_from_change(change))
+
+    subscriptions = CompositeDisposable([m.changes.subscribe(push) for m in managers])
+    try:
+        sent: set[int] = set()
+        if after is not None:
+            wanted = [m.namespace for m in managers]
+            cursor = after
+            while True:
+                page = await hub_of(request).changes_since(
+                    cursor, namespaces=wanted, limit=_BACKLOG_PAGE
+                )
+                for record in page:
+                    sent.add(record.seq)
+                    yield _event(_from_record(record))
+                if len(page) < _BACKLOG_PAGE:
+                    break
+                cursor = page[-1].seq
+        while True:
+            event = await queue.get()
+            if event is None:
+                return
+            if event.seq in sent:
+                sent.discard(event.seq)
+                continue
+            yield _event(event)
+    finally:
+        subscriptions.dispose()

@@ -1,0 +1,163 @@
+"""Health, readiness, the cluster view, tokens and key rotation."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+
+from confman import ConfmanError
+from confman.rotation import rotate_keys
+from confman.store import check_schema, head_revision
+
+from . import models
+from .auth import CurrentPrincipal, hub_of, require
+from .problems import ApiProblem
+from .tokens import ApiTokenManager, Role
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/healthz", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    """The process answers (it does not look at the database)."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    tags=["operations"],
+    responses={503: {"model": models.Readiness, "description": "not ready, and why"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when the database answers and its schema is at the migrations' head."""
+    try:
+        await check_schema(hub_of(request).engine)
+    except ConfmanError as e:
+        body = models.Readiness(status="unready", database=str(e))
+        return JSONResponse(body.model_dump(), status_code=503)
+    except Exception as e:  # the driver's own errors: unreachable, refused, timed out
+        detail = f"unreachable ({type(e).__name__})"
+        body = models.Readiness(status="unready", database=detail)
+        return JSONResponse(body.model_dump(), status_code=503)
+    ready = models.Readiness(status="ready", database="ok", schema_revision=head_revision())
+    return JSONResponse(ready.model_dump())
+
+
+@router.get("/api/v1/whoami", tags=["tokens"])
+async def whoami(who: CurrentPrincipal) -> models.WhoAmI:
+    """The caller's token: its name, role and namespaces."""
+    grants = None if who.namespaces is None else sorted(who.namespaces)
+    return models.WhoAmI(name=who.name, role=who.role, namespaces=grants)
+
+
+@router.get("/api/v1/cluster", tags=["operations"])
+async def cluster(request: Request, who: CurrentPrincipal) -> models.ClusterView:
+    """This instance and, with Redis, the fleet: instances, leader, drift."""
+    hub = hub_of(request)
+    try:
+        database_seq: int | None = await hub.store.max_seq()
+    except ConfmanError:
+        database_seq = None
+    view = models.ClusterView(
+        instance_id=hub.instance_id,
+        redis=False,
+        is_leader=hub.is_leader,
+        applied_seq=hub.applied_seq,
+        database_seq=database_seq,
+        leader=None,
+        fencing_token=None,
+        instances=[
+            {
+                "instance_id": hub.instance_id,
+                "applied_seq": hub.applied_seq,
+                "problems": [str(p) for p in hub.problems()],
+                "degraded": hub.degraded,
+            }
+        ],
+        drift=[],
+    )
+    try:
+        status = await hub.cluster_status()
+    except ConfmanError:
+        return view  # a lone instance (no redis_url)
+    return view.model_copy(
+        update={
+            "redis": True,
+            "leader": status.leader,
+            "fencing_token": status.fencing_token,
+            "database_seq": status.database_seq,
+            "instances": [jsonable_encoder(dataclasses.asdict(i)) for i in status.instances],
+            "drift": [jsonable_encoder(dataclasses.asdict(d)) for d in status.drift],
+        }
+    )
+
+
+# --------------------------------------------------------------------------- admin
+
+
+def _tokens(request: Request) -> ApiTokenManager:
+    return hub_of(request).manager(ApiTokenManager)
+
+
+@router.get("/api/v1/tokens", tags=["tokens"])
+async def list_tokens(request: Request, who: CurrentPrincipal) -> list[models.TokenInfo]:
+    """Every token (never a token's value or hash)."""
+    require(who, Role.ADMIN, "managing tokens")
+    return [
+        models.TokenInfo(
+            name=name,
+            role=token.role,
+            namespaces=None if token.namespaces is None else list(token.namespaces),
+            created_at=token.created_at,
+        )
+        for name, token in sorted(_tokens(request).items())
+    ]
+
+
+@router.post(
+    "/api/v1/tokens",
+    tags=["tokens"],
+    status_code=201,
+    responses={412: {"model": models.Problem, "description": "a token of that name exists"}},
+)
+async def create_token(
+    request: Request, who: CurrentPrincipal, body: models.TokenRequest
+) -> models.TokenCreated:
+    """Create a token; its value is in the answer and nowhere else, ever."""
+    require(who, Role.ADMIN, "managing tokens")
+    issued = await _tokens(request).create_token(
+        body.name, body.role, namespaces=body.namespaces, actor=who.name
+    )
+    token = _tokens(request).get(issued.name)
+    return models.TokenCreated(
+        name=issued.name,
+        role=issued.role,
+        namespaces=None if issued.namespaces is None else list(issued.namespaces),
+        created_at=token.created_at,
+        token=issued.plaintext,
+    )
+
+
+@router.delete("/api/v1/tokens/{name}", tags=["tokens"], status_code=204)
+async def revoke_token(request: Request, who: CurrentPrincipal, name: str) -> Response:
+    """Revoke a token on every instance."""
+    require(who, Role.ADMIN, "managing tokens")
+    await _tokens(request).revoke(name, actor=who.name)
+    return Response(status_code=204)
+
+
+@router.post("/api/v1/keys/rotate", tags=["operations"])
+async def rotate(request: Request, who: CurrentPrincipal) -> dict[str, Any]:
+    """Re-encrypt every stored secret under the newest encryption key (admin)."""
+    require(who, Role.ADMIN, "rotating keys")
+    try:
+        count = await rotate_keys(hub_of(request), actor=who.name)
+    except ConfmanError as e:
+        raise ApiProblem(409, str(e)) from e
+    return {"re_encrypted": count}

@@ -1,0 +1,173 @@
+"""API bearer tokens, kept as configuration.
+
+Tokens live in the ``api_token`` namespace, one document per token name, so creating or
+revoking one is an ordinary audited, version-checked write that reaches every instance
+like any other change. Only the SHA-256 of a token is stored: tokens are 256 random bits,
+so a fast hash is enough (a slow password hash protects guessable secrets, and these are
+not guessable), and it keeps authentication a dictionary lookup.
+
+This module needs no web framework: the ``confman tokens`` commands use it too.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from confman import (
+    ConfigHub,
+    ConfigurationManager,
+    FieldError,
+    NotFound,
+    ValidationFailed,
+)
+
+__all__ = ["TOKEN_PREFIX", "ApiToken", "ApiTokenManager", "IssuedToken", "Principal", "Role"]
+
+TOKEN_PREFIX = "cmt_"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+
+class Role(enum.StrEnum):
+    """What a token may do; each role may do everything the ones before it may."""
+
+    VIEWER = "viewer"
+    EDITOR = "editor"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+
+class ApiToken(BaseModel):
+    """One token as stored (its name is the document key)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    namespaces: tuple[str, ...] | None = Field(
+        default=None, description="namespaces the token may use; null: all"
+    )
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a token's name and grants."""
+
+    name: str
+    role: Role
+    namespaces: frozenset[str] | None = None
+
+    def may(self, role: Role) -> bool:
+        return self.role.rank >= role.rank
+
+    def sees(self, namespace: str) -> bool:
+        return self.role is Role.ADMIN or self.namespaces is None or namespace in self.namespaces
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """What `ApiTokenManager.create_token` returns; ``plaintext`` is shown once."""
+
+    name: str
+    role: Role
+    namespaces: tuple[str, ...] | None
+    plaintext: str = field(repr=False)
+
+
+def _digest(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+class ApiTokenManager(ConfigurationManager[ApiToken]):
+    """The ``api_token`` namespace: token name -> role, grants and hash."""
+
+    namespace = "api_token"
+    model = ApiToken
+    keyed = True
+
+    def __init__(self, hub: ConfigHub) -> None:
+        super().__init__(hub)
+        self._index: dict[str, str] | None = None  # sha256 -> name; rebuilt after changes
+        self.changes.subscribe(lambda _change: self._forget_index())
+
+    def _forget_index(self) -> None:
+        self._index = None
+
+    def authenticate(self, plaintext: str) -> Principal | None:
+        """The principal of ``plaintext``, or None for an unknown or revoked token."""
+        if not plaintext.startswith(TOKEN_PREFIX) or len(plaintext) > 200:
+            return None
+        index = self._index
+        if index is None:
+            index = self._index = {token.token_sha256: name for name, token in self.items()}
+        digest = _digest(plaintext)
+        name = index.get(digest)
+        if name is None:
+            return None
+        token = self.find(name)
+        # The lookup already matched; compare again in constant time all the same, so a
+        # stale index can never admit a token whose stored hash has since changed.
+        if token is None or not hmac.compare_digest(token.token_sha256, digest):
+            return None
+        grants = None if token.namespaces is None else frozenset(token.namespaces)
+        return Principal(name, token.role, grants)
+
+    async def create_token(
+        self,
+        name: str,
+        role: Role | str,
+        *,
+        namespaces: Sequence[str] | None = None,
+        actor: str | None = None,
+    ) -> IssuedToken:
+        """Create token ``name`` and return its plaintext (the only time it is seen).
+
+        Raises:
+            ValidationFailed: a bad name, role or namespace list.
+            ConcurrencyConflict: a token of that name exists (revoke it first).
+        """
+        if not _NAME.fullmatch(name):
+            raise ValidationFailed(
+                self.namespace,
+                name[:64],
+                [
+                    FieldError(
+                        "name",
+                        "must be 1-64 letters, digits and _.@- and start with a letter or digit",
+                    )
+                ],
+                source="token",
+            )
+        grants = None if namespaces is None else tuple(sorted(set(namespaces)))
+        plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        document = {
+            "role": str(role),
+            "namespaces": None if grants is None else list(grants),
+            "token_sha256": _digest(plaintext),
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        change = await self.create(name, document, actor=actor, reason="create API token")
+        assert change.new is not None
+        return IssuedToken(name, change.new.role, change.new.namespaces, plaintext)
+
+    async def revoke(self, name: str, *, actor: str | None = None) -> None:
+        """Delete token ``name``; it stops working on every instance as the change arrives.
+
+        Raises:
+            NotFound: no such token.
+        """
+        if name not in self:
+            raise NotFound(f"no API token named {name!r}")
+        await self.delete(name, actor=actor, reason="revoke API token")
