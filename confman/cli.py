@@ -51,6 +51,7 @@ EXIT_INTERRUPTED = 130
 DATABASE_URL_VARIABLE = "CONFMAN_DATABASE_URL"
 APP_VARIABLE = "CONFMAN_APP"
 REDIS_URL_VARIABLE = "CONFMAN_REDIS_URL"
+CLUSTER_VARIABLE = "CONFMAN_CLUSTER"
 
 log = logging.getLogger("confman.cli")
 
@@ -673,7 +674,11 @@ async def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     bootstrap = args.bootstrap_token if args.bootstrap_token is not None else path is not None
     redis_url = args.redis_url or os.environ.get(REDIS_URL_VARIABLE) or None
     managers = [*ctx.known.values(), _token_manager()]
-    async with ctx.hub(managers, redis_url=redis_url) as hub:
+    options: dict[str, Any] = {"redis_url": redis_url}
+    cluster = args.cluster or os.environ.get(CLUSTER_VARIABLE)
+    if cluster:
+        options["cluster"] = cluster
+    async with ctx.hub(managers, **options) as hub:
         for manager in hub.managers():
             _report_problems(manager)
         await serving.serve(
@@ -909,6 +914,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-url",
         metavar="URL",
         help=f"share changes with other instances through Redis (default: ${REDIS_URL_VARIABLE})",
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help=f"the fleet's name: Redis keys and channels start with it (default: "
+        f"${CLUSTER_VARIABLE} or confman)",
     )
     p.add_argument(
         "--bootstrap-token",
