@@ -15,6 +15,7 @@ from .tokens import ApiTokenManager, Role
 __all__ = ["BOOTSTRAP_TOKEN_NAME", "serve"]
 
 BOOTSTRAP_TOKEN_NAME = "admin"
+_LOG_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)  # by -v count
 
 
 async def bootstrap_token(hub: ConfigHub) -> str | None:
@@ -65,7 +66,7 @@ async def serve(
         host=host,
         port=port,
         log_config=None,  # keep the CLI's logging set-up
-        log_level=logging.DEBUG if verbosity >= 2 else logging.INFO,
+        log_level=_LOG_LEVELS[min(verbosity, 2)],
         access_log=verbosity >= 1,
         timeout_graceful_shutdown=3,  # live streams never end by themselves
         server_header=False,
