@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from confman import Action, ConfigHub, NotFound, SecretsUnavailable, ValidationFailed
 from confman.bus import LocalBus
@@ -18,7 +20,7 @@ from confman.managers import (
     VirtualKeyConfigurationManager,
     VirtualKeySecretManager,
 )
-from confman.managers.virtual_key import KEY_PREFIX
+from confman.managers.virtual_key import KEY_PREFIX, _hmac_sha256
 from confman.store.engine import sqlite_path
 from confman.testing import record_changes
 
@@ -439,3 +441,41 @@ async def test_issuing_without_any_key_is_a_clear_error(database_url: str) -> No
         with pytest.raises(SecretsUnavailable, match="CONFMAN_ENCRYPTION_KEY"):
             await vk(hub).issue({"name": "k"})
         assert await hub.store.namespaces() == {}
+
+
+# Keys around SHA-256's 64-byte block (a longer key is hashed first, a shorter one padded).
+hmac_keys = st.one_of(
+    st.binary(max_size=200),
+    st.integers(min_value=0, max_value=130).map(lambda n: bytes(range(256))[:n] * 1),
+    st.text(max_size=80).map(str.encode),
+)
+hmac_messages = st.one_of(st.binary(max_size=300), st.text(max_size=100).map(str.encode))
+
+
+@given(key=hmac_keys, message=hmac_messages)
+@example(key=b"", message=b"")
+@example(key=b"k" * 63, message=b"")
+@example(key=b"k" * 64, message=b"m")
+@example(key=b"k" * 65, message=b"m")
+@example(key=bytes(range(256)) * 8, message=b"m" * 1000)
+@example(key="clé-secrète-ü".encode(), message=f"{KEY_PREFIX}ключ-🔑".encode())
+def test_the_precomputed_hmac_is_the_stdlib_hmac(key: bytes, message: bytes) -> None:
+    # Issued keys are named by it: it must stay bit for bit HMAC-SHA256.
+    expected = hmac.new(key, message, hashlib.sha256).hexdigest()
+    hexdigest = _hmac_sha256(key)
+    assert hexdigest(message) == expected
+    assert hexdigest(message) == expected  # the keyed states are copied, never consumed
+    assert hexdigest(b"other") == hmac.new(key, b"other", hashlib.sha256).hexdigest()
+
+
+async def test_key_ids_follow_the_secret(ghub: ConfigHub) -> None:
+    keys = vk(ghub)
+    plaintext = f"{KEY_PREFIX}ünïcödé-🔑"
+    assert keys.key_id(plaintext) is None  # no secret yet
+    issued = await keys.issue({"name": "k"})  # generates and stores the secret
+    secret = keys.secret_manager.secret()
+    assert secret is not None
+    for text in (plaintext, issued.plaintext, "x"):
+        assert keys.key_id(text) == hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
+    found = await keys.authenticate(issued.plaintext)
+    assert found is not None and found.name == "k"
