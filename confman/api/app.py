@@ -106,7 +106,7 @@ def create_app(
         registry = request.app.state.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def dashboard() -> Any:
         return FileResponse(STATIC_DIRECTORY / "index.html", headers={"Cache-Control": "no-cache"})
 

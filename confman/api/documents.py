@@ -62,11 +62,22 @@ def _masked(value: Any) -> dict[str, Any] | None:
 def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[models.Diff]:
     """Leaf-level differences of two (masked) documents, by dotted path."""
     old, new = dict(leaf_items(before or {})), dict(leaf_items(after or {}))
-    return [
-        models.Diff(path=path, before=old.get(path), after=new.get(path))
-        for path in sorted(old.keys() | new.keys())
-        if old.get(path) != new.get(path) or (path in old) != (path in new)
-    ]
+    paths = old.keys() | new.keys()
+    found = []
+    for path in sorted(paths):
+        if path in old and path in new:
+            if old[path] != new[path]:
+                found.append(
+                    models.Diff(path=path, change="changed", before=old[path], after=new[path])
+                )
+            continue
+        if any(p.startswith(path + ".") for p in paths):
+            continue  # an empty object that gained (or lost) members: they are listed
+        if path in new:
+            found.append(models.Diff(path=path, change="added", after=new[path]))
+        else:
+            found.append(models.Diff(path=path, change="removed", before=old[path]))
+    return found
 
 
 def _check_key(manager: ConfigurationManager[Any], key: str) -> None:

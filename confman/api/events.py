@@ -83,8 +83,14 @@ async def change_events(
     # from the backlog are skipped when the live feed delivers them again.
     queue: asyncio.Queue[models.ChangeEvent | None] = asyncio.Queue()
 
+    overflowed = False
+
     def push(change: ConfigChange[Any]) -> None:
+        nonlocal overflowed
+        if overflowed:
+            return
         if queue.qsize() >= MAX_BUFFERED:
+            overflowed = True
             queue.put_nowait(None)  # end the stream; the client resumes from its last id
         else:
             queue.put_nowait(_from_change(change))
@@ -92,7 +98,12 @@ async def change_events(
     subscriptions = CompositeDisposable([m.changes.subscribe(push) for m in managers])
     try:
         sent: set[int] = set()
-        if after is not None:
+        if after is None:
+            # Tell a new client where it stands, so that if this connection drops before
+            # any change, it resumes from here (every change up to this seq is applied).
+            position = hub_of(request).applied_seq
+            yield ServerSentEvent(data={"seq": position}, event="ready", id=str(position))
+        else:
             wanted = [m.namespace for m in managers]
             cursor = after
             while True:

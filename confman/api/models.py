@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -115,6 +115,9 @@ class WriteResult(Document):
 
 class Diff(BaseModel):
     path: str
+    change: Literal["added", "removed", "changed"] = Field(
+        description="added: absent before; removed: absent after (null is a value)"
+    )
     before: Any = None
     after: Any = None
 

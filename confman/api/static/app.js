@@ -1,0 +1,455 @@
+// confman operator dashboard: login, namespaces, documents, live feed, cluster.
+// Plain ES modules, no build step, no external resources.
+
+import { api, ApiError, getToken, setToken, onUnauthorized } from "./api.js";
+import { h, clear, actionBadge, timeNode, relativeTime } from "./dom.js";
+import { DocView, NewItemView } from "./docview.js";
+import { ClusterView } from "./cluster.js";
+import { EventStream } from "./sse.js";
+import { summary } from "./form.js";
+
+const $ = (id) => document.getElementById(id);
+const FEED_LIMIT = 200;
+
+const state = {
+  me: null,
+  namespaces: [],
+  keys: new Map(), // ns -> [{key, version, updated_at}]
+  schemas: new Map(), // ns -> Promise<schema>
+  view: null, // DocView | NewItemView | ClusterView | null
+  route: null,
+  stream: null,
+  feedCount: 0,
+};
+
+// ---- status / toasts ----------------------------------------------------------------
+
+let statusTimer = null;
+function status(text, kind = "info") {
+  const toast = $("toast");
+  clearTimeout(statusTimer);
+  toast.dataset.kind = kind;
+  $("status").textContent = text;
+  toast.hidden = false;
+  if (kind !== "error") statusTimer = setTimeout(hideStatus, kind === "warn" ? 15000 : 8000);
+}
+function hideStatus() {
+  $("toast").hidden = true;
+  $("status").textContent = "";
+}
+
+// ---- context given to views ---------------------------------------------------------
+
+const ctx = {
+  me: () => state.me,
+  nsInfo: (ns) => state.namespaces.find((n) => n.namespace === ns) || null,
+  canWrite(ns) {
+    const me = state.me;
+    if (!me || (me.role !== "editor" && me.role !== "admin")) return false;
+    const info = this.nsInfo(ns);
+    if (info && info.writable === false) return false;
+    if (me.role !== "admin" && Array.isArray(me.namespaces) && !me.namespaces.includes(ns)) return false;
+    return true;
+  },
+  isAdmin: () => Boolean(state.me && state.me.role === "admin"),
+  status,
+  navigate(hash) {
+    if (location.hash === hash) route();
+    else location.hash = hash;
+  },
+  schema(ns) {
+    if (!state.schemas.has(ns)) {
+      const p = api.schema(ns).then((r) => r.body);
+      p.catch(() => state.schemas.delete(ns));
+      state.schemas.set(ns, p);
+    }
+    return state.schemas.get(ns);
+  },
+  onDocChanged(ns) {
+    refreshNamespace(ns);
+  },
+};
+
+// ---- login --------------------------------------------------------------------------
+
+function showLogin(message, kind = "info") {
+  hideStatus();
+  stopStream();
+  destroyView();
+  state.me = null;
+  $("app-view").hidden = true;
+  $("login-view").hidden = false;
+  const msg = $("login-message");
+  msg.textContent = message || "";
+  msg.hidden = !message;
+  msg.dataset.kind = kind;
+  const input = $("token-input");
+  input.value = "";
+  input.focus();
+  document.title = "confman — log in";
+}
+
+async function login(token, { fromStorage = false } = {}) {
+  const button = $("login-button");
+  button.disabled = true;
+  try {
+    const res = await api.whoami(token);
+    setToken(token);
+    state.me = res.body || {};
+    await startApp();
+  } catch (err) {
+    setToken(null);
+    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+      showLogin(fromStorage ? "Your session ended: log in again." : "That token is not recognised (or was revoked).", "error");
+    } else {
+      showLogin(`Cannot reach the server: ${err.message}`, "error");
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function logout(message) {
+  setToken(null);
+  state.namespaces = [];
+  state.keys.clear();
+  state.schemas.clear();
+  clear($("live-feed"));
+  state.feedCount = 0;
+  history.replaceState(null, "", location.pathname);
+  showLogin(message || "Logged out.");
+}
+
+onUnauthorized(() => {
+  if (!state.me) return;
+  logout("Your token was refused (401): it expired or was revoked. Log in again.");
+});
+
+// ---- app shell ----------------------------------------------------------------------
+
+async function startApp() {
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+  const me = state.me;
+  $("whoami-name").textContent = me.name ?? "?";
+  const role = $("whoami-role");
+  role.textContent = me.role ?? "?";
+  role.className = `badge role role-${me.role}`;
+  $("whoami").title = Array.isArray(me.namespaces) ? `namespaces: ${me.namespaces.join(", ")}` : "all namespaces";
+  document.title = "confman";
+  renderFeedEmpty();
+  startStream();
+  await loadNamespaces();
+  route();
+}
+
+async function loadNamespaces() {
+  try {
+    const res = await api.namespaces();
+    const body = res.body;
+    state.namespaces = Array.isArray(body) ? body : (body && body.namespaces) || [];
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) status(`Could not load namespaces: ${err.message}`, "error");
+    state.namespaces = [];
+  }
+  renderSidebar();
+}
+
+async function loadKeys(ns) {
+  try {
+    const res = await api.documents(ns);
+    const body = res.body;
+    const docs = Array.isArray(body) ? body : (body && body.documents) || [];
+    state.keys.set(ns, docs);
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) status(`Could not list ${ns}: ${err.message}`, "error");
+    state.keys.set(ns, []);
+  }
+}
+
+async function refreshNamespace(ns) {
+  const info = ctx.nsInfo(ns);
+  await loadNamespaces();
+  if (info && info.keyed && state.route && state.route.ns === ns) {
+    await loadKeys(ns);
+    renderSidebar();
+    if (state.route.view === "collection") renderCollection(ns);
+  }
+}
+
+function nsHref(n) {
+  return n.keyed ? `#/ns/${encodeURIComponent(n.namespace)}` : `#/ns/${encodeURIComponent(n.namespace)}/default/value`;
+}
+
+function renderSidebar() {
+  const list = $("ns-list");
+  const r = state.route || {};
+  if (!state.namespaces.length) {
+    clear(list, h("li", { class: "muted empty" }, "No namespaces visible to this token."));
+    return;
+  }
+  clear(list, state.namespaces.map((n) => {
+    const selected = r.ns === n.namespace;
+    const meta = n.keyed ? `${n.items ?? (state.keys.get(n.namespace) || []).length} item${n.items === 1 ? "" : "s"}` : n.version !== undefined && n.version !== null ? `v${n.version}` : "";
+    const link = h("a", {
+      href: nsHref(n), class: ["ns-link", selected && "selected"], testid: `ns-${n.namespace}`,
+      "aria-current": selected && (r.view === "collection" || !n.keyed) ? "page" : null,
+      title: n.description ? summary(n.description) : n.title || n.namespace,
+    },
+      h("span", { class: "ns-label" }, n.namespace),
+      h("span", { class: "ns-meta" }, n.writable === false ? h("span", { class: "lock", title: "read-only for this token" }, "ro") : null, meta));
+    let keys = null;
+    if (n.keyed && selected) {
+      const docs = state.keys.get(n.namespace);
+      keys = h("ul", { class: "key-list" },
+        docs === undefined ? h("li", { class: "muted small" }, "loading…")
+          : !docs.length ? h("li", { class: "muted small" }, "no items")
+          : docs.map((d) => h("li", {}, h("a", {
+            href: `#/ns/${encodeURIComponent(n.namespace)}/${encodeURIComponent(d.key)}/value`,
+            class: ["key-link", r.key === d.key && "selected"], testid: `key-${d.key}`,
+            "aria-current": r.key === d.key ? "page" : null,
+          }, h("span", { class: "key-label" }, d.key), h("span", { class: "ns-meta" }, d.version !== undefined ? `v${d.version}` : "")))));
+    }
+    return h("li", { class: ["ns-item", selected && "open"] }, link, keys);
+  }));
+}
+
+// ---- routing ------------------------------------------------------------------------
+
+function parseHash() {
+  const raw = location.hash.replace(/^#\/?/, "");
+  const parts = raw.split("/").filter((p) => p !== "").map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      return p;
+    }
+  });
+  if (parts[0] === "cluster") return { view: "cluster" };
+  if (parts[0] === "ns" && parts[1]) {
+    const ns = parts[1];
+    if (parts[2] === "+new") return { view: "new", ns };
+    if (parts[2]) return { view: "doc", ns, key: parts[2], tab: parts[3] || "value" };
+    return { view: "collection", ns };
+  }
+  return { view: "home" };
+}
+
+function destroyView() {
+  if (state.view && state.view.destroy) state.view.destroy();
+  state.view = null;
+}
+
+async function route() {
+  if (!state.me) return;
+  const r = parseHash();
+  const prev = state.route;
+  state.route = r;
+  $("cluster-link").setAttribute("aria-current", r.view === "cluster" ? "page" : "false");
+  $("cluster-link").classList.toggle("active", r.view === "cluster");
+  // Same document, other tab: keep the view (and any unsaved edits).
+  if (r.view === "doc" && prev && prev.view === "doc" && prev.ns === r.ns && prev.key === r.key && state.view instanceof DocView) {
+    state.view.showTab(r.tab);
+    return;
+  }
+  const info = r.ns ? ctx.nsInfo(r.ns) : null;
+  if (r.view === "collection" && info && !info.keyed) {
+    location.replace(`#/ns/${encodeURIComponent(r.ns)}/default/value`);
+    return;
+  }
+  destroyView();
+  const main = $("main");
+  renderSidebar();
+  if (r.ns && info && info.keyed && (!prev || prev.ns !== r.ns || !state.keys.has(r.ns))) {
+    loadKeys(r.ns).then(() => {
+      renderSidebar();
+      if (state.route.view === "collection" && state.route.ns === r.ns) renderCollection(r.ns);
+    });
+  }
+  if (r.view === "home") {
+    renderHome();
+  } else if (r.view === "cluster") {
+    const v = new ClusterView(ctx);
+    state.view = v;
+    clear(main, v.element);
+    v.load();
+  } else if (r.ns && !info && state.namespaces.length) {
+    clear(main, h("div", { class: "placeholder error" }, `Unknown namespace “${r.ns}” (or not visible to this token).`));
+  } else if (r.view === "collection") {
+    renderCollection(r.ns);
+  } else if (r.view === "new") {
+    const v = new NewItemView(ctx, r.ns);
+    state.view = v;
+    clear(main, v.element);
+    v.load();
+  } else if (r.view === "doc") {
+    const v = new DocView(ctx, r.ns, r.key, r.tab);
+    state.view = v;
+    clear(main, v.element);
+    await v.load();
+  }
+  main.scrollTop = 0;
+}
+
+function renderHome() {
+  const main = $("main");
+  clear(main, h("section", { class: "home" },
+    h("h1", {}, "Namespaces"),
+    h("p", { class: "muted" }, "Pick a namespace to see its effective value, where each field comes from, edit it, or browse its history."),
+    h("div", { class: "cards" }, state.namespaces.map((n) => h("a", { href: nsHref(n), class: "card ns-card" },
+      h("div", { class: "card-title" }, h("span", {}, n.namespace), n.keyed ? h("span", { class: "badge kind" }, "collection") : h("span", { class: "badge kind" }, "singleton")),
+      h("p", { class: "card-desc" }, n.description ? summary(n.description) : n.title || ""),
+      h("div", { class: "card-meta muted" },
+        n.keyed ? `${n.items ?? "?"} item${n.items === 1 ? "" : "s"}` : `version ${n.version ?? 0}`,
+        n.writable === false ? " · read-only" : "")))),
+  ));
+}
+
+function renderCollection(ns) {
+  const info = ctx.nsInfo(ns);
+  const main = $("main");
+  const docs = state.keys.get(ns);
+  const writable = ctx.canWrite(ns);
+  clear(main, h("section", { class: "collection" },
+    h("div", { class: "doc-header" },
+      h("div", { class: "doc-title-row" },
+        h("h1", {}, h("span", { class: "ns-name" }, ns)),
+        h("span", { class: "badge kind" }, "collection"),
+        writable ? null : h("span", { class: "badge readonly" }, "read-only"),
+        h("div", { class: "spacer" }),
+        writable ? h("a", { href: `#/ns/${encodeURIComponent(ns)}/+new`, class: "btn primary", testid: "new-item-button", role: "button" }, "New item") : null),
+      info && info.description ? h("div", { class: "doc-meta" }, h("span", { class: "ns-desc" }, summary(info.description))) : null),
+    docs === undefined ? h("div", { class: "placeholder" }, "Loading items…")
+      : !docs.length ? h("div", { class: "placeholder" }, writable ? "No items yet. Create one with “New item”." : "No items yet.")
+      : h("table", { class: "items-table" },
+        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Key"), h("th", { scope: "col" }, "Version"), h("th", { scope: "col" }, "Updated"))),
+        h("tbody", {}, docs.map((d) => h("tr", {},
+          h("td", {}, h("a", { href: `#/ns/${encodeURIComponent(ns)}/${encodeURIComponent(d.key)}/value` }, h("code", {}, d.key))),
+          h("td", {}, d.version !== undefined ? `v${d.version}` : "—"),
+          h("td", {}, timeNode(d.updated_at))))))));
+}
+
+// ---- live feed ----------------------------------------------------------------------
+
+function renderFeedEmpty() {
+  const feed = $("live-feed");
+  if (!feed.children.length) feed.appendChild(h("li", { class: "feed-empty muted" }, "Waiting for changes…"));
+}
+
+function setStreamState(s, info) {
+  const el = $("stream-state");
+  el.dataset.state = s;
+  const label = { connecting: "connecting…", open: "live", error: "reconnecting", closed: "offline" }[s] || s;
+  el.textContent = label;
+  el.title = info || label;
+}
+
+function startStream() {
+  stopStream();
+  state.stream = new EventStream({
+    url: "/api/v1/events",
+    token: getToken,
+    onEvent: handleEvent,
+    onState: setStreamState,
+    onUnauthorized: () => {
+      if (state.me) logout("Your token was refused (401): it expired or was revoked. Log in again.");
+    },
+  });
+  state.stream.start();
+}
+
+function stopStream() {
+  if (state.stream) state.stream.stop();
+  state.stream = null;
+}
+
+function handleEvent(ev) {
+  if (ev.event && ev.event !== "change" && ev.event !== "message") return;
+  let data;
+  try {
+    data = JSON.parse(ev.data);
+  } catch {
+    return;
+  }
+  if (!data || typeof data !== "object") return;
+  addFeedItem(data);
+  // Sidebar counts and versions.
+  const info = ctx.nsInfo(data.namespace);
+  if (info) {
+    if (!info.keyed && typeof data.version === "number") info.version = data.version;
+    if (info.keyed && (data.action === "create" || data.action === "delete")) {
+      refreshNamespace(data.namespace);
+    } else if (info.keyed && state.keys.has(data.namespace)) {
+      const d = state.keys.get(data.namespace).find((x) => x.key === data.key);
+      if (d && typeof data.version === "number") {
+        d.version = data.version;
+        d.updated_at = data.at ?? d.updated_at;
+      }
+    }
+    renderSidebar();
+  }
+  const v = state.view;
+  if (v instanceof DocView && v.ns === data.namespace && v.key === data.key) v.onEvent(data);
+  else if (state.route && state.route.view === "collection" && state.route.ns === data.namespace) renderCollection(data.namespace);
+}
+
+function addFeedItem(e) {
+  const feed = $("live-feed");
+  const empty = feed.querySelector(".feed-empty");
+  if (empty) empty.remove();
+  const ns = String(e.namespace ?? "?");
+  const key = String(e.key ?? "default");
+  const changed = Array.isArray(e.changed) ? e.changed : [];
+  const href = `#/ns/${encodeURIComponent(ns)}/${encodeURIComponent(key)}/value`;
+  const item = h("li", { class: "feed-item new", testid: "feed-item", dataset: { seq: String(e.seq ?? ""), namespace: ns, key, version: String(e.version ?? "") } },
+    h("div", { class: "feed-top" },
+      h("a", { href, class: "feed-doc", title: `${ns}/${key}` }, ns, key !== "default" ? h("span", { class: "feed-key" }, ` / ${key}`) : null),
+      e.at ? h("time", { datetime: String(e.at), title: String(e.at), class: "rel" }, relativeTime(e.at)) : null),
+    h("div", { class: "feed-line" },
+      h("span", { class: "badge version" }, `v${e.version ?? "?"}`),
+      actionBadge(e.action),
+      changed.length ? h("code", { class: "feed-changed" }, changed.join(", ")) : e.action === "update" ? h("span", { class: "muted" }, "no effective change") : null),
+    e.reason ? h("div", { class: "feed-reason" }, "“", String(e.reason), "”") : null,
+    h("div", { class: "feed-meta muted" },
+      e.actor ? h("span", { class: "feed-actor" }, String(e.actor)) : "unknown actor",
+      e.origin ? h("span", { class: "feed-origin", title: `origin ${e.origin}` }, ` · ${e.origin}`) : null,
+      e.seq !== undefined ? h("span", {}, ` · seq ${e.seq}`) : null));
+  feed.prepend(item);
+  setTimeout(() => item.classList.remove("new"), 2000);
+  while (feed.children.length > FEED_LIMIT) feed.lastElementChild.remove();
+  state.feedCount += 1;
+  $("feed-count").textContent = String(state.feedCount);
+}
+
+setInterval(() => {
+  for (const t of document.querySelectorAll("#live-feed time.rel")) t.textContent = relativeTime(t.getAttribute("datetime"));
+}, 15000);
+
+// ---- boot ---------------------------------------------------------------------------
+
+function boot() {
+  $("login-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const token = $("token-input").value.trim();
+    if (!token) {
+      showLogin("Enter a token.", "error");
+      return;
+    }
+    login(token);
+  });
+  $("logout-button").addEventListener("click", () => logout("Logged out."));
+  $("toast-close").addEventListener("click", hideStatus);
+  $("cluster-link").addEventListener("click", () => ctx.navigate("#/cluster"));
+  $("feed-clear").addEventListener("click", () => {
+    clear($("live-feed"));
+    state.feedCount = 0;
+    $("feed-count").textContent = "0";
+    renderFeedEmpty();
+  });
+  window.addEventListener("hashchange", () => route());
+  const token = getToken();
+  if (token) login(token, { fromStorage: true });
+  else showLogin("");
+}
+
+boot();

@@ -1,0 +1,634 @@
+// One document: the Value / Edit / History tabs, and the "new item" form.
+
+import { api, ApiError, etagVersion } from "./api.js";
+import { h, clear, valueNode, layerBadge, actionBadge, timeNode, jsonText, isPlainObject } from "./dom.js";
+import { SchemaForm, maskedPaths, summary } from "./form.js";
+
+const TABS = [
+  { id: "value", label: "Value" },
+  { id: "edit", label: "Edit" },
+  { id: "history", label: "History" },
+];
+
+function conflictMessage(err) {
+  const now = err.problem && err.problem.current_version;
+  return `Changed by someone else (now version ${now ?? "?"}) — reload to see the current value.`;
+}
+
+function problemText(p) {
+  if (typeof p === "string") return p;
+  if (!isPlainObject(p)) return jsonText(p);
+  const where = [p.key, p.version !== undefined && p.version !== null ? `v${p.version}` : null, p.source].filter(Boolean).join(" ");
+  const msg = p.message || p.detail || p.reason || p.error;
+  const paths = Array.isArray(p.paths) ? p.paths.join(", ") : Array.isArray(p.errors) ? p.errors.map((e) => (isPlainObject(e) ? `${e.path}: ${e.message}` : String(e))).join("; ") : "";
+  const text = [where, msg, paths].filter(Boolean).join(" — ");
+  return text || jsonText(p);
+}
+
+/** A diff table: [{path, change, before, after}]; change: added | removed | changed. */
+export function diffTable(diff, { caption } = {}) {
+  if (!Array.isArray(diff) || !diff.length) return h("p", { class: "muted diff-empty" }, "No field changes.");
+  return h("table", { class: "diff-table" },
+    caption ? h("caption", {}, caption) : null,
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Field"), h("th", { scope: "col" }, "Before"), h("th", { scope: "col", class: "arrow-col", "aria-label": "becomes" }, ""), h("th", { scope: "col" }, "After"))),
+    h("tbody", {}, diff.map((d) => h("tr", {},
+      h("td", { class: "path" }, h("code", {}, String(d.path ?? ""))),
+      h("td", { class: "before" }, d.change !== "added" ? valueNode(d.before) : h("span", { class: "muted" }, "(absent)")),
+      h("td", { class: "arrow-col", "aria-hidden": "true" }, "→"),
+      h("td", { class: "after" }, d.change !== "removed" ? valueNode(d.after) : h("span", { class: "muted" }, "(absent)"))))));
+}
+
+export class DocView {
+  /**
+   * @param ctx {me, nsInfo(ns), canWrite(ns), isAdmin(), status(text, kind), navigate(hash), schema(ns), onDocChanged(ns)}
+   */
+  constructor(ctx, ns, key, tab) {
+    this.ctx = ctx;
+    this.ns = ns;
+    this.key = key;
+    this.tab = tab || "value";
+    this.doc = null;
+    this.schema = null;
+    this.form = null;
+    this.history = null;
+    this.historyLoaded = false;
+    this.element = h("section", { class: "doc-view", "aria-labelledby": "doc-title" });
+    this.alive = true;
+  }
+
+  get version() {
+    return this.doc ? this.doc.version : null;
+  }
+
+  destroy() {
+    this.alive = false;
+  }
+
+  async load() {
+    const info = this.ctx.nsInfo(this.ns);
+    clear(this.element, this._skeleton("Loading…"));
+    try {
+      const [docRes, schema] = await Promise.all([api.document(this.ns, this.key), this.ctx.schema(this.ns)]);
+      if (!this.alive) return;
+      this.schema = schema;
+      this._setDoc(docRes.body, docRes.headers);
+      this._render(info);
+    } catch (err) {
+      if (!this.alive) return;
+      if (err instanceof ApiError && err.status === 404) {
+        clear(this.element, this._skeleton(`${this.ns}/${this.key} does not exist.`, "error"));
+      } else if (!(err instanceof ApiError && err.status === 401)) {
+        clear(this.element, this._skeleton(`Could not load ${this.ns}/${this.key}: ${err.message}`, "error"));
+      }
+    }
+  }
+
+  _skeleton(text, kind = "info") {
+    return h("div", { class: ["placeholder", kind === "error" && "error"] }, text);
+  }
+
+  _setDoc(doc, headers) {
+    const fromEtag = headers ? etagVersion(headers.get("ETag")) : null;
+    if (doc && (doc.version === undefined || doc.version === null) && fromEtag !== null) doc.version = fromEtag;
+    this.doc = doc;
+  }
+
+  _render(info) {
+    const doc = this.doc;
+    const writable = this.ctx.canWrite(this.ns);
+    this.versionEl = h("span", { class: "badge version", testid: "doc-version", title: "version (ETag)" }, `v${doc.version}`);
+    this.bannerArea = h("div", { class: "banner-area", "aria-live": "polite" });
+    const keyed = info ? info.keyed : this.key !== "default";
+    const actions = [];
+    actions.push(h("button", { type: "button", class: "btn ghost small", testid: "reload-doc", onclick: () => this.reload({ force: true }) }, "Reload"));
+    if (keyed && writable) {
+      actions.push(h("button", { type: "button", class: "btn ghost small danger", testid: "delete-button", onclick: () => this._delete() }, "Delete item"));
+    }
+    const header = h("div", { class: "doc-header" },
+      h("div", { class: "doc-title-row" },
+        h("h1", { id: "doc-title" },
+          h("span", { class: "ns-name" }, this.ns),
+          keyed ? [h("span", { class: "sep" }, " / "), h("span", { class: "key-name" }, this.key)] : null),
+        this.versionEl,
+        writable ? null : h("span", { class: "badge readonly", title: this._readOnlyReason() }, "read-only"),
+        h("div", { class: "spacer" }),
+        actions),
+      h("div", { class: "doc-meta" },
+        info && info.description ? h("span", { class: "ns-desc" }, summary(info.description)) : null,
+        doc.updated_at ? h("span", {}, "Updated ", timeNode(doc.updated_at)) : null));
+    this.tabButtons = {};
+    this.panels = {};
+    const tablist = h("div", { class: "tabs", role: "tablist", "aria-label": "Document views" });
+    for (const t of TABS) {
+      const btn = h("button", {
+        type: "button", role: "tab", id: `tab-${t.id}`, testid: `tab-${t.id}`, "aria-controls": `panel-${t.id}`,
+        onclick: () => this.ctx.navigate(this._hash(t.id)),
+        onkeydown: (ev) => this._tabKey(ev, t.id),
+      }, t.label);
+      this.tabButtons[t.id] = btn;
+      tablist.appendChild(btn);
+      this.panels[t.id] = h("div", { class: "tab-panel", role: "tabpanel", id: `panel-${t.id}`, "aria-labelledby": `tab-${t.id}`, tabindex: "-1" });
+    }
+    this.editDirtyEl = h("span", { class: "tab-dot", hidden: true, title: "unsaved edits" });
+    this.tabButtons.edit.appendChild(this.editDirtyEl);
+    clear(this.element, header, this.bannerArea, tablist, Object.values(this.panels));
+    this._renderValue();
+    this._renderEdit();
+    this.showTab(this.tab);
+  }
+
+  _readOnlyReason() {
+    const me = this.ctx.me();
+    if (me && me.role === "viewer") return "Your token has the viewer role.";
+    return "This namespace is not writable with your token.";
+  }
+
+  _hash(tab) {
+    return `#/ns/${encodeURIComponent(this.ns)}/${encodeURIComponent(this.key)}/${tab}`;
+  }
+
+  _tabKey(ev, id) {
+    const ids = TABS.map((t) => t.id);
+    let i = ids.indexOf(id);
+    if (ev.key === "ArrowRight") i = (i + 1) % ids.length;
+    else if (ev.key === "ArrowLeft") i = (i - 1 + ids.length) % ids.length;
+    else if (ev.key === "Home") i = 0;
+    else if (ev.key === "End") i = ids.length - 1;
+    else return;
+    ev.preventDefault();
+    this.ctx.navigate(this._hash(ids[i]));
+    this.tabButtons[ids[i]].focus();
+  }
+
+  showTab(tab) {
+    if (!TABS.some((t) => t.id === tab)) tab = "value";
+    this.tab = tab;
+    if (!this.tabButtons) return;
+    for (const t of TABS) {
+      const active = t.id === tab;
+      this.tabButtons[t.id].setAttribute("aria-selected", String(active));
+      this.tabButtons[t.id].tabIndex = active ? 0 : -1;
+      this.tabButtons[t.id].classList.toggle("active", active);
+      this.panels[t.id].hidden = !active;
+    }
+    if (tab === "history" && !this.historyLoaded) this.loadHistory();
+  }
+
+  // ---- Value ----------------------------------------------------------------------------
+
+  _problemsCallout(testid) {
+    const problems = Array.isArray(this.doc.problems) ? this.doc.problems : [];
+    if (!problems.length) return null;
+    return h("div", { class: "callout warn problems", testid, role: "note" },
+      h("span", {}, h("strong", {}, `${problems.length} problem${problems.length === 1 ? "" : "s"}`),
+        " — this instance refused a stored version or an override; the last valid value keeps serving. A valid write heals it."),
+      h("ul", {}, problems.map((p) => h("li", {}, problemText(p)))));
+  }
+
+  _renderValue() {
+    const doc = this.doc;
+    const panel = this.panels.value;
+    const sources = Array.isArray(doc.sources) ? doc.sources : [];
+    const parts = [this._problemsCallout("doc-problems")];
+    const counts = {};
+    for (const s of sources) counts[s.layer] = (counts[s.layer] || 0) + 1;
+    parts.push(h("div", { class: "legend" },
+      h("span", { class: "muted" }, `${sources.length} field${sources.length === 1 ? "" : "s"}:`),
+      Object.entries(counts).map(([layer, n]) => h("span", { class: "legend-item" }, layerBadge(layer), ` ${n}`))));
+    if (sources.length) {
+      parts.push(h("table", { class: "sources-table", testid: "sources-table" },
+        h("thead", {}, h("tr", {},
+          h("th", { scope: "col" }, "Field"),
+          h("th", { scope: "col" }, "Value"),
+          h("th", { scope: "col" }, "Source"),
+          h("th", { scope: "col" }, "Detail"))),
+        h("tbody", {}, sources.map((s) => {
+          const shadows = Array.isArray(s.shadows) ? s.shadows : [];
+          return h("tr", { class: [`row-${s.layer}`, shadows.length && "shadowing"], dataset: { path: String(s.path ?? "") }, testid: `source-${s.path}` },
+            h("td", { class: "path" }, h("code", {}, String(s.path ?? ""))),
+            h("td", { class: "value" }, valueNode(s.value)),
+            h("td", { class: "layer" }, layerBadge(s.layer)),
+            h("td", { class: "detail" },
+              s.detail ? h("code", { class: "detail-text" }, String(s.detail)) : h("span", { class: "muted" }, s.layer === "default" ? "model default" : "—"),
+              shadows.length ? h("div", { class: "shadows" }, "overrides ", shadows.map((x, i) => [i ? ", " : "", h("span", { class: "shadow" }, String(x))])) : null));
+        }))));
+    } else {
+      parts.push(h("pre", { class: "json-block" }, JSON.stringify(doc.value ?? null, null, 2)));
+    }
+    parts.push(h("details", { class: "raw" }, h("summary", {}, "Effective value as JSON"), h("pre", { class: "json-block" }, JSON.stringify(doc.value ?? null, null, 2))));
+    clear(panel, parts);
+  }
+
+  // ---- Edit -----------------------------------------------------------------------------
+
+  _renderEdit() {
+    const writable = this.ctx.canWrite(this.ns);
+    const panel = this.panels.edit;
+    this.form = new SchemaForm(this.schema, this.doc.value, { sources: this.doc.sources, mode: "edit", readOnly: !writable });
+    this.formVersion = this.doc.version;
+    this.diffEl = h("div", { class: "diff-preview", testid: "diff-preview", hidden: true, "aria-live": "polite" });
+    this.editMsg = h("div", { class: "edit-message", "aria-live": "assertive" });
+    this.changedEl = h("span", { class: "changed-count muted" }, "No changes");
+    this.previewBtn = h("button", { type: "button", class: "btn", testid: "preview-button", disabled: !writable, onclick: () => this.preview() }, "Preview changes");
+    this.saveBtn = h("button", { type: "submit", class: "btn primary", testid: "save-button", disabled: !writable }, "Save");
+    const discard = h("button", { type: "button", class: "btn ghost", testid: "discard-button", disabled: !writable, onclick: () => this._discard() }, "Discard edits");
+    this.reasonInput = h("input", { type: "text", class: "reason-input", testid: "reason-input", maxlength: "255", placeholder: "Reason (optional)", title: "Why, for the audit trail", "aria-label": "Reason for the change", disabled: !writable });
+    this.form.onChange(() => this._onFormChange());
+    const formEl = h("form", { class: "edit-form", novalidate: true, onsubmit: (ev) => { ev.preventDefault(); this.save(); } },
+      h("p", { class: "form-intro muted" },
+        writable
+          ? `Editing version ${this.doc.version}. Only the fields you change are sent, as a JSON merge patch. Secret fields left empty stay unchanged.`
+          : `Read-only: ${this._readOnlyReason()}`),
+      this.form.element,
+      h("div", { class: "action-bar" }, this.changedEl, this.reasonInput, h("div", { class: "spacer" }), discard, this.previewBtn, this.saveBtn));
+    clear(panel, this._problemsCallout("edit-problems"), this.editMsg, formEl, this.diffEl);
+  }
+
+  _onFormChange() {
+    const dirty = this.form.isDirty();
+    this.editDirtyEl.hidden = !dirty;
+    const n = this.form.changedCount();
+    this.changedEl.textContent = n ? `${n} changed field${n === 1 ? "" : "s"}` : "No changes";
+    this.changedEl.classList.toggle("muted", !n);
+    if (!this.diffEl.hidden) this.diffEl.classList.add("stale");
+  }
+
+  get dirty() {
+    return Boolean(this.form && this.form.isDirty());
+  }
+
+  _discard() {
+    this._renderEdit();
+    this.editDirtyEl.hidden = true;
+    this.ctx.status("Edits discarded.", "info");
+  }
+
+  _editMessage(kind, text, { reload = false } = {}) {
+    clear(this.editMsg, h("div", { class: ["callout", kind], role: kind === "error" ? "alert" : "status" },
+      h("span", {}, text),
+      reload ? h("button", { type: "button", class: "btn small", testid: "reload-button", onclick: () => this.reload({ force: true }) }, "Reload") : null));
+  }
+
+  _collectPatch() {
+    this.form.clearErrors();
+    clear(this.editMsg);
+    const { patch, errors } = this.form.patch();
+    const masked = maskedPaths(patch);
+    for (const p of masked) errors.push({ path: p, message: "a masked secret cannot be saved: type the new secret, or leave the field empty to keep it" });
+    if (errors.length) {
+      this.form.showErrors(errors, "Fix these fields first");
+      this.form.focusFirstError();
+      this.ctx.status(`${errors.length} field${errors.length === 1 ? "" : "s"} need${errors.length === 1 ? "s" : ""} fixing.`, "error");
+      return null;
+    }
+    if (!Object.keys(patch).length) {
+      this.ctx.status("Nothing changed: edit a field first.", "info");
+      this.diffEl.hidden = false;
+      this.diffEl.classList.remove("stale");
+      clear(this.diffEl, h("h3", {}, "Preview"), h("p", { class: "muted" }, "No changes to send."));
+      return null;
+    }
+    return patch;
+  }
+
+  _handleWriteError(err, what) {
+    if (!(err instanceof ApiError)) {
+      this.ctx.status(`${what} failed: ${err.message}`, "error");
+      return;
+    }
+    if (err.status === 401) return;
+    if (err.status === 422) {
+      const errors = err.errors.length ? err.errors : [{ path: "", message: err.message }];
+      this.form.showErrors(errors);
+      this.form.focusFirstError();
+      this.ctx.status(`${what}: refused — ${errors.length} problem${errors.length === 1 ? "" : "s"}.`, "error");
+    } else if (err.status === 412) {
+      const msg = conflictMessage(err);
+      clear(this.bannerArea); // the conflict message below says the same, with its own Reload
+      this._editMessage("error", msg, { reload: true });
+      this.ctx.status(msg, "error");
+    } else if (err.status === 403) {
+      this.ctx.status(`${what}: not allowed — ${err.message}`, "error");
+    } else {
+      this.ctx.status(`${what} failed: ${err.message}`, "error");
+    }
+  }
+
+  async preview() {
+    const patch = this._collectPatch();
+    if (!patch) return;
+    this.previewBtn.disabled = true;
+    try {
+      const res = await api.patch(this.ns, this.key, patch, this.formVersion, { dryRun: true });
+      if (!this.alive) return;
+      const body = res.body || {};
+      const pinned = this._pinnedIn(patch);
+      this.diffEl.hidden = false;
+      this.diffEl.classList.remove("stale");
+      clear(this.diffEl,
+        h("div", { class: "diff-head" }, h("h3", {}, "Preview"), h("span", { class: "muted" }, `against version ${this.formVersion} — nothing is stored yet`)),
+        diffTable(body.diff),
+        pinned.length ? h("p", { class: "callout warn" }, `Pinned by an override, so readers keep seeing the override: ${pinned.join(", ")}`) : null,
+        h("details", { class: "raw" }, h("summary", {}, "Merge patch to send"), h("pre", { class: "json-block" }, JSON.stringify(patch, null, 2))));
+      this.ctx.status(`Preview: ${Array.isArray(body.diff) ? body.diff.length : 0} field change(s); the document validates.`, "info");
+    } catch (err) {
+      this.diffEl.hidden = true;
+      this._handleWriteError(err, "Preview");
+    } finally {
+      this.previewBtn.disabled = !this.ctx.canWrite(this.ns);
+    }
+  }
+
+  _pinnedIn(patch) {
+    const paths = [];
+    const walk = (v, prefix) => {
+      if (isPlainObject(v) && Object.keys(v).length) for (const [k, x] of Object.entries(v)) walk(x, prefix ? `${prefix}.${k}` : k);
+      else paths.push(prefix);
+    };
+    walk(patch, "");
+    const sources = Array.isArray(this.doc.sources) ? this.doc.sources : [];
+    const pins = sources.filter((s) => s.layer === "environment" || s.layer === "env_file").map((s) => s.path);
+    return paths.filter((p) => pins.some((q) => q === p || q.startsWith(p + ".") || p.startsWith(q + ".")));
+  }
+
+  async save() {
+    if (!this.ctx.canWrite(this.ns)) return;
+    const patch = this._collectPatch();
+    if (!patch) return;
+    this.saveBtn.disabled = true;
+    try {
+      const res = await api.patch(this.ns, this.key, patch, this.formVersion, { reason: this.reasonInput.value.trim() });
+      if (!this.alive) return;
+      const body = res.body || {};
+      const change = body.change || {};
+      const newVersion = change.version ?? body.version;
+      const changed = Array.isArray(change.changed) ? change.changed : [];
+      const pinned = Array.isArray(change.pinned) ? change.pinned : [];
+      let msg = `Saved ${this.ns}/${this.key} as version ${newVersion}`;
+      msg += changed.length ? ` (changed: ${changed.join(", ")})` : " (no effective change)";
+      if (pinned.length) msg += `. Pinned by an override, still hidden: ${pinned.join(", ")}`;
+      if (body.value !== undefined && body.sources !== undefined) {
+        this._setDoc(body, res.headers);
+        this._rerender();
+      } else {
+        await this.reload({ force: true, quiet: true });
+      }
+      this.ctx.status(msg, pinned.length ? "warn" : "success");
+      this.ctx.onDocChanged(this.ns);
+    } catch (err) {
+      this._handleWriteError(err, "Save");
+    } finally {
+      if (this.saveBtn) this.saveBtn.disabled = !this.ctx.canWrite(this.ns);
+    }
+  }
+
+  async _delete() {
+    if (!window.confirm(`Delete ${this.ns}/${this.key} (version ${this.doc.version})? It disappears for every instance; history is kept.`)) return;
+    try {
+      await api.remove(this.ns, this.key, this.doc.version);
+      this.ctx.status(`Deleted ${this.ns}/${this.key}.`, "success");
+      this.ctx.onDocChanged(this.ns);
+      this.ctx.navigate(`#/ns/${encodeURIComponent(this.ns)}`);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 412) this.ctx.status(conflictMessage(err), "error");
+      else if (!(err instanceof ApiError && err.status === 401)) this.ctx.status(`Delete failed: ${err.message}`, "error");
+    }
+  }
+
+  _rerender() {
+    const tab = this.tab;
+    this.historyLoaded = false;
+    this._render(this.ctx.nsInfo(this.ns));
+    this.showTab(tab);
+  }
+
+  /** Re-read the document. Without force, keeps unsaved edits and shows a banner instead. */
+  async reload({ force = false, quiet = false, event = null } = {}) {
+    if (!force && this.dirty) {
+      const who = event && event.actor ? ` by ${event.actor}` : "";
+      clear(this.bannerArea, h("div", { class: "callout warn banner", role: "alert", testid: "changed-banner" },
+        h("span", {}, `Changed elsewhere${who} (now version ${event ? event.version : "?"}) — reload to see it; your unsaved edits are kept until then.`),
+        h("button", { type: "button", class: "btn small", testid: "reload-button", onclick: () => this.reload({ force: true }) }, "Reload")));
+      return;
+    }
+    try {
+      const res = await api.document(this.ns, this.key);
+      if (!this.alive) return;
+      const previous = this.version;
+      this._setDoc(res.body, res.headers);
+      this._rerender();
+      if (previous !== null && previous !== this.version && !quiet) {
+        this.versionEl.classList.add("flash");
+      }
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        clear(this.bannerArea, h("div", { class: "callout error banner", role: "alert", testid: "changed-banner" }, `${this.ns}/${this.key} was deleted.`));
+        if (this.saveBtn) this.saveBtn.disabled = true;
+      } else if (!(err instanceof ApiError && err.status === 401)) {
+        this.ctx.status(`Reload failed: ${err.message}`, "error");
+      }
+    }
+  }
+
+  /** A change event from the live feed concerning this document. */
+  onEvent(ev) {
+    if (!this.doc) return;
+    if (ev.action === "delete") {
+      clear(this.bannerArea, h("div", { class: "callout error banner", role: "alert", testid: "changed-banner" },
+        h("span", {}, `Deleted elsewhere${ev.actor ? ` by ${ev.actor}` : ""} (version ${ev.version}).`),
+        h("button", { type: "button", class: "btn small", testid: "reload-button", onclick: () => this.reload({ force: true }) }, "Reload")));
+      return;
+    }
+    if (typeof ev.version === "number" && typeof this.version === "number" && ev.version <= this.version) return;
+    this.reload({ event: ev });
+  }
+
+  // ---- History --------------------------------------------------------------------------
+
+  async loadHistory() {
+    this.historyLoaded = true;
+    const panel = this.panels.history;
+    clear(panel, h("div", { class: "placeholder" }, "Loading history…"));
+    try {
+      const res = await api.history(this.ns, this.key, 50);
+      if (!this.alive) return;
+      const body = res.body;
+      const entries = Array.isArray(body) ? body : (body && (body.history || body.changes || body.entries || body.items)) || [];
+      this._renderHistory(entries);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) clear(panel, h("div", { class: "placeholder error" }, `Could not load history: ${err.message}`));
+    }
+  }
+
+  _renderHistory(entries) {
+    const panel = this.panels.history;
+    const admin = this.ctx.isAdmin() && this.ctx.canWrite(this.ns);
+    const current = this.version;
+    if (!entries.length) {
+      clear(panel, h("div", { class: "placeholder" }, "No committed changes yet: this document has only its defaults."));
+      return;
+    }
+    const list = h("ol", { class: "history-list", testid: "history-list" }, entries.map((e) => {
+      const when = e.at ?? e.committed_at ?? e.created_at ?? null;
+      const diff = Array.isArray(e.diff) ? e.diff : null;
+      const isCurrent = e.version === current;
+      const canRoll = admin && !isCurrent && e.action !== "delete" && typeof e.version === "number";
+      return h("li", { class: ["history-item", isCurrent && "current"], testid: "history-item", dataset: { version: String(e.version) } },
+        h("div", { class: "h-head" },
+          h("span", { class: "badge version" }, `v${e.version}`),
+          actionBadge(e.action),
+          isCurrent ? h("span", { class: "badge current-badge" }, "current") : null,
+          h("span", { class: "h-actor" }, e.actor ? String(e.actor) : h("span", { class: "muted" }, "unknown actor")),
+          h("span", { class: "muted" }, timeNode(when)),
+          h("div", { class: "spacer" }),
+          canRoll ? h("button", { type: "button", class: "btn small", testid: `rollback-${e.version}`, onclick: () => this.rollback(e.version) }, "Roll back to this version") : null),
+        e.reason ? h("p", { class: "h-reason" }, "“", String(e.reason), "”") : null,
+        h("p", { class: "h-meta muted" }, [
+          e.seq !== undefined ? `seq ${e.seq}` : null,
+          e.origin ? `origin ${e.origin}` : null,
+        ].filter(Boolean).join(" · ")),
+        diff ? diffTable(diff) : Array.isArray(e.changed) && e.changed.length ? h("p", {}, "Changed: ", h("code", {}, e.changed.join(", "))) : null);
+    }));
+    clear(panel, h("div", { class: "history-head" },
+      h("span", { class: "muted" }, `${entries.length} version${entries.length === 1 ? "" : "s"}, newest first`),
+      h("div", { class: "spacer" }),
+      h("button", { type: "button", class: "btn ghost small", onclick: () => this.loadHistory() }, "Refresh")), list);
+  }
+
+  async rollback(toVersion) {
+    const current = this.version;
+    if (!window.confirm(`Roll back ${this.ns}/${this.key} to version ${toVersion}?\n\nThis writes a new version (${current + 1}) with the content of version ${toVersion}.`)) return;
+    try {
+      const res = await api.rollback(this.ns, this.key, toVersion, current);
+      if (!this.alive) return;
+      const body = res.body || {};
+      const v = (body.change && body.change.version) ?? body.version ?? "?";
+      this.ctx.status(`Rolled back ${this.ns}/${this.key} to version ${toVersion}: now version ${v}.`, "success");
+      if (body.value !== undefined && body.sources !== undefined) {
+        this._setDoc(body, res.headers);
+        this._rerender();
+      } else {
+        await this.reload({ force: true, quiet: true });
+      }
+      this.ctx.onDocChanged(this.ns);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 412) this.ctx.status(conflictMessage(err), "error");
+      else if (err instanceof ApiError && err.status === 422) this.ctx.status(`Rollback refused: ${err.message}`, "error");
+      else if (!(err instanceof ApiError && err.status === 401)) this.ctx.status(`Rollback failed: ${err.message}`, "error");
+    }
+  }
+}
+
+/** The "new item" form of a collection: a key, then the schema form, then PUT. */
+export class NewItemView {
+  constructor(ctx, ns) {
+    this.ctx = ctx;
+    this.ns = ns;
+    this.element = h("section", { class: "doc-view new-item" });
+    this.alive = true;
+  }
+
+  destroy() {
+    this.alive = false;
+  }
+
+  get dirty() {
+    return Boolean(this.form && this.form.isDirty());
+  }
+
+  async load() {
+    clear(this.element, h("div", { class: "placeholder" }, "Loading schema…"));
+    let schema;
+    try {
+      schema = await this.ctx.schema(this.ns);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) clear(this.element, h("div", { class: "placeholder error" }, `Could not load the schema: ${err.message}`));
+      return;
+    }
+    if (!this.alive) return;
+    const writable = this.ctx.canWrite(this.ns);
+    this.form = new SchemaForm(schema, null, { mode: "create", readOnly: !writable });
+    this.keyInput = h("input", { type: "text", id: "new-item-key", testid: "new-item-key", required: true, autocomplete: "off", spellcheck: "false", placeholder: "e.g. openai-prod" });
+    this.keyError = h("p", { class: "field-error", testid: "error-key", hidden: true });
+    this.diffEl = h("div", { class: "diff-preview", testid: "diff-preview", hidden: true, "aria-live": "polite" });
+    this.previewBtn = h("button", { type: "button", class: "btn", testid: "preview-button", disabled: !writable, onclick: () => this.submit(true) }, "Preview");
+    this.reasonInput = h("input", { type: "text", class: "reason-input", testid: "reason-input", maxlength: "255", placeholder: "Reason (optional)", "aria-label": "Reason for the change", disabled: !writable });
+    this.saveBtn = h("button", { type: "submit", class: "btn primary", testid: "save-button", disabled: !writable }, "Create");
+    const formEl = h("form", { class: "edit-form", novalidate: true, onsubmit: (ev) => { ev.preventDefault(); this.submit(false); } },
+      h("div", { class: "field key-field" },
+        h("div", { class: "field-head" }, h("label", { for: "new-item-key", class: "field-name" }, "key"), h("span", { class: "req" }, "required"), h("span", { class: "type-hint" }, "the new item's key")),
+        h("div", { class: "field-control" }, this.keyInput),
+        this.keyError),
+      this.form.element,
+      h("div", { class: "action-bar" },
+        h("span", { class: "muted small" }, "Fields left at their defaults are not stored."),
+        this.reasonInput,
+        h("div", { class: "spacer" }),
+        h("button", { type: "button", class: "btn ghost", onclick: () => this.ctx.navigate(`#/ns/${encodeURIComponent(this.ns)}`) }, "Cancel"),
+        this.previewBtn, this.saveBtn));
+    clear(this.element,
+      h("div", { class: "doc-header" }, h("div", { class: "doc-title-row" }, h("h1", {}, h("span", { class: "ns-name" }, this.ns), h("span", { class: "sep" }, " / "), h("span", { class: "key-name muted" }, "new item")))),
+      writable ? null : h("div", { class: "callout warn" }, "Read-only: your token cannot create items here."),
+      formEl, this.diffEl);
+    this.keyInput.focus();
+  }
+
+  async submit(dryRun) {
+    this.form.clearErrors();
+    this.keyError.hidden = true;
+    const key = this.keyInput.value.trim();
+    if (!key) {
+      this.keyError.textContent = "Enter a key for the new item";
+      this.keyError.hidden = false;
+      this.keyInput.focus();
+      this.ctx.status("Enter a key for the new item.", "error");
+      return;
+    }
+    const { document, errors } = this.form.document();
+    for (const p of maskedPaths(document)) errors.push({ path: p, message: "a masked secret cannot be saved" });
+    if (errors.length) {
+      this.form.showErrors(errors, "Fix these fields first");
+      this.form.focusFirstError();
+      return;
+    }
+    const btn = dryRun ? this.previewBtn : this.saveBtn;
+    btn.disabled = true;
+    try {
+      const res = await api.create(this.ns, key, document, { dryRun, reason: this.reasonInput.value.trim() });
+      if (!this.alive) return;
+      if (dryRun) {
+        const body = res.body || {};
+        this.diffEl.hidden = false;
+        clear(this.diffEl, h("div", { class: "diff-head" }, h("h3", {}, "Preview"), h("span", { class: "muted" }, `new item ${this.ns}/${key} — nothing is stored yet`)), diffTable(body.diff),
+          h("details", { class: "raw" }, h("summary", {}, "Document to send"), h("pre", { class: "json-block" }, JSON.stringify(document, null, 2))));
+        this.ctx.status("Preview: the new item validates.", "info");
+      } else {
+        this.ctx.status(`Created ${this.ns}/${key} (version ${res.body && res.body.version !== undefined ? res.body.version : 1}).`, "success");
+        this.ctx.onDocChanged(this.ns);
+        this.form = null;
+        this.ctx.navigate(`#/ns/${encodeURIComponent(this.ns)}/${encodeURIComponent(key)}/value`);
+      }
+    } catch (err) {
+      if (!(err instanceof ApiError)) {
+        this.ctx.status(`Failed: ${err.message}`, "error");
+      } else if (err.status === 412) {
+        this.keyError.textContent = `An item with key “${key}” already exists.`;
+        this.keyError.hidden = false;
+        this.ctx.status(`An item with key “${key}” already exists.`, "error");
+      } else if (err.status === 422) {
+        const list = err.errors.length ? err.errors : [{ path: "", message: err.message }];
+        this.form.showErrors(list);
+        this.form.focusFirstError();
+        this.ctx.status(`Refused — ${list.length} problem${list.length === 1 ? "" : "s"}.`, "error");
+      } else if (err.status === 400 || err.status === 404) {
+        this.keyError.textContent = err.message;
+        this.keyError.hidden = false;
+        this.ctx.status(err.message, "error");
+      } else if (err.status !== 401) {
+        this.ctx.status(`${dryRun ? "Preview" : "Create"} failed: ${err.message}`, "error");
+      }
+    } finally {
+      if (this.alive && btn) btn.disabled = !this.ctx.canWrite(this.ns);
+    }
+  }
+}
