@@ -55,6 +55,14 @@ class Server:
             args += ["--namespaces", ",".join(namespaces)]
         token = self.cli(*args).stdout.strip()
         self.tokens[name] = token
+        # The server learns of the token like of any change made elsewhere: at its next
+        # change-log poll (at once with Redis). Wait until it does.
+        deadline = time.monotonic() + 15
+        with self.client(token) as http:
+            while http.get("/api/v1/whoami").status_code != 200:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the server never accepted token {name!r}")
+                time.sleep(0.05)
         return token
 
     def client(self, token: str | None = None) -> httpx.Client:

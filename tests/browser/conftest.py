@@ -55,5 +55,7 @@ def browser() -> Iterator[object]:
 def server(tmp_path: Path, sqlite_template: Path) -> Iterator[Server]:
     database = tmp_path / "confman.db"
     shutil.copy(sqlite_template, database)
-    with serving(f"sqlite+aiosqlite:///{database}", workdir=tmp_path) as running:
+    # One override, so the views show a field pinned by the environment.
+    env = {"CONFMAN_CACHE__MAX_ITEM_BYTES": "2097152"}
+    with serving(f"sqlite+aiosqlite:///{database}", workdir=tmp_path, env=env) as running:
         yield running
