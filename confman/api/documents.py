@@ -190,23 +190,37 @@ async def namespace_schema(request: Request, who: CurrentPrincipal, namespace: s
 
 @router.get("/namespaces/{namespace}/documents", responses=_PROBLEMS)
 async def list_documents(
-    request: Request, who: CurrentPrincipal, namespace: str
+    request: Request,
+    who: CurrentPrincipal,
+    namespace: str,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="at most this many")] = 1000,
+    after: Annotated[str | None, Query(description="keys after this one (paging)")] = None,
 ) -> models.DocumentList:
-    """Stored documents (a singleton lists ``default`` even when nothing is stored)."""
+    """Stored documents by key (a singleton lists ``default`` even when nothing is stored).
+
+    ``next_after`` is set when more remain: pass it as ``after`` for the next page.
+    """
     manager = manager_for(request, who, namespace)
     stored = await request.app.state.hub.store.load_namespace(namespace)
+    live = sorted((d for d in stored if d.data is not None), key=lambda d: d.key)
+    if after is not None:
+        live = [d for d in live if d.key > after]
     documents = [
         models.DocumentSummary(
             key=d.key, version=d.version, updated_at=d.updated_at, updated_by=d.updated_by
         )
-        for d in sorted(stored, key=lambda d: d.key)
-        if d.data is not None
+        for d in live[:limit]
     ]
-    if not manager.keyed and not documents:
+    if not manager.keyed and not documents and after is None:
         documents = [
             models.DocumentSummary(key=DEFAULT_KEY, version=0, updated_at=None, updated_by=None)
         ]
-    return models.DocumentList(namespace=namespace, keyed=manager.keyed, documents=documents)
+    return models.DocumentList(
+        namespace=namespace,
+        keyed=manager.keyed,
+        documents=documents,
+        next_after=documents[-1].key if len(live) > limit else None,
+    )
 
 
 @router.get("/namespaces/{namespace}/documents/{key}", responses=_PROBLEMS)

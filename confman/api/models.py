@@ -76,6 +76,7 @@ class DocumentList(BaseModel):
     namespace: str
     keyed: bool
     documents: list[DocumentSummary]
+    next_after: str | None = Field(default=None, description="more remain: the next 'after'")
 
 
 class FieldOrigin(BaseModel):
