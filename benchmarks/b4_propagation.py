@@ -2,13 +2,15 @@
 
 confman: this process runs a hub (Redis bus) and updates the cache policy; a listener
 process runs a hub on the same database and cluster and prints the time of every
-`ConfigChange` it emits. The commit time is the writer's own `ConfigChange`, which the
-manager emits right after the transaction commits and before the notice is published.
+`ConfigChange` it emits.
 
 Prototype, in the same run: the raw transaction of B2 (asyncpg), then ``PUBLISH`` of the
 same small notice; a listener process receives it, re-reads the change-log row, validates
-it with the same pydantic model and prints the time. The commit time is taken when the
-COMMIT returns.
+it with the same pydantic model and prints the time.
+
+Both sides are timed from the start of their write (see ``ConfmanWriter.write``): the
+moment of commit is not observable from outside confman, and the writes cost the same
+(B2). The measurement names keep saying "commit".
 
 One change at a time (the next is written once the previous one arrived), so the figure
 is the latency of a change, not of a queue. Sides alternate in blocks; timestamps are

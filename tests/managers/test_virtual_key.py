@@ -479,3 +479,31 @@ async def test_key_ids_follow_the_secret(ghub: ConfigHub) -> None:
         assert keys.key_id(text) == hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
     found = await keys.authenticate(issued.plaintext)
     assert found is not None and found.name == "k"
+
+
+async def test_a_hit_and_a_miss_answer_as_active_does(ghub: ConfigHub) -> None:
+    # A hit checks what the cached entry precomputed; a miss asks the model itself.
+    keys = vk(ghub)
+    now = datetime.now(UTC)
+    hour = timedelta(hours=1)
+    issued = [
+        await keys.issue(doc)
+        for doc in (
+            {"name": "plain"},
+            {"name": "off", "enabled": False},
+            {"name": "soon", "expires_at": now + hour},
+            {"name": "off-soon", "enabled": False, "expires_at": now + hour},
+            {"name": "past", "expires_at": now - hour},
+        )
+    ]
+    instants = [None, now, now + hour - timedelta(microseconds=1), now + hour, now + 2 * hour]
+    for cached in (True, False):
+        for at in instants:
+            for item in issued:
+                if not cached:
+                    keys.clear_cache()
+                hits = keys.cache_info().hits
+                found = await keys.authenticate(item.plaintext, now=at)
+                assert (found is not None) == item.value.active(at), (item.value.name, at)
+                assert found is None or found == item.value
+                assert keys.cache_info().hits == hits + cached
