@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
@@ -14,7 +15,7 @@ from confman.secrets import mask_document
 from . import models
 from .auth import CurrentPrincipal, manager_for, served
 from .problems import ApiProblem
-from .tokens import Role
+from .tokens import Principal, Role
 
 __all__ = ["router"]
 
@@ -152,6 +153,34 @@ def _dry_run(before: Any, after: Any) -> models.DryRun:
     return models.DryRun(value=shown, diff=diff(_masked(before), shown))
 
 
+@dataclass(slots=True)
+class _Write:
+    """What every write route starts from."""
+
+    manager: ConfigurationManager[Any]
+    key: str
+    expected: int | None  # from If-Match
+    before: Any  # the effective value now (None: no such item)
+
+    @property
+    def current(self) -> int:
+        return self.manager.version(self.key)
+
+    def require_version(self, wanted: int) -> None:
+        """What the store would check, for dry runs: 412 unless at ``wanted``."""
+        if self.current != wanted:
+            detail = f"{self.manager.namespace}/{self.key} is at version {self.current}"
+            raise ApiProblem(412, detail, current_version=self.current)
+
+
+async def _start_write(
+    request: Request, who: Principal, namespace: str, key: str, if_match: str | None
+) -> _Write:
+    manager = manager_for(request, who, namespace, role=Role.EDITOR)
+    _check_key(manager, key)
+    return _Write(manager, key, _version_from(if_match), await manager.fetch(key))
+
+
 # --------------------------------------------------------------------------- reads
 
 
@@ -280,17 +309,16 @@ async def replace_document(
     reason: Reason = None,
 ) -> models.WriteResult | models.DryRun:
     """Replace the document with the body. Without ``If-Match`` it must not exist yet."""
-    manager = manager_for(request, who, namespace, role=Role.EDITOR)
-    _check_key(manager, key)
-    expected = _version_from(if_match)
-    before = await manager.fetch(key)
+    w = await _start_write(request, who, namespace, key, if_match)
+    manager, expected = w.manager, w.expected
+    exists = w.before is not None if manager.keyed else w.current != 0
     if dry_run:
-        current = manager.version(key)
-        exists = before is not None if manager.keyed else current != 0
-        if (expected is None and exists) or (expected is not None and expected != current):
-            detail = f"{namespace}/{key} is at version {current}"
-            raise ApiProblem(412, detail, current_version=current)
-        return _dry_run(before if exists else None, manager.validate(body, key=key, replace=True))
+        if expected is None and exists:
+            w.require_version(0)
+        elif expected is not None:
+            w.require_version(expected)
+        after = manager.validate(body, key=key, replace=True)
+        return _dry_run(w.before if exists else None, after)
     if manager.keyed and expected is None:
         change = await manager.create(key, body, actor=who.name, reason=reason)
     else:
@@ -324,25 +352,17 @@ async def patch_document(
     reason: Reason = None,
 ) -> models.WriteResult | models.DryRun:
     """Apply the body as a JSON merge patch (RFC 7386: ``null`` resets a field)."""
-    manager = manager_for(request, who, namespace, role=Role.EDITOR)
-    _check_key(manager, key)
-    expected = _version_from(if_match)
-    before = await manager.fetch(key)
-    if manager.keyed and before is None:
+    w = await _start_write(request, who, namespace, key, if_match)
+    if w.manager.keyed and w.before is None:
         raise ApiProblem(404, f"{namespace} has no item {key!r} (create it with PUT)")
     if dry_run:
-        current = manager.version(key)
-        if expected is not None and expected != current:
-            raise ApiProblem(
-                412,
-                f"{namespace}/{key} is at version {current}, not {expected}",
-                current_version=current,
-            )
-        return _dry_run(before, manager.validate(body, key=key))
-    change = await manager.update(
-        body, key=key, expected_version=expected, actor=who.name, reason=reason
+        if w.expected is not None:
+            w.require_version(w.expected)
+        return _dry_run(w.before, w.manager.validate(body, key=key))
+    change = await w.manager.update(
+        body, key=key, expected_version=w.expected, actor=who.name, reason=reason
     )
-    return await _written(manager, change, response)
+    return await _written(w.manager, change, response)
 
 
 @router.delete(
@@ -364,27 +384,18 @@ async def delete_document(
     reason: Reason = None,
 ) -> models.WriteResult | models.DryRun:
     """Delete an item, or reset a singleton to its defaults. Needs ``If-Match``."""
-    manager = manager_for(request, who, namespace, role=Role.EDITOR)
-    _check_key(manager, key)
-    expected = _version_from(if_match)
-    if expected is None:
+    w = await _start_write(request, who, namespace, key, if_match)
+    if w.expected is None:
         raise ApiProblem(428, 'DELETE needs If-Match: "<version>" (the ETag you read)')
-    before = await manager.fetch(key)
-    current = manager.version(key)
-    if before is None or current == 0:
+    if w.before is None or w.current == 0:
         raise ApiProblem(404, f"{namespace}/{key} is not stored")
     if dry_run:
-        if expected != current:
-            raise ApiProblem(
-                412,
-                f"{namespace}/{key} is at version {current}, not {expected}",
-                current_version=current,
-            )
-        manager.validate_write(key, None)  # rules across managers (a route still in use)
-        after = None if manager.keyed else manager.validate({}, key=key, replace=True)
-        return _dry_run(before, after)
-    change = await manager.delete(key, expected_version=expected, actor=who.name, reason=reason)
-    return await _written(manager, change, response)
+        w.require_version(w.expected)
+        w.manager.validate_write(key, None)  # rules across managers (a route still in use)
+        after = None if w.manager.keyed else w.manager.validate({}, key=key, replace=True)
+        return _dry_run(w.before, after)
+    change = await w.manager.delete(key, expected_version=w.expected, actor=who.name, reason=reason)
+    return await _written(w.manager, change, response)
 
 
 @router.post("/namespaces/{namespace}/documents/{key}/rollback", responses=_WRITE_PROBLEMS)

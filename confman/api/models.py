@@ -129,35 +129,30 @@ class DryRun(BaseModel):
     diff: list[Diff]
 
 
-class HistoryEntry(BaseModel):
+class _ChangeFields(BaseModel):
     seq: int
     version: int
     action: str
     actor: str | None
     reason: str | None
-    origin: str
+    origin: str = Field(description="the instance that committed it")
     at: datetime
     changed: list[str]
-    diff: list[Diff]
+
+
+class HistoryEntry(_ChangeFields):
+    diff: list[Diff] = Field(description="stored document against the version before")
 
 
 class RollbackRequest(BaseModel):
     to_version: int = Field(ge=1)
 
 
-class ChangeEvent(BaseModel):
+class ChangeEvent(_ChangeFields):
     """The data of one server-sent event (``id`` is ``seq``)."""
 
-    seq: int
     namespace: str
     key: str
-    version: int
-    action: str
-    actor: str | None
-    reason: str | None
-    origin: str
-    at: datetime
-    changed: list[str]
 
 
 class TokenRequest(BaseModel):
