@@ -49,6 +49,8 @@ class ConfigChange(Generic[T]):
     origin: str
     at: datetime
     pinned: tuple[str, ...] = ()
+    stored_changed: tuple[str, ...] = ()
+    """The stored paths the change wrote: the change log's ``changed`` for this seq."""
     fleet: FleetReport | None = None
     """With ``update(..., wait_for_instances=...)``: which instances took the change."""
 

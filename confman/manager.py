@@ -40,7 +40,7 @@ from .exceptions import (
     ValidationFailed,
 )
 from .layers import Layering, unknown_fields
-from .patch import changed_paths, merge_patch
+from .patch import changed_paths, merge_patch, nul_paths
 from .secrets import (
     decrypt_document,
     encrypt_document,
@@ -61,6 +61,7 @@ R = TypeVar("R")
 
 DEFAULT_KEY = "default"
 MAX_KEY_LENGTH = 255  # config_documents.key and the audit columns are VARCHAR(255)
+_NUL_MESSAGE = "contains a NUL character, which PostgreSQL cannot store"
 _NAMESPACE = re.compile(r"[a-z](?:_?[a-z0-9])*")
 log = logging.getLogger("confman.manager")
 
@@ -525,6 +526,11 @@ class ConfigurationManager(Generic[T]):
 
     def _candidate(self, key: str, plain: dict[str, Any] | None, *, source: str) -> _Candidate[T]:
         """Validate a would-be stored document; compute what would be stored and seen."""
+        nul = nul_paths(plain) if plain is not None else []
+        if nul:
+            self.stats.validation_failures += 1
+            errors = [FieldError(p, _NUL_MESSAGE) for p in nul]
+            raise ValidationFailed(self.namespace, key, errors, source=source)
         try:
             if plain is None:
                 self.validate_write(key, None)
@@ -584,14 +590,16 @@ class ConfigurationManager(Generic[T]):
         must_exist: bool = False,
         must_not_exist: bool = False,
     ) -> ConfigChange[T]:
-        too_long = [
+        labels = (("key", key), ("actor", origin.actor), ("reason", origin.reason))
+        refused = [
             FieldError(name, f"is longer than {MAX_KEY_LENGTH} characters")
-            for name, value in (("key", key), ("actor", origin.actor))
+            for name, value in labels[:2]
             if value is not None and len(value) > MAX_KEY_LENGTH
-        ]
-        if too_long or not key:
-            errors = too_long or [FieldError("key", "must not be empty")]
-            raise ValidationFailed(self.namespace, key[:40], errors, source=str(action))
+        ] + [FieldError(name, _NUL_MESSAGE) for name, value in labels if value and "\x00" in value]
+        if refused or not key:
+            errors = refused or [FieldError("key", "must not be empty")]
+            shown = key[:40].replace("\x00", "\\0")
+            raise ValidationFailed(self.namespace, shown, errors, source=str(action))
         async with self._lock(key):
             entry = await self._entry_for_write(key)
             if expected_version is not None and (entry.version if entry else 0) != expected_version:
@@ -671,6 +679,7 @@ class ConfigurationManager(Generic[T]):
             origin=record.origin,
             at=record.committed_at,
             pinned=pinned,
+            stored_changed=record.changed,
         )
 
     def _commit(

@@ -11,7 +11,7 @@ import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["changed_paths", "leaf_items", "merge_patch", "overlay"]
+__all__ = ["changed_paths", "leaf_items", "merge_patch", "nul_paths", "overlay"]
 
 Document = dict[str, Any]
 
@@ -77,3 +77,25 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str, out: list
 
 
 _MISSING: Any = object()
+
+
+def nul_paths(value: Any, prefix: str = "") -> list[str]:
+    """Paths of strings (values or member names) holding a NUL character.
+
+    PostgreSQL cannot store one in text or JSON and SQLite can, so confman refuses them
+    everywhere: a document must mean the same on every database.
+    """
+    found: list[str] = []
+    if isinstance(value, str):
+        if "\x00" in value:
+            found.append(prefix.rstrip("."))
+    elif isinstance(value, Mapping):
+        for name, member in value.items():
+            if "\x00" in str(name):
+                found.append(f"{prefix}{name}".replace("\x00", "\\0"))
+            else:
+                found.extend(nul_paths(member, f"{prefix}{name}."))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found.extend(nul_paths(item, f"{prefix}{index}."))
+    return found

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from confman import DEFAULT_KEY, ConfigChange, ConfigurationManager
+from confman.manager import MAX_KEY_LENGTH
 from confman.patch import leaf_items
 from confman.secrets import mask_document
 
@@ -51,7 +52,7 @@ def _version_from(if_match: str | None) -> int | None:
     if if_match is None:
         return None
     text = if_match.strip().removeprefix("W/").strip('"')
-    if not text.isdigit() or len(text) > 18:
+    if not text.isdigit() or len(text) > 10 or int(text) > models.MAX_VERSION:
         raise ApiProblem(400, 'If-Match must name one version, like "3"')
     return int(text)
 
@@ -82,6 +83,8 @@ def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> l
 
 
 def _check_key(manager: ConfigurationManager[Any], key: str) -> None:
+    if len(key) > MAX_KEY_LENGTH or "\x00" in key:
+        raise ApiProblem(404, f"{manager.namespace} has no such item (not a valid key)")
     if not manager.keyed and key != DEFAULT_KEY:
         raise ApiProblem(404, f"{manager.namespace} is a singleton; its only key is 'default'")
 
@@ -170,7 +173,8 @@ class _Write:
         """What the store would check, for dry runs: 412 unless at ``wanted``."""
         if self.current != wanted:
             detail = f"{self.manager.namespace}/{self.key} is at version {self.current}"
-            raise ApiProblem(412, detail, current_version=self.current)
+            etag = {"ETag": f'"{self.current}"'}
+            raise ApiProblem(412, detail, headers=etag, current_version=self.current)
 
 
 async def _start_write(
@@ -191,12 +195,8 @@ async def list_namespaces(request: Request, who: CurrentPrincipal) -> list[model
     counts = await request.app.state.hub.store.namespaces()  # lazy managers hold only some
     for manager in served(request, who):
         model = manager.model
-        if manager.keyed:
-            items = counts.get(manager.namespace, 0)
-            version = None
-        else:
-            version = manager.version()
-            items = 1 if version else 0
+        items = counts.get(manager.namespace, 0)
+        version = None if manager.keyed else manager.version()
         found.append(
             models.NamespaceInfo(
                 namespace=manager.namespace,
@@ -242,7 +242,9 @@ async def list_documents(
     ]
     if not manager.keyed and not documents and after is None:
         documents = [
-            models.DocumentSummary(key=DEFAULT_KEY, version=0, updated_at=None, updated_by=None)
+            models.DocumentSummary(
+                key=DEFAULT_KEY, version=manager.version(), updated_at=None, updated_by=None
+            )
         ]
     return models.DocumentList(
         namespace=namespace,
@@ -313,13 +315,13 @@ async def replace_document(
     manager, expected = w.manager, w.expected
     exists = w.before is not None if manager.keyed else w.current != 0
     if dry_run:
-        if expected is None and exists:
+        if not expected and exists:
             w.require_version(0)
         elif expected is not None:
             w.require_version(expected)
         after = manager.validate(body, key=key, replace=True)
         return _dry_run(w.before if exists else None, after)
-    if manager.keyed and expected is None:
+    if manager.keyed and not expected:  # none, or "0": must not exist yet
         change = await manager.create(key, body, actor=who.name, reason=reason)
     else:
         change = await manager.update(
@@ -330,7 +332,7 @@ async def replace_document(
             actor=who.name,
             reason=reason,
         )
-    if expected is None:
+    if not expected:
         response.status_code = 201
     return await _written(manager, change, response)
 

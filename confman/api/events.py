@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from reactivex.disposable import CompositeDisposable
 
-from confman import ChangeRecord, ConfigChange
+from confman import ChangeRecord, ConfigChange, ConfigurationManager
 
 from . import models
 from .auth import CurrentPrincipal, hub_of, manager_for, served
@@ -36,7 +36,7 @@ def _from_change(change: ConfigChange[Any]) -> models.ChangeEvent:
         reason=change.reason,
         origin=change.origin,
         at=change.at,
-        changed=list(change.changed_fields),
+        changed=list(change.stored_changed),  # as the change log has it, for resumes
     )
 
 
@@ -59,6 +59,17 @@ def _event(change: models.ChangeEvent) -> ServerSentEvent:
     return ServerSentEvent(data=change, event="change", id=str(change.seq))
 
 
+def _managers(
+    request: Request,
+    who: CurrentPrincipal,
+    namespace: Annotated[list[str] | None, Query(description="only these namespaces")] = None,
+) -> list[ConfigurationManager[Any]]:
+    # A dependency, so that a refused namespace is a 403/404 before the stream starts.
+    if namespace:
+        return [manager_for(request, who, ns) for ns in dict.fromkeys(namespace)]
+    return served(request, who)
+
+
 @router.get(
     "/events",
     response_class=EventSourceResponse,
@@ -66,18 +77,12 @@ def _event(change: models.ChangeEvent) -> ServerSentEvent:
 )
 async def change_events(
     request: Request,
-    who: CurrentPrincipal,
-    namespace: Annotated[list[str] | None, Query(description="only these namespaces")] = None,
+    managers: Annotated[list[ConfigurationManager[Any]], Depends(_managers)],
     last_event_id: Annotated[
         str | None, Header(description="resume after this seq (sent by EventSource)")
     ] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Changes as they are applied here, from any process; resumable with Last-Event-ID."""
-    managers = (
-        [manager_for(request, who, ns) for ns in dict.fromkeys(namespace)]
-        if namespace
-        else served(request, who)
-    )
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     # Subscribe before reading the backlog so nothing falls between the two; the seqs sent
     # from the backlog are skipped when the live feed delivers them again.
@@ -122,6 +127,10 @@ async def change_events(
                 return
             if event.seq in sent:
                 sent.discard(event.seq)
+                continue
+            if after is not None and event.seq <= after:
+                # This instance is applying what the client already had (it resumed here
+                # after reading from an instance further ahead).
                 continue
             yield _event(event)
     finally:

@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 
+MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
+
+
 class ProblemError(BaseModel):
     path: str = Field(description="dotted field path ('' for the whole document)")
     message: str
@@ -145,7 +148,7 @@ class HistoryEntry(_ChangeFields):
 
 
 class RollbackRequest(BaseModel):
-    to_version: int = Field(ge=1)
+    to_version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class ChangeEvent(_ChangeFields):

@@ -14,7 +14,7 @@ from confman.rotation import rotate_keys
 from confman.store import check_schema, head_revision
 
 from . import models
-from .auth import CurrentPrincipal, hub_of, require
+from .auth import CurrentPrincipal, hub_of, require, served
 from .problems import ApiProblem
 from .tokens import ApiTokenManager, Role
 
@@ -131,6 +131,14 @@ async def create_token(
 ) -> models.TokenCreated:
     """Create a token; its value is in the answer and nowhere else, ever."""
     require(who, Role.ADMIN, "managing tokens")
+    known = {m.namespace for m in served(request, who)}
+    unknown = [
+        {"path": f"namespaces.{i}", "message": "no such namespace"}
+        for i, name in enumerate(body.namespaces or ())
+        if name not in known
+    ]
+    if unknown:
+        raise ApiProblem(422, "the token names unknown namespaces", errors=unknown)
     issued = await _tokens(request).create_token(
         body.name, body.role, namespaces=body.namespaces, actor=who.name
     )

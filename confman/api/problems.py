@@ -119,6 +119,11 @@ def _http_error(_: Request, e: Exception) -> JSONResponse:
     return problem_response(e.status_code, str(e.detail), headers=e.headers)
 
 
+def _unexpected(_: Request, e: Exception) -> JSONResponse:
+    # Logged with its traceback by the server; the client gets no internals.
+    return problem_response(500, f"unexpected {type(e).__name__}; see the server's log")
+
+
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, _api_problem)
     app.add_exception_handler(ValidationFailed, _validation_failed)
@@ -126,3 +131,4 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConfmanError, _confman_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

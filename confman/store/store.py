@@ -448,14 +448,16 @@ class ConfigStore:
     async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
         """A connection inside a transaction (``write``: on SQLite, BEGIN IMMEDIATE)."""
         self._check(write=write)
+        connected = False
         try:
             async with self.engine.connect() as conn:
+                connected = True
                 if write:
                     conn = await conn.execution_options(**{WRITE: True})
                 async with conn.begin():
                     yield conn
         except DBAPIError as e:
-            if _lost_connection(e):
+            if not connected or _lost_connection(e):
                 raise self._unavailable(e) from e
             raise
         except OSError as e:
@@ -481,9 +483,10 @@ class ConfigStore:
         """
         self._check(write=write)
         for attempt in (1, 2):
-            committing = False
+            committing = connected = False
             try:
                 async with (engine or self.engine).connect() as conn:
+                    connected = True
                     if not begin:
                         result = await work(conn)
                     else:
@@ -495,7 +498,9 @@ class ConfigStore:
             except DBAPIError as e:
                 if attempt == 1 and retry and e.connection_invalidated and not committing:
                     continue
-                if _lost_connection(e):
+                # Refused before any statement ran ("too many connections", "not
+                # accepting connections", shutting down): the database is unavailable.
+                if not connected or _lost_connection(e):
                     raise self._unavailable(e) from e
                 raise
             except OSError as e:

@@ -1,0 +1,140 @@
+"""Fixtures of the HTTP API tests: real ``confman serve`` processes over own databases.
+
+``server`` (module-scoped, once per database kind) and ``sqlite_server`` serve a migrated
+database of their own with the `STANDARD_TOKENS`; tests sharing one isolate themselves by
+writing their own collection keys. ``spawn`` starts further servers for one test (over the
+function-scoped ``database_url`` fixture, say) and stops them afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from confman.secrets import generate_key
+
+from ..support import REDIS_URL, drop_pg_database, new_pg_database, pg_url, require_service, run
+from .servers import STANDARD_TOKENS, Server, clean_env, create_tokens, start_server, unique
+
+
+@contextlib.contextmanager
+def _own_database(kind: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[str]:
+    """A migrated, empty database of ``kind`` (cloned from the session's templates)."""
+    if kind == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = directory / "confman.db"
+        shutil.copy(template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    pg_tpl: str = request.getfixturevalue("pg_template")
+    name = run(new_pg_database(pg_tpl))
+    try:
+        yield pg_url(name)
+    finally:
+        run(drop_pg_database(name))
+
+
+def server_env() -> dict[str, str]:
+    return clean_env(CONFMAN_ENCRYPTION_KEY=generate_key())
+
+
+@contextlib.contextmanager
+def standard_server(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    **extra_env: str,
+) -> Iterator[Server]:
+    """A server over an own database of ``kind`` with the `STANDARD_TOKENS`."""
+    directory = tmp_path_factory.mktemp(f"api-{kind}")
+    with _own_database(kind, request, directory) as url:
+        env = {**server_env(), **extra_env}
+        tokens = create_tokens(url, env, directory, STANDARD_TOKENS)
+        server = start_server(url, env, directory, tokens)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server of this module, once over SQLite and once over PostgreSQL."""
+    with standard_server(request.param, request, tmp_path_factory) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server of this module over SQLite."""
+    with standard_server("sqlite", request, tmp_path_factory) as s:
+        yield s
+
+
+Spawn = Callable[..., Server]
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """``spawn(database_url, *serve_args, env=..., tokens=...)``: a server for this test.
+
+    Without ``tokens`` the `STANDARD_TOKENS` are created first (once per database).
+    Every server started is stopped (by PID) at teardown.
+    """
+    started: list[Server] = []
+    made: dict[str, dict[str, str]] = {}
+    envs: dict[str, dict[str, str]] = {}  # one encryption key per database
+
+    def start(
+        database_url: str,
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+        tokens: dict[str, str] | None = None,
+    ) -> Server:
+        if env is None:
+            env = envs.setdefault(database_url, server_env())
+        if tokens is None:
+            if database_url not in made:
+                made[database_url] = create_tokens(database_url, env, tmp_path, STANDARD_TOKENS)
+            tokens = made[database_url]
+        server = start_server(
+            database_url, env, tmp_path, tokens, *extra_args, name=f"server{len(started)}"
+        )
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    host_port = REDIS_URL.split("//", 1)[1].split("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    require_service("Redis", host or "127.0.0.1", int(port or 6379))
+    return REDIS_URL
+
+
+@pytest.fixture
+def cluster_name() -> Iterator[str]:
+    """A Redis key/channel prefix no other test uses; only its own keys are deleted."""
+    name = unique("confman-api-test")
+    yield name
+    with contextlib.suppress(redis.RedisError, OSError):
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+        try:
+            keys = list(client.scan_iter(match=f"{name}:*", count=500))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
