@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ..serving import Server, serving
+from confman.secrets import generate_key
+
+from ..api.servers import Server, clean_env, create_tokens, start_server
 from ..support import IN_CI
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -55,7 +57,12 @@ def browser() -> Iterator[object]:
 def server(tmp_path: Path, sqlite_template: Path) -> Iterator[Server]:
     database = tmp_path / "confman.db"
     shutil.copy(sqlite_template, database)
+    url = f"sqlite+aiosqlite:///{database}"
     # One override, so the views show a field pinned by the environment.
-    env = {"CONFMAN_CACHE__MAX_ITEM_BYTES": "2097152"}
-    with serving(f"sqlite+aiosqlite:///{database}", workdir=tmp_path, env=env) as running:
+    env = clean_env(CONFMAN_ENCRYPTION_KEY=generate_key(), CONFMAN_CACHE__MAX_ITEM_BYTES="2097152")
+    tokens = create_tokens(url, env, tmp_path, {"ops": ("admin", None), "reader": ("viewer", None)})
+    running = start_server(url, env, tmp_path, tokens)
+    try:
         yield running
+    finally:
+        running.stop()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ..serving import Server
+from ..api.servers import Server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -36,15 +36,14 @@ def _log_in(browser: Any, server: Server, token: str) -> Any:
     return page
 
 
-def _stored_ttl(server: Server, token: str) -> tuple[int, int]:
-    with server.client(token) as http:
-        found = http.get("/api/v1/namespaces/cache/documents/default")
+def _stored_ttl(server: Server) -> tuple[int, int]:
+    found = server.client("ops").get("/api/v1/namespaces/cache/documents/default")
     found.raise_for_status()
     return found.json()["value"]["default_ttl_seconds"], found.json()["version"]
 
 
 def test_edit_refuse_save_watch_and_roll_back(browser: Any, server: Server) -> None:
-    admin = server.token("ops", "admin")
+    admin = server.tokens["ops"]
     server.cli("set", "cache", "default_ttl_seconds=120", "--actor", "setup")
     server.cli(
         "set", "model_provider", "openai-main", "type=openai", "api_key=sk-test-not-real",
@@ -64,7 +63,7 @@ def test_edit_refuse_save_watch_and_roll_back(browser: Any, server: Server) -> N
     page.get_by_test_id("field-default_ttl_seconds").fill("-5")
     page.get_by_test_id("preview-button").click()
     expect(page.get_by_test_id("error-default_ttl_seconds")).to_contain_text("greater than 0")
-    assert _stored_ttl(server, admin) == (120, 1)
+    assert _stored_ttl(server) == (120, 1)
 
     # A valid value: the diff preview first, then the save.
     page.get_by_test_id("field-default_ttl_seconds").fill("45")
@@ -75,7 +74,7 @@ def test_edit_refuse_save_watch_and_roll_back(browser: Any, server: Server) -> N
     _shot(page, "edit-preview")
     page.get_by_test_id("save-button").click()
     expect(page.get_by_test_id("doc-version")).to_contain_text("2")
-    assert _stored_ttl(server, admin) == (45, 2)
+    assert _stored_ttl(server) == (45, 2)
 
     # The other page learns of it live, without a reload.
     feed = watcher.get_by_test_id("live-feed")
@@ -92,7 +91,7 @@ def test_edit_refuse_save_watch_and_roll_back(browser: Any, server: Server) -> N
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_test_id("rollback-1").click()
     expect(page.get_by_test_id("doc-version")).to_contain_text("4")
-    assert _stored_ttl(server, admin) == (120, 4)
+    assert _stored_ttl(server) == (120, 4)
 
     # Secrets are masked in the page as everywhere.
     page.get_by_test_id("ns-model_provider").click()
@@ -114,7 +113,7 @@ def test_viewer_cannot_save_and_bad_token_is_refused(browser: Any, server: Serve
     expect(page.get_by_role("alert")).to_contain_text("not recognised")
     expect(page.get_by_test_id("ns-cache")).to_have_count(0)
 
-    viewer = _log_in(browser, server, server.token("reader", "viewer"))
+    viewer = _log_in(browser, server, server.tokens["reader"])
     viewer.get_by_test_id("ns-cache").click()
     viewer.get_by_test_id("tab-edit").click()
     expect(viewer.get_by_test_id("save-button")).to_be_disabled()
