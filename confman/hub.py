@@ -353,18 +353,24 @@ class ConfigHub:
         return min([self._seq, *(s - 1 for s in self._gaps)])
 
     async def changes_since(
-        self, after_seq: int, *, namespaces: Iterable[str] | None = None, limit: int = 1000
+        self,
+        after_seq: int,
+        *,
+        namespaces: Iterable[str] | None = None,
+        limit: int = 1000,
+        with_values: bool = True,
     ) -> list[ChangeRecord]:
         """Audit records with ``seq > after_seq``, oldest first, secrets masked.
 
         For readers that resume from a seq they last saw (a stream client reconnecting);
         call again from the last record's seq until fewer than ``limit`` come back.
+        Without ``with_values`` the records' ``before`` and ``after`` are None (cheaper).
         """
         wanted = None if namespaces is None else frozenset(namespaces)
         records: list[ChangeRecord] = []
         cursor = after_seq
         while len(records) < limit:  # filtered pages can come back short: read on
-            logged = await self.store.changes_since(cursor, limit=limit, with_values=True)
+            logged = await self.store.changes_since(cursor, limit=limit, with_values=with_values)
             records += [c.record for c in logged if wanted is None or c.record.namespace in wanted]
             if len(logged) < limit:
                 break

@@ -24,6 +24,16 @@ __all__ = ["STATIC_DIRECTORY", "create_app"]
 
 STATIC_DIRECTORY = Path(__file__).parent / "static"
 
+# Label values must be bounded: the server accepts any method name a client makes up.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The dashboard loads only its own files; nothing may frame it.
+_DASHBOARD_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
 HubSource = ConfigHub | Callable[[], AbstractAsyncContextManager[ConfigHub]]
 
 
@@ -52,7 +62,8 @@ class _CountRequests:
             template = getattr(route, "path", None) or "unmatched"
             metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
             if metrics is not None:
-                metrics.requests.labels(scope["method"], template, str(status)).inc()
+                method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+                metrics.requests.labels(method, template, str(status)).inc()
 
 
 def create_app(
@@ -108,7 +119,7 @@ def create_app(
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def dashboard() -> Any:
-        return FileResponse(STATIC_DIRECTORY / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC_DIRECTORY / "index.html", headers=_DASHBOARD_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIRECTORY, check_dir=False), name="static")
     app.add_middleware(_CountRequests)

@@ -8,14 +8,16 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from confman import ConfigHub, ConfigurationManager
+from confman.managers.virtual_key import VirtualKeySecretManager
 
 from .problems import ApiProblem
 from .tokens import ApiTokenManager, Principal, Role
 
 __all__ = ["HIDDEN_NAMESPACES", "CurrentPrincipal", "hub_of", "manager_for", "principal"]
 
-# Served only through their own routes (tokens), never as documents.
-HIDDEN_NAMESPACES = frozenset({ApiTokenManager.namespace})
+# Never served as documents: tokens have routes of their own, and whoever could set the
+# virtual-key secret before the first key is issued could mint keys of their own.
+HIDDEN_NAMESPACES = frozenset({ApiTokenManager.namespace, VirtualKeySecretManager.namespace})
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `confman tokens create`")
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 
-from confman import DEFAULT_KEY, ConfigChange, ConfigurationManager
+from confman import DEFAULT_KEY, Action, ConfigChange, ConfigurationManager
 from confman.manager import MAX_KEY_LENGTH
 from confman.patch import leaf_items
 from confman.secrets import mask_document
 
 from . import models
-from .auth import CurrentPrincipal, manager_for, served
+from .auth import CurrentPrincipal, hub_of, manager_for, served
 from .problems import ApiProblem
 from .tokens import Principal, Role
 
@@ -37,7 +38,9 @@ _WRITE_PROBLEMS: dict[int | str, dict[str, Any]] = {
     422: {"model": models.Problem, "description": "the document is refused (errors[].path)"},
 }
 
-Key = Annotated[str, "document key"]
+_VERSION_TAG = re.compile(r'"?([0-9]{1,10})"?')  # ASCII digits: "²" is a digit to str
+
+Key = Annotated[str, Path(description="document key ('default' for a singleton)")]
 IfMatch = Annotated[
     str | None,
     Header(description='the version the change is based on: "3" (the ETag of a read)'),
@@ -51,10 +54,11 @@ def _version_from(if_match: str | None) -> int | None:
     """The version named by an ``If-Match`` header (``"3"``, ``W/"3"`` or ``3``)."""
     if if_match is None:
         return None
-    text = if_match.strip().removeprefix("W/").strip('"')
-    if not text.isdigit() or len(text) > 10 or int(text) > models.MAX_VERSION:
+    # Strong tags only: RFC 9110 compares If-Match strongly, so W/"3" never matches.
+    found = _VERSION_TAG.fullmatch(if_match.strip())
+    if found is None or int(found[1]) > models.MAX_VERSION:
         raise ApiProblem(400, 'If-Match must name one version, like "3"')
-    return int(text)
+    return int(found[1])
 
 
 def _masked(value: Any) -> dict[str, Any] | None:
@@ -192,7 +196,7 @@ async def _start_write(
 async def list_namespaces(request: Request, who: CurrentPrincipal) -> list[models.NamespaceInfo]:
     """Every namespace the token may see, with its kind and size."""
     found = []
-    counts = await request.app.state.hub.store.namespaces()  # lazy managers hold only some
+    counts = await hub_of(request).store.namespaces()  # lazy managers hold only some
     for manager in served(request, who):
         model = manager.model
         items = counts.get(manager.namespace, 0)
@@ -230,7 +234,7 @@ async def list_documents(
     ``next_after`` is set when more remain: pass it as ``after`` for the next page.
     """
     manager = manager_for(request, who, namespace)
-    stored = await request.app.state.hub.store.load_namespace(namespace)
+    stored = await hub_of(request).store.load_namespace(namespace)
     live = sorted((d for d in stored if d.data is not None), key=lambda d: d.key)
     if after is not None:
         live = [d for d in live if d.key > after]
@@ -317,7 +321,7 @@ async def replace_document(
     if dry_run:
         if not expected and exists:
             w.require_version(0)
-        elif expected is not None:
+        elif expected:
             w.require_version(expected)
         after = manager.validate(body, key=key, replace=True)
         return _dry_run(w.before if exists else None, after)
@@ -332,7 +336,7 @@ async def replace_document(
             actor=who.name,
             reason=reason,
         )
-    if not expected:
+    if change.action is Action.CREATE:  # also a deleted item made again
         response.status_code = 201
     return await _written(manager, change, response)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -14,6 +15,7 @@ from confman import ChangeRecord, ConfigChange, ConfigurationManager
 
 from . import models
 from .auth import CurrentPrincipal, hub_of, manager_for, served
+from .tokens import ApiTokenManager
 
 __all__ = ["router"]
 
@@ -23,6 +25,7 @@ router = APIRouter(prefix="/api/v1", tags=["events"])
 # from the change log, so a slow reader costs the server bounded memory and loses nothing.
 MAX_BUFFERED = 10_000
 _BACKLOG_PAGE = 500
+_SEQ = re.compile(r"[0-9]{1,18}")  # ASCII digits only; fits a BIGINT
 
 
 def _from_change(change: ConfigChange[Any]) -> models.ChangeEvent:
@@ -77,13 +80,14 @@ def _managers(
 )
 async def change_events(
     request: Request,
+    who: CurrentPrincipal,
     managers: Annotated[list[ConfigurationManager[Any]], Depends(_managers)],
     last_event_id: Annotated[
         str | None, Header(description="resume after this seq (sent by EventSource)")
     ] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Changes as they are applied here, from any process; resumable with Last-Event-ID."""
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    after = int(last_event_id) if last_event_id and _SEQ.fullmatch(last_event_id) else None
     # Subscribe before reading the backlog so nothing falls between the two; the seqs sent
     # from the backlog are skipped when the live feed delivers them again.
     queue: asyncio.Queue[models.ChangeEvent | None] = asyncio.Queue()
@@ -100,23 +104,32 @@ async def change_events(
         else:
             queue.put_nowait(_from_change(change))
 
-    subscriptions = CompositeDisposable([m.changes.subscribe(push) for m in managers])
+    def token_changed(change: ConfigChange[Any]) -> None:
+        # Revoked or regranted: end the stream; the client's reconnect is checked anew.
+        if change.key == who.name:
+            queue.put_nowait(None)
+
+    tokens = hub_of(request).manager(ApiTokenManager)
+    subscriptions = CompositeDisposable(
+        [tokens.changes.subscribe(token_changed), *(m.changes.subscribe(push) for m in managers)]
+    )
     try:
         sent: set[int] = set()
+        applied = hub_of(request).applied_seq  # anything up to here never comes live again
         if after is None:
             # Tell a new client where it stands, so that if this connection drops before
             # any change, it resumes from here (every change up to this seq is applied).
-            position = hub_of(request).applied_seq
-            yield ServerSentEvent(data={"seq": position}, event="ready", id=str(position))
+            yield ServerSentEvent(data={"seq": applied}, event="ready", id=str(applied))
         else:
             wanted = [m.namespace for m in managers]
             cursor = after
             while True:
                 page = await hub_of(request).changes_since(
-                    cursor, namespaces=wanted, limit=_BACKLOG_PAGE
+                    cursor, namespaces=wanted, limit=_BACKLOG_PAGE, with_values=False
                 )
                 for record in page:
-                    sent.add(record.seq)
+                    if record.seq > applied:  # it may still arrive live: skip it then
+                        sent.add(record.seq)
                     yield _event(_from_record(record))
                 if len(page) < _BACKLOG_PAGE:
                     break

@@ -76,7 +76,7 @@ async def cluster(request: Request, who: CurrentPrincipal) -> models.ClusterView
             {
                 "instance_id": hub.instance_id,
                 "applied_seq": hub.applied_seq,
-                "problems": [str(p) for p in hub.problems()],
+                "problems": [str(p) for p in hub.problems() if who.sees(p.namespace)],
                 "degraded": hub.degraded,
             }
         ],

@@ -150,6 +150,13 @@ class ApiTokenManager(ConfigurationManager[ApiToken]):
                 ],
                 source="token",
             )
+        if str(role) == Role.ADMIN.value and namespaces is not None:
+            raise ValidationFailed(
+                self.namespace,
+                name,
+                [FieldError("namespaces", "an admin token has every namespace; name none")],
+                source="token",
+            )
         grants = None if namespaces is None else tuple(sorted(set(namespaces)))
         plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
         document = {

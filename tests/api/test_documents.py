@@ -274,8 +274,10 @@ def test_412_stale_if_match_on_every_write(server: Server) -> None:
 
 def test_400_on_an_if_match_that_names_no_version(server: Server) -> None:
     editor = server.client("editor")
-    for value in ['"abc"', "*", '"1", "2"', "1" * 30]:
-        answer = editor.patch(doc("cache"), json={}, headers={"If-Match": value})
+    # "²" is a digit to str.isdigit; W/ tags never match (If-Match compares strongly).
+    for value in ['"abc"', "*", '"1", "2"', "1" * 30, '"²"', 'W/"1"']:
+        header = value.encode("latin-1")  # byte 0xB2 arrives as "²"
+        answer = editor.patch(doc("cache"), json={}, headers={"If-Match": header})
         assert_problem(answer, 400)
 
 
@@ -470,3 +472,12 @@ def test_no_server_error_on_edge_inputs(
     assert answer.status_code < 500, (answer.status_code, answer.text)
     if answer.status_code >= 400:
         assert_problem(answer, answer.status_code)
+
+
+def test_the_internal_namespaces_are_not_served(server: Server) -> None:
+    admin = server.client("admin")
+    listed = [n["namespace"] for n in admin.get("/api/v1/namespaces").json()]
+    for internal in ("api_token", "virtual_key_secret"):
+        assert internal not in listed
+        assert_problem(admin.get(doc(internal)), 404)
+        assert_problem(admin.patch(doc(internal), json={}), 404)

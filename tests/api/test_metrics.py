@@ -131,3 +131,12 @@ def test_metrics_show_no_values(sqlite_server: Server) -> None:
     editor = sqlite_server.client("editor")
     assert editor.patch(CACHE, json={"key_prefix": marker}).status_code == 200
     assert marker not in scrape(sqlite_server)
+
+
+def test_made_up_methods_share_one_label(sqlite_server: Server) -> None:
+    client = sqlite_server.client(None)
+    for method in ("XYZZY1", "XYZZY2"):
+        client.request(method, "/healthz")
+    text = client.get("/metrics").text
+    assert "XYZZY" not in text
+    assert 'method="OTHER"' in text

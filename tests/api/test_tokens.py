@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
-from .servers import Server, assert_problem, unique, wait_for
+import httpx
+
+from .servers import EventStream, Server, assert_problem, unique, wait_for
 
 
 def test_a_token_made_through_the_api_works_at_once_and_revoking_ends_it(
@@ -102,3 +105,30 @@ def test_a_token_for_an_unknown_namespace_is_refused(sqlite_server: Server) -> N
     problem = assert_problem(made, 422)
     assert any(e["path"].startswith("namespaces") for e in problem.get("errors", [])), problem
     assert name not in [t["name"] for t in admin.get("/api/v1/tokens").json()]
+
+
+async def test_revoking_a_token_ends_its_open_stream(sqlite_server: Server) -> None:
+    admin = sqlite_server.client("admin")
+    name = unique("watcher")
+    token = admin.post("/api/v1/tokens", json={"name": name, "role": "viewer"}).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx.AsyncClient(base_url=sqlite_server.url, headers=headers, timeout=30) as client,
+        EventStream(client) as stream,
+    ):
+        assert not stream.ended.is_set()
+        assert admin.delete(f"/api/v1/tokens/{name}").status_code == 204
+        await asyncio.wait_for(stream.ended.wait(), 10)  # the server closed it
+    assert_problem(sqlite_server.bearer(token).get("/api/v1/events"), 401)
+
+
+def test_an_admin_token_cannot_be_limited(sqlite_server: Server) -> None:
+    made = sqlite_server.client("admin").post(
+        "/api/v1/tokens", json={"name": unique("a"), "role": "admin", "namespaces": ["cache"]}
+    )
+    assert_problem(made, 422)
+    refused = sqlite_server.cli(
+        "tokens", "create", "--name", unique("a"), "--role", "admin", "--namespaces", "cache",
+        code=4,
+    )  # fmt: skip
+    assert "admin token has every namespace" in refused.stderr
