@@ -234,15 +234,13 @@ async def list_documents(
     ``next_after`` is set when more remain: pass it as ``after`` for the next page.
     """
     manager = manager_for(request, who, namespace)
-    stored = await hub_of(request).store.load_namespace(namespace)
-    live = sorted((d for d in stored if d.data is not None), key=lambda d: d.key)
-    if after is not None:
-        live = [d for d in live if d.key > after]
+    # One more than asked for says whether another page follows.
+    page = await hub_of(request).store.list_documents(namespace, after=after or "", limit=limit + 1)
     documents = [
         models.DocumentSummary(
             key=d.key, version=d.version, updated_at=d.updated_at, updated_by=d.updated_by
         )
-        for d in live[:limit]
+        for d in page[:limit]
     ]
     if not manager.keyed and not documents and after is None:
         documents = [
@@ -254,7 +252,7 @@ async def list_documents(
         namespace=namespace,
         keyed=manager.keyed,
         documents=documents,
-        next_after=documents[-1].key if len(live) > limit else None,
+        next_after=documents[-1].key if len(page) > limit else None,
     )
 
 

@@ -109,6 +109,13 @@ _DOCUMENT = _DOCUMENTS.where(_d.key == bindparam("key"))
 _DOCUMENTS_WITH_KEYS = _DOCUMENTS.where(_d.key.in_(bindparam("keys", expanding=True)))
 _NAMESPACES = select(_d.namespace, func.count()).where(_d.data.is_not(None)).group_by(_d.namespace)
 _ALL_DOCUMENTS = select(config_documents)
+_KEY_PAGE = (
+    select(_d.key, _d.version, _d.updated_at, _d.updated_by)
+    .where(_d.namespace == bindparam("namespace"), _d.data.is_not(None))
+    .where(_d.key > bindparam("after"))
+    .order_by(_d.key)
+    .limit(bindparam("limit", type_=Integer))
+)
 
 _CHANGE_AT = select(config_changes).where(
     _c.namespace == bindparam("namespace"),
@@ -531,6 +538,21 @@ class ConfigStore:
         async def work(conn: AsyncConnection) -> StoredDocument | None:
             row = (await conn.execute(_DOCUMENT, {"namespace": namespace, "key": key})).first()
             return None if row is None else _document(row)
+
+        return await self._read(work)
+
+    async def list_documents(
+        self, namespace: str, *, after: str = "", limit: int = 1000
+    ) -> list[StoredDocument]:
+        """Live documents with ``key > after``, by key, without their data (``data`` is
+        None): one page of a listing, however many keys the namespace holds."""
+        params = {"namespace": namespace, "after": after, "limit": limit}
+
+        async def work(conn: AsyncConnection) -> list[StoredDocument]:
+            return [
+                StoredDocument(namespace, r.key, None, r.version, _utc(r.updated_at), r.updated_by)
+                for r in await conn.execute(_KEY_PAGE, params)
+            ]
 
         return await self._read(work)
 

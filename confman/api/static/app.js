@@ -408,7 +408,7 @@ function addFeedItem(e) {
     h("div", { class: "feed-line" },
       h("span", { class: "badge version" }, `v${e.version ?? "?"}`),
       actionBadge(e.action),
-      changed.length ? h("code", { class: "feed-changed" }, changed.join(", ")) : e.action === "update" ? h("span", { class: "muted" }, "no effective change") : null),
+      changed.length ? h("code", { class: "feed-changed" }, changed.join(", ")) : e.action === "update" ? h("span", { class: "muted" }, "no field changed") : null),
     e.reason ? h("div", { class: "feed-reason" }, "“", String(e.reason), "”") : null,
     h("div", { class: "feed-meta muted" },
       e.actor ? h("span", { class: "feed-actor" }, String(e.actor)) : "unknown actor",
