@@ -11,17 +11,20 @@ still cannot reach one, it fails under ``CI=true`` and skips (saying why) elsewh
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from confman import ConfigHub, upgrade
 from confman.managers import CacheConfigurationManager
 from confman.secrets import generate_key
 
 from .support import (
+    REDIS_URL,
     RUN_ID,
     drop_pg_database,
     new_pg_database,
@@ -29,6 +32,7 @@ from .support import (
     pg_url,
     require_service,
     run,
+    unique_cluster,
 )
 
 
@@ -83,3 +87,27 @@ async def hub(database_url: str, hub_env: dict[str, str]) -> AsyncIterator[Confi
         database_url, env=hub_env, env_files=(), managers=[CacheConfigurationManager]
     ) as h:
         yield h
+
+
+@pytest.fixture
+def redis_url() -> str:
+    host_port = REDIS_URL.split("//", 1)[1].split("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    require_service("Redis", host or "127.0.0.1", int(port or 6379))
+    return REDIS_URL
+
+
+@pytest.fixture
+def cluster() -> Iterator[str]:
+    """A cluster name (Redis prefix) no other test or run uses; its keys on the shared
+    Redis are deleted afterwards (only keys under this unique prefix)."""
+    name = unique_cluster()
+    yield name
+    with contextlib.suppress(redis.RedisError, OSError):
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+        try:
+            keys = list(client.scan_iter(match=f"{name}:*", count=500))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()

@@ -75,3 +75,8 @@ def run(coro: Any) -> Any:
     """Run a coroutine to completion from sync code, even inside a running loop."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def unique_cluster() -> str:
+    """A cluster name (the Redis key and channel prefix) no other test or run uses."""
+    return f"confman-test-{uuid.uuid4().hex[:12]}"

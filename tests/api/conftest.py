@@ -14,12 +14,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from confman.secrets import generate_key
 
-from ..support import REDIS_URL, drop_pg_database, new_pg_database, pg_url, require_service, run
-from .servers import STANDARD_TOKENS, Server, clean_env, create_tokens, start_server, unique
+from ..support import drop_pg_database, new_pg_database, pg_url, run
+from .servers import STANDARD_TOKENS, Server, clean_env, create_tokens, start_server
 
 
 @contextlib.contextmanager
@@ -115,26 +114,3 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     yield start
     for server in started:
         server.stop()
-
-
-@pytest.fixture
-def redis_url() -> str:
-    host_port = REDIS_URL.split("//", 1)[1].split("/", 1)[0]
-    host, _, port = host_port.rpartition(":")
-    require_service("Redis", host or "127.0.0.1", int(port or 6379))
-    return REDIS_URL
-
-
-@pytest.fixture
-def cluster_name() -> Iterator[str]:
-    """A Redis key/channel prefix no other test uses; only its own keys are deleted."""
-    name = unique("confman-api-test")
-    yield name
-    with contextlib.suppress(redis.RedisError, OSError):
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-        try:
-            keys = list(client.scan_iter(match=f"{name}:*", count=500))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()

@@ -31,9 +31,9 @@ def cluster_of(server: Server) -> dict[str, Any]:
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_two_servers_share_changes_through_redis(
-    database_url: str, redis_url: str, cluster_name: str, spawn: Spawn
+    database_url: str, redis_url: str, cluster: str, spawn: Spawn
 ) -> None:
-    fleet = ("--redis-url", redis_url, "--cluster", cluster_name)
+    fleet = ("--redis-url", redis_url, "--cluster", cluster)
     first = spawn(database_url, *fleet)
     second = spawn(database_url, *fleet, tokens=first.tokens)
 

@@ -2,40 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-
-from ..support import REDIS_URL, require_service
-from .helpers import unique_cluster
-
-
-@pytest.fixture
-def cluster() -> Iterator[str]:
-    """A cluster name (Redis prefix) no other test or run uses; its keys on the shared
-    Redis are deleted afterwards (only keys under this unique prefix)."""
-    name = unique_cluster()
-    yield name
-    with contextlib.suppress(redis.RedisError, OSError):
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-        try:
-            keys = list(client.scan_iter(match=f"{name}:*", count=500))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
-
-
-@pytest.fixture
-def redis_url() -> str:
-    host_port = REDIS_URL.split("//", 1)[1].split("/", 1)[0]
-    host, _, port = host_port.rpartition(":")
-    require_service("Redis", host or "127.0.0.1", int(port or 6379))
-    return REDIS_URL
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from confman import ChangeNotice
 from confman.bus.redis import RedisBus, decode_notice, encode_notice
 from confman.testing import record_changes
 
-from ..support import connect
-from .helpers import own_redis, unique_cluster
+from ..support import connect, unique_cluster
+from .helpers import own_redis
 from .models import CountersManager, LimitsManager
 
 SLOW = {"catch_up_interval": 3600.0}  # only the bus can deliver quickly
