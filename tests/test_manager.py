@@ -72,6 +72,31 @@ async def test_update_with_a_whole_value_replaces_the_document(hub: ConfigHub) -
     assert newest.after == {"enabled": True}
 
 
+async def test_update_with_replace_takes_a_mapping_as_the_whole_document(
+    hub: ConfigHub,
+) -> None:
+    flags = hub.manager(FlagsManager)
+    await flags.update({"name": "x", "ratio": 0.9, "limits": {"rpm": 5}})
+    change = await flags.update({"enabled": True, "limits": {"burst": 3}}, replace=True)
+    assert flags.current == Flags(enabled=True, limits=Limits(burst=3))
+    assert flags.validate({"name": "y"}, replace=True) == Flags(name="y")
+    assert change.stored_changed == ("enabled", "limits.burst", "limits.rpm", "name", "ratio")
+
+
+async def test_a_nul_character_is_refused_on_every_database(hub: ConfigHub) -> None:
+    # PostgreSQL cannot store one and SQLite can: refused alike, naming the field.
+    flags = hub.manager(FlagsManager)
+    for patch, path in [({"name": "a\x00b"}, "name"), ({"tags": ["ok", "\x00"]}, "tags.1")]:
+        with pytest.raises(ValidationFailed) as refused:
+            await flags.update(patch)
+        assert refused.value.paths == (path,)
+        assert "\x00" not in str(refused.value)
+    with pytest.raises(ValidationFailed) as refused:
+        await flags.update({"name": "fine"}, reason="why\x00")
+    assert refused.value.paths == ("reason",)
+    assert flags.version() == 0
+
+
 async def test_update_with_a_function_sees_the_stored_value(hub: ConfigHub) -> None:
     flags = hub.manager(FlagsManager)
     await flags.update({"limits": {"rpm": 5}})
