@@ -26,7 +26,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .change import Action, ChangeRecord, ConfigChange, Layer
@@ -36,6 +36,9 @@ from .manager import DEFAULT_KEY, ConfigurationManager
 from .secrets import generate_key, mask_document
 from .sources.base import parse_value
 from .store.engine import DEFAULT_DATABASE_URL, normalize_url, sqlite_path
+
+if TYPE_CHECKING:
+    from .api.tokens import ApiTokenManager
 
 __all__ = ["main"]
 
@@ -692,10 +695,18 @@ async def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
-def _token_manager() -> Any:
+def _token_manager() -> type[ApiTokenManager]:
+    # Imported on use: the other commands need nothing of the api package.
     from .api.tokens import ApiTokenManager
 
     return ApiTokenManager
+
+
+@contextlib.asynccontextmanager
+async def _tokens(ctx: Context) -> AsyncIterator[ApiTokenManager]:
+    cls = _token_manager()
+    async with ctx.hub([cls]) as hub:
+        yield hub.manager(cls)
 
 
 async def cmd_tokens_create(args: argparse.Namespace, ctx: Context) -> int:
@@ -705,8 +716,7 @@ async def cmd_tokens_create(args: argparse.Namespace, ctx: Context) -> int:
         unknown = [n for n in namespaces if n not in ctx.known]
         if unknown:
             raise UsageError(f"unknown namespace(s): {', '.join(unknown)}")
-    async with ctx.hub([_token_manager()]) as hub:
-        tokens = hub.manager(_token_manager())
+    async with _tokens(ctx) as tokens:
         issued = await tokens.create_token(
             args.name, args.role, namespaces=namespaces, actor=_actor(args)
         )
@@ -721,7 +731,7 @@ async def cmd_tokens_create(args: argparse.Namespace, ctx: Context) -> int:
 
 
 async def cmd_tokens_list(args: argparse.Namespace, ctx: Context) -> int:
-    async with ctx.hub([_token_manager()]) as hub:
+    async with _tokens(ctx) as tokens:
         rows = [
             [
                 name,
@@ -729,15 +739,15 @@ async def cmd_tokens_list(args: argparse.Namespace, ctx: Context) -> int:
                 ", ".join(token.namespaces) if token.namespaces is not None else "all",
                 _time(token.created_at),
             ]
-            for name, token in sorted(hub.manager(_token_manager()).items())
+            for name, token in sorted(tokens.items())
         ]
     _out(_table(["name", "role", "namespaces", "created"], rows))
     return EXIT_OK
 
 
 async def cmd_tokens_revoke(args: argparse.Namespace, ctx: Context) -> int:
-    async with ctx.hub([_token_manager()]) as hub:
-        await hub.manager(_token_manager()).revoke(args.name, actor=_actor(args))
+    async with _tokens(ctx) as tokens:
+        await tokens.revoke(args.name, actor=_actor(args))
     _out(f"revoked token {args.name!r}")
     return EXIT_OK
 

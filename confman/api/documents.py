@@ -278,17 +278,7 @@ async def document_history(
     manager = manager_for(request, who, namespace)
     _check_key(manager, key)
     return [
-        models.HistoryEntry(
-            seq=r.seq,
-            version=r.version,
-            action=str(r.action),
-            actor=r.actor,
-            reason=r.reason,
-            origin=r.origin,
-            at=r.committed_at,
-            changed=list(r.changed),
-            diff=diff(r.before, r.after),
-        )
+        models.HistoryEntry(**models.record_fields(r), diff=diff(r.before, r.after))
         for r in await manager.history(key, limit=limit)
     ]
 

@@ -45,16 +45,7 @@ def _from_change(change: ConfigChange[Any]) -> models.ChangeEvent:
 
 def _from_record(record: ChangeRecord) -> models.ChangeEvent:
     return models.ChangeEvent(
-        seq=record.seq,
-        namespace=record.namespace,
-        key=record.key,
-        version=record.version,
-        action=str(record.action),
-        actor=record.actor,
-        reason=record.reason,
-        origin=record.origin,
-        at=record.committed_at,
-        changed=list(record.changed),
+        **models.record_fields(record), namespace=record.namespace, key=record.key
     )
 
 

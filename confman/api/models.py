@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from confman import ChangeRecord
+
 from .tokens import Role
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "TokenRequest",
     "WhoAmI",
     "WriteResult",
+    "record_fields",
 ]
 
 
@@ -141,6 +144,20 @@ class _ChangeFields(BaseModel):
     origin: str = Field(description="the instance that committed it")
     at: datetime
     changed: list[str]
+
+
+def record_fields(record: ChangeRecord) -> dict[str, Any]:
+    """The fields of a change-log row that stream events and history entries share."""
+    return {
+        "seq": record.seq,
+        "version": record.version,
+        "action": str(record.action),
+        "actor": record.actor,
+        "reason": record.reason,
+        "origin": record.origin,
+        "at": record.committed_at,
+        "changed": list(record.changed),
+    }
 
 
 class HistoryEntry(_ChangeFields):

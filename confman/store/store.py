@@ -464,12 +464,19 @@ class ConfigStore:
                 async with conn.begin():
                     yield conn
         except DBAPIError as e:
-            if not connected or _lost_connection(e):
-                raise self._unavailable(e) from e
-            raise
+            translated = self._translate(e, connected=connected)
+            if translated is e:
+                raise
+            raise translated from e
         except OSError as e:
             raise self._unavailable(e) from e
         self._failed_at = None
+
+    def _translate(self, e: DBAPIError, *, connected: bool) -> Exception:
+        """`StoreUnavailable` for a lost connection or one refused before any statement
+        ran ("too many connections", "not accepting connections", shutting down); else
+        the driver's error as it is."""
+        return self._unavailable(e) if not connected or _lost_connection(e) else e
 
     async def _run(
         self,
@@ -505,11 +512,10 @@ class ConfigStore:
             except DBAPIError as e:
                 if attempt == 1 and retry and e.connection_invalidated and not committing:
                     continue
-                # Refused before any statement ran ("too many connections", "not
-                # accepting connections", shutting down): the database is unavailable.
-                if not connected or _lost_connection(e):
-                    raise self._unavailable(e) from e
-                raise
+                translated = self._translate(e, connected=connected)
+                if translated is e:
+                    raise
+                raise translated from e
             except OSError as e:
                 raise self._unavailable(e) from e
             self._failed_at = None
