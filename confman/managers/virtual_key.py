@@ -3,7 +3,8 @@
 The gateway hands each client a *virtual key*; ``await keys.issue(...)`` returns its
 plaintext exactly once. The plaintext is never stored: the document key is
 ``HMAC-SHA256(server secret, plaintext)`` in hex, so ``await keys.authenticate(plaintext)``
-is one hash and one lookup.
+is one hash and one lookup. The hash of a key presented lately is remembered (see
+"The key-id memo" below), so a hit is usually two lookups.
 
 Memory. A fleet can hold hundreds of thousands of keys, so this manager does not load the
 namespace at start-up. It keeps a bounded TTL cache of the keys it has looked up (and a
@@ -26,6 +27,16 @@ The server secret. Keys are hashed with the ``hmac_key`` of the small singleton 
 generate one and store it, encrypted like every secret, so every instance shares it with no
 set-up and encryption-key rotation re-encrypts it without changing it. Once keys are issued
 the stored secret cannot be changed or deleted: that would revoke every key at once.
+
+The key-id memo. A gateway authenticates on every request, and the HMAC costs about twice
+a cachetools lookup, more than anything else in a hit. So the ids of presented plaintexts
+are kept in a bounded TTL cache (``key_id_memo_size`` entries, default ``cache_size``;
+``cache_ttl_seconds``), emptied when the server secret changes. It names keys only: the
+cache entry still decides, so revocation and expiry apply as before. The price: up to that
+many recently presented plaintexts stay in process memory for about the TTL (never on
+disk); the process holds each while serving its request anyway, and the decrypted
+provider credentials all the time. ``key_id_memo_size = 0`` turns it off: every request
+then hashes.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 from cachetools import TTLCache
 from pydantic import (
@@ -279,7 +290,8 @@ class CacheInfo:
     ``hits``/``negative_hits``: lookups answered from memory (a known / an unknown key);
     ``misses``: lookups that went to the database, ``loads`` of which ran a query (the
     others joined a load already running); ``invalidations``: cached keys replaced or
-    dropped because they changed.
+    dropped because they changed; ``memo_size``/``memo_maxsize``: plaintexts whose key id
+    is remembered (see the module's "key-id memo").
     """
 
     hits: int = 0
@@ -292,6 +304,16 @@ class CacheInfo:
     maxsize: int = 0
     negative_maxsize: int = 0
     pending_versions: int = 0
+    memo_size: int = 0
+    memo_maxsize: int = 0
+
+
+class _Keying(NamedTuple):
+    """Key ids under one server secret: the HMAC keyed with it, and the ids it gave lately."""
+
+    secret: VirtualKeySecret | None  # the secret manager's value it was keyed from
+    hexdigest: Callable[[bytes], str] | None  # None while there is no secret
+    memo: TTLCache[str, str] | None  # plaintext -> key id; None: no memo
 
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -333,6 +355,7 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
     cache_ttl_seconds: float = 60.0
     negative_cache_size: int = 10_000
     negative_cache_ttl_seconds: float = 60.0
+    key_id_memo_size: int | None = None  # None: `cache_size`; 0: hash every request
 
     def __init__(
         self,
@@ -342,16 +365,15 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
         cache_ttl_seconds: float | None = None,
         negative_cache_size: int | None = None,
         negative_cache_ttl_seconds: float | None = None,
+        key_id_memo_size: int | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(hub)
         self._info = CacheInfo()
+        size = cache_size or self.cache_size
+        ttl = cache_ttl_seconds or self.cache_ttl_seconds
         # Keys with a stored document (valid or not) ...
-        self._cache: TTLCache[str, _KeyEntry] = TTLCache(
-            maxsize=cache_size or self.cache_size,
-            ttl=cache_ttl_seconds or self.cache_ttl_seconds,
-            timer=timer,
-        )
+        self._cache: TTLCache[str, _KeyEntry] = TTLCache(maxsize=size, ttl=ttl, timer=timer)
         # ... and keys without one (never created, or deleted): key -> tombstone version.
         self._unknown: TTLCache[str, int] = TTLCache(
             maxsize=negative_cache_size or self.negative_cache_size,
@@ -367,13 +389,17 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
         self._secret_checked_at = -1e9
         # The hub loads `requires` first, so the secret manager exists already.
         self._secrets = hub.manager(VirtualKeySecretManager)
-        # (the secret manager's value, the key-id function keyed with its secret or None
-        # while there is no secret). That value is a frozen model, replaced whenever it
-        # changes: while it is the same object, the secret is the same.
-        self._keyed: tuple[VirtualKeySecret | None, Callable[[bytes], str] | None] = (
-            None,
-            None,
+        memo_size = key_id_memo_size
+        if memo_size is None:
+            memo_size = size if self.key_id_memo_size is None else self.key_id_memo_size
+        if memo_size < 0:
+            raise ValueError(f"key_id_memo_size must be >= 0, not {memo_size}")
+        self._new_memo: Callable[[], TTLCache[str, str] | None] = lambda: (
+            TTLCache(maxsize=memo_size, ttl=ttl, timer=timer) if memo_size else None
         )
+        # The secret manager's value is a frozen model, replaced whenever it changes:
+        # while `_keying.secret` is the same object, the secret (and the memo) hold.
+        self._keying = _Keying(None, None, self._new_memo())
 
     # ----------------------------------------------------------------- public API
 
@@ -383,18 +409,18 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
 
     def key_id(self, plaintext: str) -> str | None:
         """The document key of ``plaintext``, or None while no server secret exists."""
-        hexdigest = self._key_hasher()
+        hexdigest = self._current_keying().hexdigest
         return None if hexdigest is None else hexdigest(plaintext.encode())
 
-    def _key_hasher(self) -> Callable[[bytes], str] | None:
+    def _current_keying(self) -> _Keying:
         """HMAC-SHA256 keyed with the current server secret (keyed once per secret)."""
         value = self._secrets.current
-        keyed = self._keyed
-        if keyed[0] is not value:
+        keying = self._keying
+        if keying.secret is not value:
             secret = value.hmac_key
             hexdigest = None if secret is None else _hmac_sha256(secret.get_secret_value().encode())
-            keyed = self._keyed = (value, hexdigest)
-        return keyed[1]
+            keying = self._keying = _Keying(value, hexdigest, self._new_memo())
+        return keying
 
     async def issue(
         self,
@@ -437,23 +463,32 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
     ) -> VirtualKey | None:
         """The settings of the key ``plaintext`` if it is known, enabled and not expired.
 
-        One HMAC and one cache lookup; a miss reads the database once (shared by every
-        concurrent miss on the same key). Unknown keys are remembered as unknown.
+        One HMAC (or a memo of it) and one cache lookup; a miss reads the database once
+        (shared by every concurrent miss on the same key). Unknown keys are remembered as
+        unknown.
         """
         if not plaintext or len(plaintext) > _MAX_PLAINTEXT:
             return None
         # The hit path is spelled out here: benchmark B7 holds a hit against a bare
         # cachetools hit, and each method call or cold attribute read is a visible share.
-        keyed = self._keyed
-        hexdigest = keyed[1] if keyed[0] is self._secrets.current else self._key_hasher()
-        if hexdigest is not None:
-            key = hexdigest(plaintext.encode())
-        else:
-            found = await self._secret_from_store(plaintext)
-            if found is None:
-                return None  # no secret anywhere: no key was ever issued
-            key = found
+        keying = self._keying
+        if keying.secret is not self._secrets.current:
+            keying = self._current_keying()
+        memo = keying.memo
         try:  # `[key]` is the fast way into a cachetools cache (`.get` costs 3x more)
+            key = None if memo is None else memo[plaintext]
+        except KeyError:
+            key = None
+        if key is None:  # not presented lately (or no memo): hash it
+            if keying.hexdigest is None:
+                key = await self._secret_from_store(plaintext)
+                if key is None:
+                    return None  # no secret anywhere: no key was ever issued
+            else:
+                key = keying.hexdigest(plaintext.encode())
+                if memo is not None:
+                    memo[plaintext] = key
+        try:
             entry = self._cache[key]
         except KeyError:  # not cached, or known unknown: `_lookup` counts which
             value = (await self._lookup(key)).effective
@@ -477,8 +512,10 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
         )
 
     def cache_info(self) -> CacheInfo:
-        self._cache.expire()
-        self._unknown.expire()
+        memo = self._keying.memo
+        for cache in (self._cache, self._unknown, memo):
+            if cache is not None:
+                cache.expire()
         return dataclasses.replace(
             self._info,
             size=len(self._cache),
@@ -486,12 +523,16 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
             negative_size=len(self._unknown),
             negative_maxsize=int(self._unknown.maxsize),
             pending_versions=len(self._pending),
+            memo_size=0 if memo is None else len(memo),
+            memo_maxsize=0 if memo is None else int(memo.maxsize),
         )
 
     def clear_cache(self) -> None:
         """Forget every cached key (the next lookup of each reads the database)."""
         self._cache.clear()
         self._unknown.clear()
+        if self._keying.memo is not None:
+            self._keying.memo.clear()
 
     # ----------------------------------------------------------------- memory reads
 

@@ -207,6 +207,7 @@ async def test_cache_is_bounded(database_url: str, hub_env: dict[str, str]) -> N
         info = keys.cache_info()
         assert info.size <= 5 and info.maxsize == 5
         assert info.negative_size <= 3 and info.negative_maxsize == 3
+        assert info.memo_size <= 5 and info.memo_maxsize == 5  # the memo follows cache_size
         assert len(keys.keys()) <= 5
 
 
@@ -230,7 +231,9 @@ async def test_cached_entries_expire(database_url: str, hub_env: dict[str, str])
             await keys.authenticate(issued.plaintext)
             await keys.authenticate(f"{KEY_PREFIX}nope")
             assert len(queries) == 2
-            clock[0] = 45
+            assert keys.cache_info().memo_size == 2
+            clock[0] = 45  # presented plaintexts leave the memo with the cache's TTL
+            assert keys.cache_info().memo_size == 0
             assert await keys.authenticate(issued.plaintext) is not None
             assert len(queries) == 3
 
@@ -507,3 +510,75 @@ async def test_a_hit_and_a_miss_answer_as_active_does(ghub: ConfigHub) -> None:
                 assert (found is not None) == item.value.active(at), (item.value.name, at)
                 assert found is None or found == item.value
                 assert keys.cache_info().hits == hits + cached
+
+
+def count_hashes(keys: VirtualKeyConfigurationManager) -> list[bytes]:
+    """Record every HMAC `authenticate` computes (around the real one, keyed as it was)."""
+    hashed: list[bytes] = []
+    keying = keys._current_keying()
+    hexdigest = keying.hexdigest
+    assert hexdigest is not None
+
+    def counted(message: bytes) -> str:
+        hashed.append(message)
+        return hexdigest(message)
+
+    keys._keying = keying._replace(hexdigest=counted)
+    return hashed
+
+
+async def test_a_presented_key_is_hashed_once_while_remembered(ghub: ConfigHub) -> None:
+    keys = vk(ghub)
+    issued = await keys.issue({"name": "k"})
+    hashed = count_hashes(keys)
+    for _ in range(3):
+        assert await keys.authenticate(issued.plaintext) is not None
+        assert await keys.authenticate(f"{KEY_PREFIX}unknown") is None
+    assert hashed == [issued.plaintext.encode(), f"{KEY_PREFIX}unknown".encode()]
+    # The memo names the key, the cache still decides: a revocation applies at once.
+    await keys.revoke(issued.key_id)
+    assert await keys.authenticate(issued.plaintext) is None
+    keys.clear_cache()
+    assert keys.cache_info().memo_size == 0
+    assert await keys.authenticate(issued.plaintext) is None
+    assert len(hashed) == 3
+
+
+async def test_the_memo_can_be_turned_off(database_url: str, hub_env: dict[str, str]) -> None:
+    class NoMemo(VirtualKeyConfigurationManager):
+        key_id_memo_size = 0
+
+    async with connect_gateway(database_url, hub_env, managers=[NoMemo]) as hub:
+        keys = hub.manager(NoMemo)
+        issued = await keys.issue({"name": "k"})
+        hashed = count_hashes(keys)
+        for _ in range(3):
+            assert await keys.authenticate(issued.plaintext) is not None
+        assert len(hashed) == 3
+        info = keys.cache_info()
+        assert info.memo_size == 0 and info.memo_maxsize == 0 and info.hits == 3
+
+
+async def test_a_new_secret_value_starts_an_empty_memo(ghub: ConfigHub) -> None:
+    # The stored secret cannot change, but its manager's value object can be replaced
+    # (a reload): ids remembered under an earlier value are never trusted past it.
+    keys = vk(ghub)
+    issued = await keys.issue({"name": "k"})
+    assert await keys.authenticate(issued.plaintext) is not None
+    assert keys.cache_info().memo_size == 1
+    secrets = keys.secret_manager
+    before = keys._keying
+    secrets._set_current(secrets.current.model_copy())
+    assert await keys.authenticate(issued.plaintext) is not None
+    after = keys._keying
+    assert after.secret is secrets.current and after.memo is not before.memo
+    assert list(after.memo) == [issued.plaintext]
+
+
+async def test_a_negative_memo_size_is_refused(database_url: str, hub_env: dict[str, str]) -> None:
+    class Negative(VirtualKeyConfigurationManager):
+        key_id_memo_size = -1
+
+    with pytest.raises(ValueError, match="key_id_memo_size must be >= 0, not -1"):
+        async with connect_gateway(database_url, hub_env, managers=[Negative]):
+            pass
