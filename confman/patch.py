@@ -67,13 +67,19 @@ def changed_paths(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) 
 
 
 def _diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str, out: list[str]) -> None:
+    # Every change and every catch-up row pays for this diff: equal members (most of
+    # them) are settled by one comparison, before any path is built or any (slow, ABC)
+    # isinstance check runs. Equal mappings hold no changed path either.
     for name in old.keys() | new.keys():
-        path = f"{prefix}{name}"
         a, b = old.get(name, _MISSING), new.get(name, _MISSING)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            _diff(a, b, path + ".", out)
-        elif a is _MISSING or b is _MISSING or a != b:
-            out.append(path)
+        if a is _MISSING or b is _MISSING:
+            out.append(f"{prefix}{name}")
+        elif a == b:
+            continue
+        elif isinstance(a, Mapping) and isinstance(b, Mapping):
+            _diff(a, b, f"{prefix}{name}.", out)
+        else:
+            out.append(f"{prefix}{name}")
 
 
 _MISSING: Any = object()

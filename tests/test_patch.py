@@ -54,6 +54,48 @@ def test_changed_paths_names_the_smallest_changed_field() -> None:
     assert changed_paths(old, old) == []
 
 
+def leaf_paths(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every path to a non-mapping member (an empty mapping counts as a leaf)."""
+    found: dict[str, Any] = {}
+    for name, value in doc.items():
+        if isinstance(value, dict) and value:
+            found.update(leaf_paths(value, f"{prefix}{name}."))
+        else:
+            found[f"{prefix}{name}"] = value
+    return found
+
+
+@given(json_doc, json_doc)
+def test_changed_paths_are_the_smallest_paths_that_differ(
+    old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    changed = changed_paths(old, new)
+    assert changed == sorted(set(changed))
+    assert (changed == []) == (old == new)
+    old_leaves, new_leaves = leaf_paths(old), leaf_paths(new)
+    for path in old_leaves.keys() | new_leaves.keys():  # a leaf that differs is named,
+        if old_leaves.get(path, _ABSENT) != new_leaves.get(path, _ABSENT):  # or its kin
+            assert any(_kin(path, c) for c in changed), path
+    for path in changed:  # and every named path differs (or exists on one side only)
+        assert _at(old, path) != _at(new, path), path
+
+
+_ABSENT: Any = object()
+
+
+def _kin(a: str, b: str) -> bool:
+    """One path is the other, or inside it."""
+    return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
+
+
+def _at(doc: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return _ABSENT
+        doc = doc[part]
+    return doc
+
+
 @given(json_doc, json_doc)
 def test_patch_then_diff_is_consistent(target: dict[str, Any], patch: dict[str, Any]) -> None:
     result = merge_patch(target, patch)
