@@ -688,10 +688,8 @@ class ConfigStore:
             params["also"] = older
 
         async def work(conn: AsyncConnection) -> list[LoggedChange]:
-            return [
-                LoggedChange(_record(r._mapping, values=with_values), r._mapping["data"])
-                for r in await conn.execute(query, params)
-            ]
+            rows = [r._mapping for r in await conn.execute(query, params)]  # built per access
+            return [LoggedChange(_record(m, values=with_values), m["data"]) for m in rows]
 
         return await self._read(work)
 
