@@ -12,7 +12,7 @@ import pytest
 import confman
 from confman import ConfigHub, ConfmanError, LocalBus, StoreUnavailable
 from confman.testing import record_changes, temporary_hub
-from tests.models import ALL, FlagsManager
+from tests.models import ALL, CounterManager, FlagsManager
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,3 +89,26 @@ async def test_two_managers_on_one_namespace_are_refused(tmp_path: Path) -> None
     async with temporary_hub(tmp_path, managers=[FlagsManager]) as hub:
         with pytest.raises(ConfmanError, match="already managed by FlagsManager"):
             await hub.load(Again)
+
+
+async def test_catch_up_reads_batch_after_batch_and_applies_every_version(
+    tmp_path: Path,
+) -> None:
+    # More changes than one read returns (1,000): each batch starts where the last one
+    # ended, so every version arrives, in order, and every row is read once.
+    async with temporary_hub(
+        tmp_path, managers=[CounterManager], bus=LocalBus("away"), catch_up_interval=3600
+    ) as away:
+        seen = record_changes(away.manager(CounterManager))
+        url = away.engine.url.render_as_string(hide_password=False)
+        async with ConfigHub.connect(
+            url, env={}, env_files=(), managers=[CounterManager], bus=LocalBus("writer")
+        ) as writer:
+            counter = writer.manager(CounterManager)
+            for value in range(2_345):
+                await counter.update({"value": value})
+        assert await away.catch_up() == 2_345
+        assert seen.versions() == list(range(1, 2_346))
+        assert away.manager(CounterManager).current.value == 2_344
+        assert away.applied_seq == await away.store.max_seq()
+        assert await away.catch_up() == 0
