@@ -69,12 +69,13 @@ def changed_paths(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) 
 def _diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str, out: list[str]) -> None:
     # Every change and every catch-up row pays for this diff: equal members (most of
     # them) are settled by one comparison, before any path is built or any (slow, ABC)
-    # isinstance check runs. Equal mappings hold no changed path either.
+    # isinstance check runs. Equal mappings hold no changed path either. `is` first, as
+    # containers compare their members: one NaN object is equal to itself at any depth.
     for name in old.keys() | new.keys():
         a, b = old.get(name, _MISSING), new.get(name, _MISSING)
         if a is _MISSING or b is _MISSING:
             out.append(f"{prefix}{name}")
-        elif a == b:
+        elif a is b or a == b:
             continue
         elif isinstance(a, Mapping) and isinstance(b, Mapping):
             _diff(a, b, f"{prefix}{name}.", out)

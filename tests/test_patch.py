@@ -52,6 +52,9 @@ def test_changed_paths_names_the_smallest_changed_field() -> None:
     assert changed_paths(old, new) == ["gone", "n.x", "new"]
     assert changed_paths(None, {"a": 1}) == ["a"]
     assert changed_paths(old, old) == []
+    nan = float("nan")  # one object is unchanged at any depth; two NaNs differ
+    assert changed_paths({"x": {"y": nan}, "z": nan}, {"x": {"y": nan}, "z": nan}) == []
+    assert changed_paths({"x": {"y": nan}}, {"x": {"y": float("nan")}}) == ["x.y"]
 
 
 def leaf_paths(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -76,8 +79,10 @@ def test_changed_paths_are_the_smallest_paths_that_differ(
     for path in old_leaves.keys() | new_leaves.keys():  # a leaf that differs is named,
         if old_leaves.get(path, _ABSENT) != new_leaves.get(path, _ABSENT):  # or its kin
             assert any(_kin(path, c) for c in changed), path
-    for path in changed:  # and every named path differs (or exists on one side only)
-        assert _at(old, path) != _at(new, path), path
+    for path in changed:  # and every named path differs, and is the smallest that does
+        a, b = _at(old, path), _at(new, path)
+        assert a != b, path
+        assert not (isinstance(a, dict) and isinstance(b, dict)), path
 
 
 _ABSENT: Any = object()

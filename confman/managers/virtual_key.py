@@ -30,13 +30,16 @@ the stored secret cannot be changed or deleted: that would revoke every key at o
 
 The key-id memo. A gateway authenticates on every request, and the HMAC costs about twice
 a cachetools lookup, more than anything else in a hit. So the ids of presented plaintexts
-are kept in a bounded TTL cache (``key_id_memo_size`` entries, default ``cache_size``;
-``cache_ttl_seconds``), emptied when the server secret changes. It names keys only: the
-cache entry still decides, so revocation and expiry apply as before. The price: up to that
-many recently presented plaintexts stay in process memory for about the TTL (never on
-disk); the process holds each while serving its request anyway, and the decrypted
-provider credentials all the time. ``key_id_memo_size = 0`` turns it off: every request
-then hashes.
+that name a stored key are kept in a bounded TTL cache (``key_id_memo_size`` entries,
+default ``cache_size``; ``cache_ttl_seconds``), replaced by an empty one when the server
+secret changes; unknown plaintexts are hashed every time and never kept. It names keys
+only: the cache entry still decides, so revocation and expiry apply as before. The price:
+up to that many recently presented plaintexts stay in process memory (never on disk);
+the process holds each while serving its request anyway, and the decrypted provider
+credentials all the time. An entry is not served past the TTL, but cachetools frees
+expired entries only when the memo is next written to or `cache_info` runs (each
+``/metrics`` scrape of ``confman serve`` calls it), so on an idle instance they can stay
+longer. ``key_id_memo_size = 0`` turns the memo off: every request then hashes.
 """
 
 from __future__ import annotations
@@ -479,6 +482,7 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
             key = None if memo is None else memo[plaintext]
         except KeyError:
             key = None
+        remember = False
         if key is None:  # not presented lately (or no memo): hash it
             if keying.hexdigest is None:
                 key = await self._secret_from_store(plaintext)
@@ -486,13 +490,18 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
                     return None  # no secret anywhere: no key was ever issued
             else:
                 key = keying.hexdigest(plaintext.encode())
-                if memo is not None:
-                    memo[plaintext] = key
+                # Remembered once it proves to name a stored key: guesses and strays
+                # neither stay in memory nor push real keys out of the memo.
+                remember = memo is not None
         try:
             entry = self._cache[key]
         except KeyError:  # not cached, or known unknown: `_lookup` counts which
             value = (await self._lookup(key)).effective
+            if value is not None and remember and memo is not None:
+                memo[plaintext] = key
             return value if value is not None and value.active(now) else None
+        if remember and memo is not None:
+            memo[plaintext] = key
         self._info.hits += 1  # `_cache` holds stored keys only (unknown ones: `_unknown`)
         until = entry.active_until  # `entry.effective.active(now)`, precomputed
         if until is not None and (until is _NEVER or until <= (now or datetime.now(UTC))):
@@ -512,7 +521,7 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
         )
 
     def cache_info(self) -> CacheInfo:
-        memo = self._keying.memo
+        memo = self._current_keying().memo
         for cache in (self._cache, self._unknown, memo):
             if cache is not None:
                 cache.expire()
@@ -531,8 +540,9 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
         """Forget every cached key (the next lookup of each reads the database)."""
         self._cache.clear()
         self._unknown.clear()
-        if self._keying.memo is not None:
-            self._keying.memo.clear()
+        memo = self._current_keying().memo
+        if memo is not None:
+            memo.clear()
 
     # ----------------------------------------------------------------- memory reads
 

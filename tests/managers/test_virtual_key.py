@@ -231,7 +231,7 @@ async def test_cached_entries_expire(database_url: str, hub_env: dict[str, str])
             await keys.authenticate(issued.plaintext)
             await keys.authenticate(f"{KEY_PREFIX}nope")
             assert len(queries) == 2
-            assert keys.cache_info().memo_size == 2
+            assert keys.cache_info().memo_size == 1  # the known key only
             clock[0] = 45  # presented plaintexts leave the memo with the cache's TTL
             assert keys.cache_info().memo_size == 0
             assert await keys.authenticate(issued.plaintext) is not None
@@ -531,17 +531,22 @@ async def test_a_presented_key_is_hashed_once_while_remembered(ghub: ConfigHub) 
     keys = vk(ghub)
     issued = await keys.issue({"name": "k"})
     hashed = count_hashes(keys)
+    unknown = f"{KEY_PREFIX}unknown"
     for _ in range(3):
         assert await keys.authenticate(issued.plaintext) is not None
-        assert await keys.authenticate(f"{KEY_PREFIX}unknown") is None
-    assert hashed == [issued.plaintext.encode(), f"{KEY_PREFIX}unknown".encode()]
+        assert await keys.authenticate(unknown) is None
+    # A stored key is remembered; an unknown one is hashed each time and never kept.
+    assert hashed == [issued.plaintext.encode()] + [unknown.encode()] * 3
+    assert keys.cache_info().memo_size == 1
     # The memo names the key, the cache still decides: a revocation applies at once.
     await keys.revoke(issued.key_id)
     assert await keys.authenticate(issued.plaintext) is None
+    assert len(hashed) == 4
     keys.clear_cache()
     assert keys.cache_info().memo_size == 0
+    assert await keys.authenticate(issued.plaintext) is None  # read again, still revoked
     assert await keys.authenticate(issued.plaintext) is None
-    assert len(hashed) == 3
+    assert len(hashed) == 5 and keys.cache_info().memo_size == 1
 
 
 async def test_the_memo_can_be_turned_off(database_url: str, hub_env: dict[str, str]) -> None:
