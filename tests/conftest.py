@@ -100,13 +100,14 @@ def redis_url() -> str:
 @pytest.fixture
 def cluster() -> Iterator[str]:
     """A cluster name (Redis prefix) no other test or run uses; its keys on the shared
-    Redis are deleted afterwards (only keys under this unique prefix)."""
+    Redis are deleted afterwards: only keys under this unique prefix, which also covers
+    clusters a test names after it (``f"{cluster}-two"``)."""
     name = unique_cluster()
     yield name
     with contextlib.suppress(redis.RedisError, OSError):
         client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
         try:
-            keys = list(client.scan_iter(match=f"{name}:*", count=500))
+            keys = list(client.scan_iter(match=f"{name}*", count=500))
             if keys:
                 client.delete(*keys)
         finally:

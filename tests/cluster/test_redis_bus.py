@@ -9,7 +9,7 @@ from confman import ChangeNotice
 from confman.bus.redis import RedisBus, decode_notice, encode_notice
 from confman.testing import record_changes
 
-from ..support import connect, unique_cluster
+from ..support import connect
 from .helpers import own_redis
 from .models import CountersManager, LimitsManager
 
@@ -51,9 +51,9 @@ async def test_change_reaches_other_hub_through_redis(
 
 
 async def test_clusters_do_not_hear_each_other(
-    database_url: str, redis_url: str, hub_env: dict[str, str]
+    database_url: str, redis_url: str, cluster: str, hub_env: dict[str, str]
 ) -> None:
-    one, two = unique_cluster(), unique_cluster()
+    one, two = cluster, f"{cluster}-two"
     async with (
         connect(database_url, hub_env, managers=[LimitsManager], redis_url=redis_url,
                 cluster=one, **SLOW) as a,
