@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import (
     CTE,
@@ -464,19 +464,18 @@ class ConfigStore:
                 async with conn.begin():
                     yield conn
         except DBAPIError as e:
-            translated = self._translate(e, connected=connected)
-            if translated is e:
-                raise
-            raise translated from e
+            self._reraise(e, connected=connected)
         except OSError as e:
             raise self._unavailable(e) from e
         self._failed_at = None
 
-    def _translate(self, e: DBAPIError, *, connected: bool) -> Exception:
+    def _reraise(self, e: DBAPIError, *, connected: bool) -> NoReturn:
         """`StoreUnavailable` for a lost connection or one refused before any statement
         ran ("too many connections", "not accepting connections", shutting down); else
         the driver's error as it is."""
-        return self._unavailable(e) if not connected or _lost_connection(e) else e
+        if connected and not _lost_connection(e):
+            raise e
+        raise self._unavailable(e) from e
 
     async def _run(
         self,
@@ -512,10 +511,7 @@ class ConfigStore:
             except DBAPIError as e:
                 if attempt == 1 and retry and e.connection_invalidated and not committing:
                     continue
-                translated = self._translate(e, connected=connected)
-                if translated is e:
-                    raise
-                raise translated from e
+                self._reraise(e, connected=connected)
             except OSError as e:
                 raise self._unavailable(e) from e
             self._failed_at = None
