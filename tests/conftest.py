@@ -12,7 +12,6 @@ still cannot reach one, it fails under ``CI=true`` and skips (saying why) elsewh
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,8 +25,7 @@ from confman.secrets import generate_key
 from .support import (
     REDIS_URL,
     RUN_ID,
-    drop_pg_database,
-    new_pg_database,
+    own_database,
     pg_admin,
     pg_url,
     require_service,
@@ -54,20 +52,10 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated, empty database of each kind."""
-    if request.param == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-        path = tmp_path / "confman.db"
-        shutil.copy(template, path)
-        yield f"sqlite+aiosqlite:///{path}"
-        return
-    pg_tpl: str = request.getfixturevalue("pg_template")
-    name = await new_pg_database(pg_tpl)
-    try:
-        yield pg_url(name)
-    finally:
-        await drop_pg_database(name)
+    with own_database(request.param, request, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

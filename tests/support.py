@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
+import shutil
 import socket
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -69,6 +73,24 @@ def connect(database_url: str, env: dict[str, str] | None = None, **options: Any
     """`ConfigHub.connect` with test isolation: no real environment, no env files."""
     options.setdefault("env_files", ())
     return ConfigHub.connect(database_url, env=env or {}, **options)
+
+
+@contextlib.contextmanager
+def own_database(kind: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[str]:
+    """A migrated, empty database of ``kind`` (cloned from the session's templates: the
+    ``sqlite_template`` and ``pg_template`` fixtures), dropped afterwards."""
+    if kind == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = directory / "confman.db"
+        shutil.copy(template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    pg_tpl: str = request.getfixturevalue("pg_template")
+    name = run(new_pg_database(pg_tpl))
+    try:
+        yield pg_url(name)
+    finally:
+        run(drop_pg_database(name))
 
 
 def run(coro: Any) -> Any:

@@ -9,7 +9,6 @@ function-scoped ``database_url`` fixture, say) and stops them afterwards.
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,25 +16,8 @@ import pytest
 
 from confman.secrets import generate_key
 
-from ..support import drop_pg_database, new_pg_database, pg_url, run
+from ..support import own_database
 from .servers import STANDARD_TOKENS, Server, clean_env, create_tokens, start_server
-
-
-@contextlib.contextmanager
-def _own_database(kind: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[str]:
-    """A migrated, empty database of ``kind`` (cloned from the session's templates)."""
-    if kind == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-        path = directory / "confman.db"
-        shutil.copy(template, path)
-        yield f"sqlite+aiosqlite:///{path}"
-        return
-    pg_tpl: str = request.getfixturevalue("pg_template")
-    name = run(new_pg_database(pg_tpl))
-    try:
-        yield pg_url(name)
-    finally:
-        run(drop_pg_database(name))
 
 
 def server_env() -> dict[str, str]:
@@ -51,7 +33,7 @@ def standard_server(
 ) -> Iterator[Server]:
     """A server over an own database of ``kind`` with the `STANDARD_TOKENS`."""
     directory = tmp_path_factory.mktemp(f"api-{kind}")
-    with _own_database(kind, request, directory) as url:
+    with own_database(kind, request, directory) as url:
         env = {**server_env(), **extra_env}
         tokens = create_tokens(url, env, directory, STANDARD_TOKENS)
         server = start_server(url, env, directory, tokens)
