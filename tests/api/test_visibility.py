@@ -8,7 +8,11 @@ from typing import Any
 import httpx
 import pytest
 
-from .servers import Server, assert_problem
+from confman import ConfigHub
+from confman.managers import ModelProviderConfigurationManager
+
+from .conftest import Spawn, server_env
+from .servers import Server, assert_problem, unique, wait_for
 
 HIDDEN = ("api_token", "virtual_key_secret")
 
@@ -56,3 +60,111 @@ def test_a_limited_token_learns_nothing_of_namespaces_beyond_its_grant(
         for answer in _namespace_answers(client, namespace):
             body = assert_problem(answer, 403)
             assert body["detail"] == f"token 'cache-editor' is not granted namespace {namespace!r}"
+
+
+# --------------------------------------------------------------------------- the cluster view
+
+
+async def _store_provider(database_url: str, env: dict[str, str], key: str) -> None:
+    """Store a valid provider ``key``, as a process without the server's overrides."""
+    plain = {k: v for k, v in env.items() if not k.startswith("CONFMAN_MODEL_PROVIDER__")}
+    async with ConfigHub.connect(
+        database_url, env=plain, env_files=(), managers=[ModelProviderConfigurationManager]
+    ) as hub:
+        body = {"type": "ollama", "base_url": "http://127.0.0.1:11434"}
+        await hub.manager(ModelProviderConfigurationManager).create(key, body, actor="test")
+
+
+def _mentions(view: dict[str, Any], namespace: str) -> list[str]:
+    """Every place of a cluster view that tells something about ``namespace``."""
+    found = []
+    for instance in view["instances"]:
+        if namespace in (instance.get("namespaces") or {}):
+            found.append(f"{instance['instance_id']}: digest")
+        found += [p for p in instance["problems"] if p.startswith(f"{namespace}/")]
+    found += [d["detail"] for d in view["drift"] if namespace in d["detail"]]
+    return found
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_fleet_view_shows_a_limited_token_only_its_namespaces(
+    database_url: str, redis_url: str, cluster: str, spawn: Spawn
+) -> None:
+    key = unique("vis").replace("-", "_")  # the override's variable names it
+    env = {**server_env(), f"CONFMAN_MODEL_PROVIDER__{key.upper()}__TIMEOUT_SECONDS": "-1"}
+    server = spawn(database_url, "--redis-url", redis_url, "--cluster", cluster, env=env)
+    await _store_provider(database_url, env, key)  # valid as stored; refused with the override
+
+    def fleet_view(token: str) -> dict[str, Any] | None:
+        answer = server.client(token).get("/api/v1/cluster")
+        assert answer.status_code == 200, answer.text
+        view: dict[str, Any] = answer.json()
+        return view if view["redis"] and view["instances"] else None
+
+    def refused() -> dict[str, Any] | None:
+        view = fleet_view("admin")
+        problems = [p for i in (view or {}).get("instances", []) for p in i["problems"]]
+        return view if any(p.startswith(f"model_provider/{key} ") for p in problems) else None
+
+    admin = wait_for(refused, timeout=30, interval=0.2)
+    # What there is to hide: the provider's problem (also as drift) and every digest.
+    assert any(p.startswith(f"model_provider/{key} ") for p in admin["instances"][0]["problems"])
+    assert any(d["kind"] == "problems" and key in d["detail"] for d in admin["drift"])
+    assert {"cache", "model_provider", *HIDDEN} <= set(admin["instances"][0]["namespaces"])
+
+    scoped = fleet_view("cache-editor")
+    assert scoped is not None
+    for namespace in ("model_provider", "router", "virtual_key", *HIDDEN):
+        assert _mentions(scoped, namespace) == [], namespace
+    assert set(scoped["instances"][0]["namespaces"]) == {"cache"}
+    assert not any(d["kind"] == "problems" for d in scoped["drift"]), scoped["drift"]
+    # Without the limit the provider shows, but the hidden namespaces stay an admin's.
+    viewer = fleet_view("viewer")
+    assert viewer is not None and _mentions(viewer, "model_provider")
+    for namespace in HIDDEN:
+        assert _mentions(viewer, namespace) == [], namespace
+
+
+async def test_a_lone_instance_filters_the_same_way(database_url: str, spawn: Spawn) -> None:
+    key = unique("vis").replace("-", "_")
+    env = {**server_env(), f"CONFMAN_MODEL_PROVIDER__{key.upper()}__TIMEOUT_SECONDS": "-1"}
+    server = spawn(database_url, env=env)
+    await _store_provider(database_url, env, key)
+    wait_for(
+        lambda: _mentions(server.client("admin").get("/api/v1/cluster").json(), "model_provider")
+    )
+    for token, shown in (("admin", True), ("viewer", True), ("cache-editor", False)):
+        view = server.client(token).get("/api/v1/cluster").json()
+        assert view["redis"] is False
+        assert bool(_mentions(view, "model_provider")) is shown, (token, view)
+
+
+def test_value_drift_of_an_unseen_namespace_is_withheld() -> None:
+    # Two instances with different effective values are hard to make on purpose; the
+    # filter the route applies is checked on the entries the fleet reports instead.
+    from confman.api.models import ClusterView
+    from confman.api.operations import _visible_cluster
+    from confman.api.tokens import Principal, Role
+
+    same = "same stored versions as its peers, different effective values"
+    view = ClusterView(
+        instance_id="a",
+        redis=True,
+        is_leader=False,
+        applied_seq=3,
+        database_seq=3,
+        leader="a",
+        fencing_token=1,
+        instances=[{"instance_id": "a", "problems": [], "namespaces": {}}],
+        drift=[
+            {"instance_id": "a", "kind": "values", "detail": f"router: {same}"},
+            {"instance_id": "a", "kind": "values", "detail": f"cache: {same}"},
+            {"instance_id": "a", "kind": "values", "detail": f"api_token: {same}"},
+            {"instance_id": "a", "kind": "lagging", "detail": "applied up to seq 2"},
+        ],
+    )
+    shown = _visible_cluster(Principal("c", Role.EDITOR, frozenset({"cache"})), view)
+    assert [d["detail"].split(":")[0] for d in shown.drift] == ["cache", "applied up to seq 2"]
+    shown = _visible_cluster(Principal("v", Role.VIEWER), view)
+    assert len(shown.drift) == 3  # all but api_token
+    assert len(_visible_cluster(Principal("root", Role.ADMIN), view).drift) == 4
