@@ -40,6 +40,8 @@ def principal(
             "the token is unknown or revoked",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
+    # Kept for the error handlers, which tell each caller only what its token may read.
+    request.state.principal = found
     return found
 
 

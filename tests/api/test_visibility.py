@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -168,3 +169,96 @@ def test_value_drift_of_an_unseen_namespace_is_withheld() -> None:
     shown = _visible_cluster(Principal("v", Role.VIEWER), view)
     assert len(shown.drift) == 3  # all but api_token
     assert len(_visible_cluster(Principal("root", Role.ADMIN), view).drift) == 4
+
+
+# --------------------------------------------------------------------------- validation messages
+
+PROVIDER = "/api/v1/namespaces/model_provider/documents/{key}"
+ROUTER = "/api/v1/namespaces/router/documents/default"
+
+
+def _token(server: Server, role: str, namespaces: list[str] | None) -> httpx.Client:
+    body = {"name": unique("vis"), "role": role, "namespaces": namespaces}
+    made = server.client("admin").post("/api/v1/tokens", json=body)
+    assert made.status_code == 201, made.text
+    return server.bearer(made.json()["token"])
+
+
+def _provider(server: Server, **fields: Any) -> str:
+    key = unique("vis")
+    body = {"type": "ollama", "base_url": "http://127.0.0.1:11434", **fields}
+    answer = server.client("admin").put(PROVIDER.format(key=key), json=body)
+    assert answer.status_code == 201, answer.text
+    return key
+
+
+def _route(client: httpx.Client, provider: str, model: str, **params: str) -> dict[str, Any]:
+    """A router patch deploying ``model`` on ``provider``; the 422 it must get."""
+    alias = {"deployments": [{"provider": provider, "model": model}]}
+    answer = client.patch(ROUTER, json={"aliases": {"vis": alias}}, params=params)
+    return assert_problem(answer, 422)
+
+
+def test_a_router_editor_is_not_told_what_the_providers_hold(sqlite_server: Server) -> None:
+    disabled = _provider(sqlite_server, enabled=False)
+    narrow = _provider(sqlite_server, models=["small"])
+    missing = unique("vis")
+    cases = {missing: "big", disabled: "big", narrow: "big"}
+    router_only = _token(sqlite_server, "editor", ["router"])
+    told = []
+    for dry_run in ("true", "false"):
+        for provider, model in cases.items():
+            body = _route(router_only, provider, model, dry_run=dry_run)
+            told.append(json.dumps(body, sort_keys=True).replace(provider, "<provider>"))
+            assert body["errors"] == [
+                {
+                    "path": "aliases.vis.deployments.0.provider",
+                    "message": f"model provider {provider!r} with model 'big' is not available "
+                    "to this router",
+                }
+            ]
+            assert provider in body["detail"]
+    # Missing, disabled or lacking the model: one and the same answer.
+    assert len(set(told)) == 1, told
+    assert not any(word in told[0] for word in ("disabled", "offer", "no model provider"))
+
+    # A token that may read the providers, and the library, get the precise reason.
+    for reader in (
+        sqlite_server.client("editor"),
+        _token(sqlite_server, "editor", ["router", "model_provider"]),
+    ):
+        precise = [_route(reader, p, m, dry_run="true")["errors"][0] for p, m in cases.items()]
+        assert precise == [
+            {
+                "path": "aliases.vis.deployments.0.provider",
+                "message": f"no model provider {missing!r}",
+            },
+            {
+                "path": "aliases.vis.deployments.0.provider",
+                "message": f"model provider {disabled!r} is disabled",
+            },
+            {
+                "path": "aliases.vis.deployments.0.model",
+                "message": f"model provider {narrow!r} does not offer 'big'",
+            },
+        ]
+
+
+def test_a_provider_editor_is_not_told_the_routers_aliases(sqlite_server: Server) -> None:
+    used = _provider(sqlite_server)
+    alias = unique("vis-alias")
+    deployment = {"provider": used, "model": "any"}
+    routed = sqlite_server.client("admin").patch(
+        ROUTER, json={"aliases": {alias: {"deployments": [deployment]}}}
+    )
+    assert routed.status_code == 200, routed.text
+    path = PROVIDER.format(key=used)
+    provider_only = _token(sqlite_server, "editor", ["model_provider"])
+    for change in ({"enabled": False}, {"models": ["other"]}):
+        withheld = assert_problem(provider_only.patch(path, json=change), 422)
+        precise = assert_problem(sqlite_server.client("editor").patch(path, json=change), 422)
+        assert alias in json.dumps(precise) and alias not in json.dumps(withheld)
+        assert [e["path"] for e in withheld["errors"]] == [e["path"] for e in precise["errors"]]
+        assert "router" in withheld["errors"][0]["message"]
+    deleted = provider_only.delete(path, headers={"If-Match": "1"}, params={"dry_run": "true"})
+    assert alias not in json.dumps(assert_problem(deleted, 422))
