@@ -18,8 +18,8 @@ values are never included.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 __all__ = [
     "ConcurrencyConflict",
@@ -40,13 +40,29 @@ class ConfmanError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
-    """One refused field: its dotted path and why (never the refused value)."""
+    """One refused field: its dotted path and why (never the refused value).
+
+    A rule across managers may tell of other namespaces' documents ("no model provider
+    'x'"). Such an error names them in ``concerns`` and carries in ``withheld`` what to
+    tell a reader who may not read them instead (see `seen_by`). Neither takes part in
+    equality: they are about who is told, not what was refused.
+    """
 
     path: str
     message: str
+    concerns: frozenset[str] = field(default=frozenset(), compare=False)
+    withheld: FieldError | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.path or '<document>'}: {self.message}"
+
+    def seen_by(self, may_read: Callable[[str], bool]) -> FieldError:
+        """This error as told to a reader for whom ``may_read(namespace)`` says what
+        they may read: itself, or its ``withheld`` form when it concerns a namespace
+        they may not."""
+        if all(may_read(namespace) for namespace in self.concerns):
+            return self
+        return self.withheld or FieldError(self.path, "refused by a rule over other data")
 
 
 class ValidationFailed(ConfmanError):
@@ -74,6 +90,14 @@ class ValidationFailed(ConfmanError):
     @property
     def paths(self) -> tuple[str, ...]:
         return tuple(e.path for e in self.errors)
+
+    def seen_by(self, may_read: Callable[[str], bool]) -> ValidationFailed:
+        """This error as told to a reader who may read only the namespaces for which
+        ``may_read`` is true (see `FieldError.seen_by`); itself when nothing is withheld."""
+        errors = tuple(e.seen_by(may_read) for e in self.errors)
+        if all(a is b for a, b in zip(errors, self.errors, strict=True)):
+            return self
+        return type(self)(self.namespace, self.key, errors, source=self.source)
 
 
 class ConfigSourceError(ValidationFailed):

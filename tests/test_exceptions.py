@@ -29,3 +29,18 @@ def test_messages_name_field_source_and_versions() -> None:
     assert str(ConcurrencyConflict("items", "x", expected=0, current=2)) == (
         "items/x already exists (version 2)"
     )
+
+
+def test_an_error_about_other_namespaces_is_withheld_from_who_may_not_read_them() -> None:
+    neutral = FieldError("a.provider", "not available")
+    precise = FieldError("a.model", "p lacks m", concerns=frozenset({"p"}), withheld=neutral)
+    plain = FieldError("b", "bad")
+    failed = exc.ConfigSourceError("r", "default", [precise, plain], source="rule")
+    assert failed.seen_by(lambda _ns: True) is failed  # nothing to withhold
+    told = failed.seen_by(lambda ns: ns != "p")
+    assert type(told) is exc.ConfigSourceError and told.source == "rule"
+    assert told.errors == (neutral, plain) and "lacks" not in str(told)
+    # Who is told what is no part of what was refused.
+    assert precise == FieldError("a.model", "p lacks m")
+    bare = FieldError("c", "secret reason", concerns=frozenset({"p"}))
+    assert "secret" not in bare.seen_by(lambda _ns: False).message

@@ -17,6 +17,7 @@ from confman import ConfigHub, NotFound, __version__
 
 from . import documents, events, operations
 from .metrics import Metrics
+from .openapi import keep_openapi_31
 from .problems import install_handlers
 from .tokens import ApiTokenManager
 
@@ -33,6 +34,17 @@ _DASHBOARD_HEADERS = {
     "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
 }
+
+
+class _DashboardFiles(StaticFiles):
+    """The dashboard's files, each with the headers ``/`` sends (a file opened by its own
+    URL must not be frameable or sniffed either)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(_DASHBOARD_HEADERS)
+        return response
+
 
 HubSource = ConfigHub | Callable[[], AbstractAsyncContextManager[ConfigHub]]
 
@@ -107,6 +119,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_handlers(app)
+    keep_openapi_31(app)
     app.include_router(documents.router)
     app.include_router(events.router)
     app.include_router(operations.router)
@@ -121,6 +134,8 @@ def create_app(
     async def dashboard() -> Any:
         return FileResponse(STATIC_DIRECTORY / "index.html", headers=_DASHBOARD_HEADERS)
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIRECTORY, check_dir=False), name="static")
+    app.mount(
+        "/static", _DashboardFiles(directory=STATIC_DIRECTORY, check_dir=False), name="static"
+    )
     app.add_middleware(_CountRequests)
     return app

@@ -40,6 +40,8 @@ def principal(
             "the token is unknown or revoked",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
+    # Kept for the error handlers, which tell each caller only what its token may read.
+    request.state.principal = found
     return found
 
 
@@ -57,9 +59,13 @@ def manager_for(
     """The manager of ``namespace`` if ``who`` may use it with ``role``."""
     if not who.sees(namespace):
         raise ApiProblem(403, f"token {who.name!r} is not granted namespace {namespace!r}")
-    if namespace in HIDDEN_NAMESPACES:
-        raise ApiProblem(404, f"unknown namespace {namespace!r}")
-    manager = hub_of(request).by_namespace(namespace)  # NotFound: 404
+    visible = {m.namespace: m for m in served(request, who)}
+    manager = visible.get(namespace)
+    if manager is None:
+        # A hidden namespace answers exactly as an unknown one does, and the list names
+        # only what this token may see: neither tells that a hidden namespace exists.
+        known = ", ".join(visible) or "none"
+        raise ApiProblem(404, f"unknown namespace {namespace!r}; known: {known}")
     action = "reading" if role is Role.VIEWER else "writing" if role is Role.EDITOR else "this"
     require(who, role, action)
     return manager

@@ -14,9 +14,9 @@ from confman.rotation import rotate_keys
 from confman.store import check_schema, head_revision
 
 from . import models
-from .auth import CurrentPrincipal, hub_of, require, served
+from .auth import HIDDEN_NAMESPACES, CurrentPrincipal, hub_of, require, served
 from .problems import ApiProblem
-from .tokens import ApiTokenManager, Role
+from .tokens import ApiTokenManager, Principal, Role
 
 __all__ = ["router"]
 
@@ -56,9 +56,58 @@ async def whoami(who: CurrentPrincipal) -> models.WhoAmI:
     return models.WhoAmI(name=who.name, role=who.role, namespaces=grants)
 
 
+def _shown(who: Principal, namespace: str) -> bool:
+    """Whether the cluster view may tell ``who`` anything about ``namespace``."""
+    if namespace in HIDDEN_NAMESPACES:
+        return who.may(Role.ADMIN)  # tokens and key material: only their managers
+    return who.sees(namespace)
+
+
+def _problem_namespace(problem: str) -> str:
+    # Instances report each problem as `Problem.__str__`: "namespace/key v3 (source): ...".
+    return problem.split("/", 1)[0]
+
+
+def _drift_namespace(detail: str) -> str:
+    # A "values" drift names its namespace first: "namespace: same stored versions ...".
+    return detail.split(":", 1)[0]
+
+
+def _visible_cluster(who: Principal, view: models.ClusterView) -> models.ClusterView:
+    """``view`` as ``who`` may see it: problems, digests and drift of the namespaces the
+    token may read only, with or without Redis alike.
+
+    Unparseable entries are withheld rather than shown (a namespace that cannot be read
+    off an entry is no namespace the token is granted, unless it is granted all).
+    """
+    instances = []
+    for instance in view.instances:
+        shown = dict(instance)
+        problems = instance.get("problems") or ()
+        shown["problems"] = [p for p in problems if _shown(who, _problem_namespace(p))]
+        if isinstance(instance.get("namespaces"), dict):
+            digests = instance["namespaces"].items()
+            shown["namespaces"] = {ns: d for ns, d in digests if _shown(who, ns)}
+        instances.append(shown)
+    problems_of = {i.get("instance_id"): i["problems"] for i in instances}
+    drift = []
+    for entry in view.drift:
+        kind = entry.get("kind")
+        if kind == "problems":
+            left = problems_of.get(entry.get("instance_id"), [])
+            if not left:
+                continue
+            entry = {**entry, "detail": "; ".join(left)}
+        elif kind == "values" and not _shown(who, _drift_namespace(str(entry.get("detail")))):
+            continue
+        drift.append(entry)
+    return view.model_copy(update={"instances": instances, "drift": drift})
+
+
 @router.get("/api/v1/cluster", tags=["operations"])
 async def cluster(request: Request, who: CurrentPrincipal) -> models.ClusterView:
-    """This instance and, with Redis, the fleet: instances, leader, drift."""
+    """This instance and, with Redis, the fleet: instances, leader, drift (of the
+    namespaces the token may read)."""
     hub = hub_of(request)
     try:
         database_seq: int | None = await hub.store.max_seq()
@@ -76,7 +125,7 @@ async def cluster(request: Request, who: CurrentPrincipal) -> models.ClusterView
             {
                 "instance_id": hub.instance_id,
                 "applied_seq": hub.applied_seq,
-                "problems": [str(p) for p in hub.problems() if who.sees(p.namespace)],
+                "problems": [str(p) for p in hub.problems()],
                 "degraded": hub.degraded,
             }
         ],
@@ -85,8 +134,8 @@ async def cluster(request: Request, who: CurrentPrincipal) -> models.ClusterView
     try:
         status = await hub.cluster_status()
     except ConfmanError:
-        return view  # a lone instance (no redis_url)
-    return view.model_copy(
+        return _visible_cluster(who, view)  # a lone instance (no redis_url)
+    fleet = view.model_copy(
         update={
             "redis": True,
             "leader": status.leader,
@@ -96,6 +145,7 @@ async def cluster(request: Request, who: CurrentPrincipal) -> models.ClusterView
             "drift": [jsonable_encoder(dataclasses.asdict(d)) for d in status.drift],
         }
     )
+    return _visible_cluster(who, fleet)
 
 
 # --------------------------------------------------------------------------- admin

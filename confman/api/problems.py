@@ -70,8 +70,16 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
-def _validation_failed(_: Request, e: Exception) -> JSONResponse:
+def _nothing(_namespace: str) -> bool:
+    return False
+
+
+def _validation_failed(request: Request, e: Exception) -> JSONResponse:
     assert isinstance(e, ValidationFailed)
+    # A rule across managers may speak of namespaces the caller's token does not grant
+    # (a router editor asking about providers): those parts are told in neutral words.
+    who = getattr(request.state, "principal", None)
+    e = e.seen_by(_nothing if who is None else who.sees)
     return problem_response(
         422,
         str(e),

@@ -57,6 +57,9 @@ class ProviderType(StrEnum):
     OPENAI_COMPATIBLE = "openai_compatible"
 
 
+# What the router rule's messages tell of, besides the provider itself.
+_ROUTER = frozenset({"router"})
+
 # What each type needs beyond the common fields.
 _NEEDS_API_KEY = {
     ProviderType.OPENAI,
@@ -196,11 +199,17 @@ class ModelProviderConfigurationManager(ConfigurationManager[ModelProvider]):
             users = aliases_using(router, key)
             if users:
                 what = "delete" if value is None else "disable"
+                where = "" if value is None else "enabled"
                 errors.append(
                     FieldError(
-                        "" if value is None else "enabled",
+                        where,
                         f"cannot {what} provider {key!r}: router aliases use it: "
                         f"{', '.join(users)}",
+                        # Who may not read the router is not told its alias names.
+                        concerns=_ROUTER,
+                        withheld=FieldError(
+                            where, f"cannot {what} provider {key!r}: the router uses it"
+                        ),
                     )
                 )
         elif value.models:
@@ -217,6 +226,11 @@ class ModelProviderConfigurationManager(ConfigurationManager[ModelProvider]):
                         "models",
                         f"model {model!r} is deployed on provider {key!r} by router aliases: "
                         f"{', '.join(users)}",
+                        concerns=_ROUTER,
+                        withheld=FieldError(
+                            "models",
+                            f"model {model!r} is deployed on provider {key!r} by the router",
+                        ),
                     )
                 )
         if errors:

@@ -34,6 +34,9 @@ __all__ = [
     "find_cycle",
 ]
 
+# What the model provider rule's messages tell of, besides the router itself.
+_PROVIDERS = frozenset({ModelProviderConfigurationManager.namespace})
+
 AliasName = Annotated[str, StringConstraints(pattern=r"^\S{1,200}$")]
 
 
@@ -246,20 +249,22 @@ class RouterConfigurationManager(ConfigurationManager[RouterConfig]):
                 path = f"aliases.{name}.deployments.{i}"
                 provider = providers.find(d.provider)
                 if provider is None:
-                    errors.append(
-                        FieldError(f"{path}.provider", f"no model provider {d.provider!r}")
-                    )
+                    where, why = f"{path}.provider", f"no model provider {d.provider!r}"
                 elif not provider.enabled:
-                    errors.append(
-                        FieldError(f"{path}.provider", f"model provider {d.provider!r} is disabled")
-                    )
+                    where, why = f"{path}.provider", f"model provider {d.provider!r} is disabled"
                 elif not provider.offers(d.model):
-                    errors.append(
-                        FieldError(
-                            f"{path}.model",
-                            f"model provider {d.provider!r} does not offer {d.model!r}",
-                        )
-                    )
+                    where = f"{path}.model"
+                    why = f"model provider {d.provider!r} does not offer {d.model!r}"
+                else:
+                    continue
+                # Whoever may not read the providers learns only that this one will not
+                # do: the same words whether it is missing, disabled or lacks the model.
+                neutral = FieldError(
+                    f"{path}.provider",
+                    f"model provider {d.provider!r} with model {d.model!r} is not available "
+                    "to this router",
+                )
+                errors.append(FieldError(where, why, concerns=_PROVIDERS, withheld=neutral))
         if errors:
             raise ValidationFailed(self.namespace, key, errors, source="model provider rule")
 
