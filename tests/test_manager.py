@@ -97,6 +97,20 @@ async def test_a_nul_character_is_refused_on_every_database(hub: ConfigHub) -> N
     assert flags.version() == 0
 
 
+@pytest.mark.parametrize(
+    "key", ["", " ", "\t\n", "\u200b", "\ufeff\u2060", "\x01", "\u00a0\u3000", "\u3164"]
+)
+async def test_a_blank_or_invisible_key_is_refused(hub: ConfigHub, key: str) -> None:
+    items = hub.manager(ItemsManager)
+    with pytest.raises(ValidationFailed) as refused:
+        await items.create(key, {"title": "t"})
+    assert refused.value.paths == ("key",)
+    assert key == "" or "visible character" in str(refused.value)
+    assert items.keys() == [] and await hub.store.load("items", key) is None
+    # Visible characters around invisible ones make a key.
+    assert (await items.create(f"a{key}b", {"title": "t"})).version == 1
+
+
 async def test_update_with_a_function_sees_the_stored_value(hub: ConfigHub) -> None:
     flags = hub.manager(FlagsManager)
     await flags.update({"limits": {"rpm": 5}})
