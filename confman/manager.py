@@ -448,7 +448,7 @@ class ConfigurationManager(Generic[T]):
                 await self._refresh_from_store(key)
                 continue
             if wait_for_instances is None or committed.unchanged:
-                return committed  # nothing unchanged was sent, so no instance can answer
+                return committed  # an unchanged write sent nothing for instances to take
             report = await self.hub.wait_for_instances(committed, wait_for_instances)
             return dataclasses.replace(committed, fleet=report)
         raise AssertionError("unreachable")

@@ -102,6 +102,8 @@ def test_a_repeated_query_parameter_is_refused(server: Server) -> None:
         assert problem["errors"][0]["path"] in {"dry_run", "limit"}
         assert "2 times" in problem["detail"]
     assert etag_version(client.get(path)) == 1
+    # Without a token the answer is 401, whatever the query.
+    assert_problem(server.client(None).get(f"{PROVIDERS}?limit=1&limit=2"), 401)
 
 
 def test_a_nul_in_a_query_value_is_refused(server: Server) -> None:
