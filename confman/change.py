@@ -34,6 +34,13 @@ class ConfigChange(Generic[T]):
     ``changed_fields`` are the dotted paths whose *effective* value changed; ``pinned``
     are the stored paths this write changed that an override hides, so the writer can
     see at once why the effective value did not move.
+
+    ``unchanged`` is ``True`` only on what a write (`ConfigurationManager.update`,
+    ``rollback``) returns when it would have stored exactly the stored document: then
+    nothing was committed, published or logged, ``version`` is the current version,
+    ``seq`` is 0, ``old`` and ``new`` are both the current value, ``changed_fields`` and
+    ``stored_changed`` are empty, and `effective` is ``False``. Such a change never
+    appears on ``changes``.
     """
 
     namespace: str
@@ -53,10 +60,14 @@ class ConfigChange(Generic[T]):
     """The stored paths the change wrote: the change log's ``changed`` for this seq."""
     fleet: FleetReport | None = None
     """With ``update(..., wait_for_instances=...)``: which instances took the change."""
+    unchanged: bool = False
+    """The write stored nothing: the document already was what it asked for."""
 
     @property
     def effective(self) -> bool:
         """Whether readers see a different value after this change."""
+        if self.unchanged:
+            return False
         return bool(self.changed_fields) or (self.old is None) != (self.new is None)
 
 

@@ -15,6 +15,7 @@ from confman import (
     NotFound,
     ValidationFailed,
 )
+from confman.store import Write
 from confman.testing import record_changes
 from tests.models import ALL, Flags, FlagsManager, Item, ItemsManager, Limits
 from tests.support import connect
@@ -95,6 +96,36 @@ async def test_a_nul_character_is_refused_on_every_database(hub: ConfigHub) -> N
         await flags.update({"name": "fine"}, reason="why\x00")
     assert refused.value.paths == ("reason",)
     assert flags.version() == 0
+
+
+@pytest.mark.parametrize(
+    "key", ["", " ", "\t\n", "\u200b", "\ufeff\u2060", "\x01", "\u00a0\u3000", "\u3164"]
+)
+async def test_a_blank_or_invisible_key_is_refused(hub: ConfigHub, key: str) -> None:
+    items = hub.manager(ItemsManager)
+    with pytest.raises(ValidationFailed) as refused:
+        await items.create(key, {"title": "t"})
+    assert refused.value.paths == ("key",)
+    assert key == "" or "visible character" in str(refused.value)
+    assert items.keys() == [] and await hub.store.load("items", key) is None
+    # Visible characters around invisible ones make a key.
+    assert (await items.create(f"a{key}b", {"title": "t"})).version == 1
+
+
+async def test_an_invisible_key_stored_earlier_can_still_be_deleted(hub: ConfigHub) -> None:
+    # Stored the way an older confman would have: straight through the store.
+    data = {"title": "t"}
+    write = Write(
+        "items", "\u200b", data, 0, Action.CREATE, None, None, None, data, ("title",), "x"
+    )
+    await hub.store.write(write)
+    await hub.catch_up()
+    items = hub.manager(ItemsManager)
+    assert items.get("\u200b").title == "t"
+    with pytest.raises(ValidationFailed, match="visible character"):
+        await items.update({"title": "u"}, key="\u200b")
+    assert (await items.delete("\u200b", expected_version=1)).new is None
+    assert items.keys() == []
 
 
 async def test_update_with_a_function_sees_the_stored_value(hub: ConfigHub) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 
 from confman import DEFAULT_KEY, Action, ConfigChange, ConfigurationManager
 from confman.manager import MAX_KEY_LENGTH
@@ -16,16 +16,18 @@ from confman.secrets import mask_document
 
 from . import models
 from .auth import CurrentPrincipal, hub_of, manager_for, served
+from .params import well_formed
 from .problems import ApiProblem
 from .tokens import Principal, Role
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["documents"])
+router = APIRouter(prefix="/api/v1", tags=["documents"], dependencies=[Depends(well_formed)])
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"model": models.Problem, "description": text}
     for status, text in {
+        400: "a malformed path or query (invalid UTF-8, a repeated parameter)",
         401: "no or unknown token",
         403: "the token may not do this",
         404: "no such namespace, item or version",
@@ -134,12 +136,18 @@ async def _written(
     manager: ConfigurationManager[Any], change: ConfigChange[Any], response: Response
 ) -> models.WriteResult:
     _etag(response, change.version)
+    changed = change.changed_fields
+    if change.old is None or change.new is None:
+        # A created or deleted item has no effective value to compare with: list what
+        # the change log lists (history, the event stream), so that all three agree.
+        changed = change.stored_changed
     summary = models.ChangeSummary(
         seq=change.seq,
         version=change.version,
         action=str(change.action),
-        changed=list(change.changed_fields),
+        changed=list(changed),
         pinned=list(change.pinned),
+        unchanged=change.unchanged,
     )
     if change.new is None:  # a deleted item: nothing left to show
         return models.WriteResult(
@@ -392,7 +400,11 @@ async def delete_document(
     return await _written(w.manager, change, response)
 
 
-@router.post("/namespaces/{namespace}/documents/{key}/rollback", responses=_WRITE_PROBLEMS)
+@router.post(
+    "/namespaces/{namespace}/documents/{key}/rollback",
+    responses=_WRITE_PROBLEMS,
+    response_model=models.WriteResult | models.DryRun,
+)
 async def rollback_document(
     request: Request,
     response: Response,
@@ -401,15 +413,23 @@ async def rollback_document(
     key: Key,
     body: models.RollbackRequest,
     if_match: IfMatch = None,
+    dry_run: DryRun = False,
     reason: Reason = None,
-) -> models.WriteResult:
+) -> models.WriteResult | models.DryRun:
     """Write a new version whose content equals ``to_version``'s (admin)."""
     manager = manager_for(request, who, namespace, role=Role.ADMIN)
     _check_key(manager, key)
+    expected = _version_from(if_match)
+    if dry_run:
+        w = _Write(manager, key, expected, await manager.fetch(key))
+        if expected is not None:
+            w.require_version(expected)
+        after = await manager.validate_rollback(key, to_version=body.to_version)
+        return _dry_run(w.before, after)
     change = await manager.rollback(
         key,
         to_version=body.to_version,
-        expected_version=_version_from(if_match),
+        expected_version=expected,
         actor=who.name,
         reason=reason,
     )

@@ -112,8 +112,16 @@ class ChangeSummary(BaseModel):
     seq: int
     version: int
     action: str
-    changed: list[str] = Field(description="effective fields that changed")
+    changed: list[str] = Field(
+        description="effective fields that changed; for a created or deleted item, the stored "
+        "fields it wrote, as history and the event stream list them"
+    )
     pinned: list[str] = Field(description="stored fields changed but hidden by an override")
+    unchanged: bool = Field(
+        default=False,
+        description="the write would have stored what was stored, so nothing was: no new "
+        "version (version and ETag are the current ones), no history entry, no event; seq is 0",
+    )
 
 
 class WriteResult(Document):
