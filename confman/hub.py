@@ -15,6 +15,7 @@ never emits it twice.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import secrets
@@ -140,6 +141,9 @@ class ConfigHub:
         self._gaps: dict[int, float] = {}  # skipped seq -> give up at (monotonic)
         self._pending_notices: dict[tuple[str, str], ChangeNotice] = {}
         self._late_gaps: dict[int, float] = {}  # expired gaps, still looked for now and then
+        # Seqs applied outside catch-up (own writes, notices), above the catch-up cursor:
+        # they count toward `applied_seq` once every seq below them is accounted for.
+        self._applied_ahead: set[int] = set()
         self._catch_up_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -349,8 +353,28 @@ class ConfigHub:
 
     @property
     def applied_seq(self) -> int:
-        """Every change with a seq up to this one has been applied (or was never there)."""
-        return min([self._seq, *(s - 1 for s in self._gaps)])
+        """Every change with a seq up to this one has been applied (or was never there).
+
+        Follows catch-up, notices and this instance's own writes, but never passes a seq
+        that catch-up skipped over (an open gap) and no change applied since filled.
+        """
+        gaps, ahead, cursor = sorted(self._gaps), self._applied_ahead, self._seq
+        low = min(cursor, gaps[0] - 1) if gaps else cursor
+        while True:
+            nxt = low + 1
+            if nxt in ahead:
+                low = nxt
+            elif nxt <= cursor and nxt not in self._gaps:
+                # Read by catch-up up to the next open gap (or the cursor).
+                above = bisect.bisect_right(gaps, nxt)
+                low = min(gaps[above] - 1, cursor) if above < len(gaps) else cursor
+            else:
+                return low
+
+    def _applied(self, seq: int) -> None:
+        """A change was applied outside catch-up (an own write, a notice)."""
+        if seq > self._seq or seq in self._gaps:
+            self._applied_ahead.add(seq)
 
     async def changes_since(
         self,
@@ -605,6 +629,7 @@ class ConfigHub:
     async def _apply_notice(self, manager: ConfigurationManager[Any], notice: ChangeNotice) -> None:
         try:
             await manager._on_notice(notice)
+            self._applied(notice.seq)
         except StoreUnavailable as e:
             self.stats.store_errors += 1
             log.warning(
@@ -691,6 +716,7 @@ class ConfigHub:
         if high > self._seq:
             self._note_gaps([s for s in seen if s > self._seq], low=self._seq, high=high)
             self._seq = high
+        self._applied_ahead = {s for s in self._applied_ahead if s > self._seq or s in self._gaps}
         by_namespace: dict[str, list[LoggedChange]] = {}
         for change in batch:
             by_namespace.setdefault(change.record.namespace, []).append(change)
