@@ -37,6 +37,8 @@ class ClusterOptions:
         renew_interval: how often the leader renews (default ``lease_ttl / 3``).
         campaign_interval: how often a follower tries to lead (``lease_ttl / 10``).
         leader_election: take part in elections at all.
+        fence_ttl: the Redis token counter expires this long after the last leader
+            renewed it (default ``10 * lease_ttl``); the database keeps the floor.
         heartbeat_interval: how often an instance publishes its heartbeat.
         heartbeat_ttl: when a silent instance is dropped (``3 * heartbeat_interval``).
         housekeeping_interval: how often the leader runs retention and the check.
@@ -52,6 +54,7 @@ class ClusterOptions:
     renew_interval: float | None = None
     campaign_interval: float | None = None
     leader_election: bool = True
+    fence_ttl: float | None = None
     heartbeat_interval: float = 2.0
     heartbeat_ttl: float | None = None
     housekeeping_interval: float = 60.0
@@ -123,7 +126,8 @@ class ClusterNode:
             ttl=opts.lease_ttl,
             renew_interval=opts.renew_interval,
             campaign_interval=opts.campaign_interval,
-            floor=lambda: store.fencing_token(prefix),
+            fence_ttl=opts.fence_ttl,
+            claim=lambda token: store.claim_fencing_token(prefix, token, instance_id),
         )
         self.acks = AckWriter(self.registry, instance_id)
         self.host = socket.gethostname()

@@ -739,6 +739,29 @@ class ConfigStore:
 
         return await self._read(work)
 
+    async def claim_fencing_token(self, cluster: str, token: int, holder: str) -> int:
+        """Record a new leader's ``token`` if it is above every token recorded for
+        ``cluster``; returns the highest recorded before (0: none), so a caller whose
+        token is not above it knows the token was used already."""
+        f = config_fencing.c
+
+        async def work(conn: AsyncConnection) -> int:
+            query = select(f.token).where(f.cluster == cluster).with_for_update()
+            current = await conn.scalar(query)
+            values = {"token": token, "holder": holder, "updated_at": datetime.now(UTC)}
+            if current is None:
+                await conn.execute(insert(config_fencing).values(cluster=cluster, **values))
+            elif current < token:
+                await conn.execute(
+                    update(config_fencing).where(f.cluster == cluster).values(**values)
+                )
+            return int(current or 0)
+
+        try:
+            return await self._run(work, write=True)
+        except IntegrityError:  # another leader inserted the first row at this moment
+            return await self._run(work, write=True)
+
     async def prune_changes(
         self,
         *,
