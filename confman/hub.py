@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .bus import ChangeBus, ChangeNotice, LocalBus, ReconnectingBus
 from .change import ChangeRecord
 from .exceptions import ConfmanError, NotFound, StoreUnavailable
+from .retention import DatabaseRetention
 from .secrets import KeyRing
 from .sources import DotEnvSource, EnvironmentSource, OverrideSource
 from .store import DEFAULT_DATABASE_URL, ConfigStore, LoggedChange, check_schema, create_engine
@@ -157,6 +158,7 @@ class ConfigHub:
         self._snapshot_lock = asyncio.Lock()
         self.started_at = time.time()
         self._cluster: ClusterNode | None = None  # with a redis_url: fleet membership
+        self._retention: DatabaseRetention | None = None  # without: database-owned retention
         self._idle_leadership: Any = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -204,8 +206,10 @@ class ConfigHub:
                 a `RedisBus` (unless ``bus`` is given). See docs/cluster.md.
             cluster: the fleet's name; prefixes every Redis channel and key, so fleets
                 (and test runs) sharing a Redis never see each other.
-            cluster_options: leader lease, heartbeats, retention (`ClusterOptions`);
-                used with ``redis_url`` only.
+            cluster_options: leader lease, heartbeats, retention (`ClusterOptions`).
+                Without ``redis_url`` only the retention settings apply: the instances
+                sharing the database take turns through a lease row in it (see
+                `confman.retention`); ``leader_election=False`` keeps this one out.
             snapshot_path: this instance's last-known-good snapshot file (secrets stay
                 encrypted). Kept up to date; if the database is unreachable at start,
                 the hub serves it and reports ``degraded`` until the database is back.
@@ -244,6 +248,10 @@ class ConfigHub:
                 describe=hub._describe,
                 options=cluster_options,
             )
+        elif cluster_options is None or cluster_options.leader_election:
+            hub._retention = DatabaseRetention.from_options(
+                hub.store, cluster, hub.instance_id, cluster_options
+            )
         return _Connection(hub, registered_managers() if managers is None else list(managers))
 
     async def _start(self, managers: Sequence[type[ConfigurationManager[Any]]]) -> None:
@@ -271,6 +279,8 @@ class ConfigHub:
         self._spawn(self._catch_up_loop(), name="confman-catch-up")
         if self._cluster is not None:
             await self._cluster.start()
+        if self._retention is not None:
+            self._spawn(self._retention.run_forever(), name="confman-retention")
         if self.snapshot_path is not None:
             self._spawn(self._snapshot_loop(), name="confman-snapshot")
 
@@ -439,13 +449,25 @@ class ConfigHub:
     async def run_housekeeping(self) -> int:
         """Run the leader's housekeeping now (retention); returns rows deleted.
 
+        Without ``redis_url``: retention, if this instance holds (or can take) the
+        database's retention lease.
+
         Raises:
-            ConfmanError: no ``redis_url``. RuntimeError: not the leader.
+            ConfmanError: without ``redis_url``, another instance holds the retention
+                lease, or this one takes no part (``leader_election=False``).
+            RuntimeError: not the leader.
             FencingTokenRejected: a newer leader has acted (this one steps down).
         """
-        if self._cluster is None:
-            raise ConfmanError("housekeeping needs ConfigHub.connect(..., redis_url=...)")
-        return await self._cluster.housekeeping()
+        if self._cluster is not None:
+            return await self._cluster.housekeeping()
+        if self._retention is None:
+            raise ConfmanError("this instance takes no part in retention (leader_election=False)")
+        deleted = await self._retention.run()
+        if deleted is None:
+            raise ConfmanError(
+                f"another instance holds the retention lease {self._retention.lease!r}"
+            )
+        return deleted
 
     async def wait_for_instances(self, change: ConfigChange[Any], timeout: float) -> FleetReport:
         """Wait up to ``timeout`` seconds until every live instance has answered
