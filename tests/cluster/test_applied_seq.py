@@ -8,11 +8,13 @@ import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from confman import LocalBus
+from confman.cluster import ClusterOptions
 from confman.snapshot import read_snapshot
 from confman.testing import record_changes
 
@@ -118,3 +120,26 @@ async def test_notices_do_not_move_applied_seq_past_an_open_gap(
                 break
             await asyncio.sleep(0.05)
         assert b.applied_seq == change_y.seq
+
+
+async def test_no_false_lagging_drift_when_notices_keep_up(
+    database_url: str, redis_url: str, cluster: str, hub_env: dict[str, str]
+) -> None:
+    """Instances that applied every change through notices are not reported lagging,
+    however long ago catch-up last ran."""
+    options = ClusterOptions(lag_grace=0.2, heartbeat_interval=0.2, housekeeping_interval=3600)
+    common: dict[str, Any] = dict(
+        managers=[CountersManager], redis_url=redis_url, cluster=cluster,
+        cluster_options=options, catch_up_interval=NO_CATCH_UP,
+    )  # fmt: skip
+    async with (
+        connect(database_url, hub_env, instance_id="writer", **common) as a,
+        connect(database_url, hub_env, instance_id="reader", **common) as b,
+    ):
+        seen = record_changes(b.manager(CountersManager))
+        await a.manager(CountersManager).create("x", {"value": 1})
+        await seen.wait_for(key="x", version=1)
+        await asyncio.sleep(0.6)  # past lag_grace, and both hubs have beaten since
+        status = await a.cluster_status()
+        assert {i.instance_id for i in status.instances} == {"writer", "reader"}
+        assert [d for d in status.drift if d.kind == "lagging"] == []
