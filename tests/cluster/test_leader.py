@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -278,3 +279,29 @@ async def test_never_two_leaders_when_redis_restarts_empty(
             await sampler
             for h in hubs:
                 await h.close()
+
+
+async def test_cut_off_leader_stops_leading_on_its_own_clock() -> None:
+    """Our own redis-server is killed under a leader: whatever its campaign loop does,
+    `is_leader` is False once a lease (less the margin) has passed since the kill, i.e.
+    before Redis could have let anyone else in, measured on its own monotonic clock."""
+    from confman.cluster import LeaderLease
+
+    ttl = 2.0
+    with own_redis() as server:
+        client = redis.Redis.from_url(server.url, socket_timeout=0.5)
+        lease = LeaderLease(client, prefix="cut", holder="solo", ttl=ttl)
+        try:
+            lease.start()
+            await wait_until(lambda: lease.is_leader)
+            await asyncio.sleep(ttl / 2)  # renewed at least once
+            assert lease.is_leader
+            killed_at = time.monotonic()
+            server.kill()
+            # Its last successful renewal was sent before the kill.
+            await asyncio.sleep(max(0.0, killed_at + ttl - lease.margin - time.monotonic()))
+            assert not lease.is_leader
+            assert lease.fencing_token is None
+        finally:
+            await lease.close()
+            await client.aclose()
