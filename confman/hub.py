@@ -15,6 +15,7 @@ never emits it twice.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import secrets
@@ -35,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .bus import ChangeBus, ChangeNotice, LocalBus, ReconnectingBus
 from .change import ChangeRecord
 from .exceptions import ConfmanError, NotFound, StoreUnavailable
+from .retention import DatabaseRetention
 from .secrets import KeyRing
 from .sources import DotEnvSource, EnvironmentSource, OverrideSource
 from .store import DEFAULT_DATABASE_URL, ConfigStore, LoggedChange, check_schema, create_engine
@@ -140,6 +142,9 @@ class ConfigHub:
         self._gaps: dict[int, float] = {}  # skipped seq -> give up at (monotonic)
         self._pending_notices: dict[tuple[str, str], ChangeNotice] = {}
         self._late_gaps: dict[int, float] = {}  # expired gaps, still looked for now and then
+        # Seqs applied outside catch-up (own writes, notices), above the catch-up cursor:
+        # they count toward `applied_seq` once every seq below them is accounted for.
+        self._applied_ahead: set[int] = set()
         self._catch_up_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -153,6 +158,7 @@ class ConfigHub:
         self._snapshot_lock = asyncio.Lock()
         self.started_at = time.time()
         self._cluster: ClusterNode | None = None  # with a redis_url: fleet membership
+        self._retention: DatabaseRetention | None = None  # without: database-owned retention
         self._idle_leadership: Any = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -200,8 +206,10 @@ class ConfigHub:
                 a `RedisBus` (unless ``bus`` is given). See docs/cluster.md.
             cluster: the fleet's name; prefixes every Redis channel and key, so fleets
                 (and test runs) sharing a Redis never see each other.
-            cluster_options: leader lease, heartbeats, retention (`ClusterOptions`);
-                used with ``redis_url`` only.
+            cluster_options: leader lease, heartbeats, retention (`ClusterOptions`).
+                Without ``redis_url`` only the retention settings apply: the instances
+                sharing the database take turns through a lease row in it (see
+                `confman.retention`); ``leader_election=False`` keeps this one out.
             snapshot_path: this instance's last-known-good snapshot file (secrets stay
                 encrypted). Kept up to date; if the database is unreachable at start,
                 the hub serves it and reports ``degraded`` until the database is back.
@@ -240,6 +248,10 @@ class ConfigHub:
                 describe=hub._describe,
                 options=cluster_options,
             )
+        elif cluster_options is None or cluster_options.leader_election:
+            hub._retention = DatabaseRetention.from_options(
+                hub.store, cluster, hub.instance_id, cluster_options
+            )
         return _Connection(hub, registered_managers() if managers is None else list(managers))
 
     async def _start(self, managers: Sequence[type[ConfigurationManager[Any]]]) -> None:
@@ -267,6 +279,8 @@ class ConfigHub:
         self._spawn(self._catch_up_loop(), name="confman-catch-up")
         if self._cluster is not None:
             await self._cluster.start()
+        if self._retention is not None:
+            self._spawn(self._retention.run_forever(), name="confman-retention")
         if self.snapshot_path is not None:
             self._spawn(self._snapshot_loop(), name="confman-snapshot")
 
@@ -349,8 +363,28 @@ class ConfigHub:
 
     @property
     def applied_seq(self) -> int:
-        """Every change with a seq up to this one has been applied (or was never there)."""
-        return min([self._seq, *(s - 1 for s in self._gaps)])
+        """Every change with a seq up to this one has been applied (or was never there).
+
+        Follows catch-up, notices and this instance's own writes, but never passes a seq
+        that catch-up skipped over (an open gap) and no change applied since filled.
+        """
+        gaps, ahead, cursor = sorted(self._gaps), self._applied_ahead, self._seq
+        low = min(cursor, gaps[0] - 1) if gaps else cursor
+        while True:
+            nxt = low + 1
+            if nxt in ahead:
+                low = nxt
+            elif nxt <= cursor and nxt not in self._gaps:
+                # Read by catch-up up to the next open gap (or the cursor).
+                above = bisect.bisect_right(gaps, nxt)
+                low = min(gaps[above] - 1, cursor) if above < len(gaps) else cursor
+            else:
+                return low
+
+    def _applied(self, seq: int) -> None:
+        """A change was applied outside catch-up (an own write, a notice)."""
+        if seq > self._seq or seq in self._gaps:
+            self._applied_ahead.add(seq)
 
     async def changes_since(
         self,
@@ -415,13 +449,25 @@ class ConfigHub:
     async def run_housekeeping(self) -> int:
         """Run the leader's housekeeping now (retention); returns rows deleted.
 
+        Without ``redis_url``: retention, if this instance holds (or can take) the
+        database's retention lease.
+
         Raises:
-            ConfmanError: no ``redis_url``. RuntimeError: not the leader.
+            ConfmanError: without ``redis_url``, another instance holds the retention
+                lease, or this one takes no part (``leader_election=False``).
+            RuntimeError: not the leader.
             FencingTokenRejected: a newer leader has acted (this one steps down).
         """
-        if self._cluster is None:
-            raise ConfmanError("housekeeping needs ConfigHub.connect(..., redis_url=...)")
-        return await self._cluster.housekeeping()
+        if self._cluster is not None:
+            return await self._cluster.housekeeping()
+        if self._retention is None:
+            raise ConfmanError("this instance takes no part in retention (leader_election=False)")
+        deleted = await self._retention.run()
+        if deleted is None:
+            raise ConfmanError(
+                f"another instance holds the retention lease {self._retention.lease!r}"
+            )
+        return deleted
 
     async def wait_for_instances(self, change: ConfigChange[Any], timeout: float) -> FleetReport:
         """Wait up to ``timeout`` seconds until every live instance has answered
@@ -605,6 +651,7 @@ class ConfigHub:
     async def _apply_notice(self, manager: ConfigurationManager[Any], notice: ChangeNotice) -> None:
         try:
             await manager._on_notice(notice)
+            self._applied(notice.seq)
         except StoreUnavailable as e:
             self.stats.store_errors += 1
             log.warning(
@@ -691,6 +738,7 @@ class ConfigHub:
         if high > self._seq:
             self._note_gaps([s for s in seen if s > self._seq], low=self._seq, high=high)
             self._seq = high
+        self._applied_ahead = {s for s in self._applied_ahead if s > self._seq or s in self._gaps}
         by_namespace: dict[str, list[LoggedChange]] = {}
         for change in batch:
             by_namespace.setdefault(change.record.namespace, []).append(change)

@@ -716,6 +716,7 @@ class ConfigurationManager(Generic[T]):
             )
             old = entry.effective if entry else None
             change = self._commit(key, stored.version, candidate.plain, candidate.effective, record)
+            self.hub._applied(record.seq)
             if change is None:  # cannot happen under the lock; keep the caller informed anyway
                 change = self._make_change(key, old, candidate.effective, record)
         return change

@@ -5,7 +5,8 @@ Keys (``<p>`` is the cluster prefix):
 - ``<p>:instance:<id>`` — an instance's latest heartbeat (JSON `InstanceInfo`), with a
   TTL of ``heartbeat_ttl``: an instance that stops beating disappears on its own.
 - ``<p>:instances`` — a sorted set indexing those keys (score: last beat, epoch ms);
-  readers drop members whose key has expired.
+  readers drop members whose key has expired. Each beat sets its TTL to
+  ``heartbeat_ttl`` too, so it goes once no instance beats.
 - ``<p>:acks:<namespace>:<key>`` — the reply channel of ``update(...,
   wait_for_instances=...)``: a hash, instance id → JSON ``{"version", "reason", "at"}``,
   the version of that document the instance now holds and, if it refused that version
@@ -184,6 +185,9 @@ class Registry:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(self._instance_key(info.instance_id), info.to_json(), px=ttl_ms)
             pipe.zadd(self.index, {info.instance_id: int(time.time() * 1000)})
+            # The index outlives its last live member only by a heartbeat TTL: a fleet
+            # whose instances all died leaves no key behind.
+            pipe.pexpire(self.index, ttl_ms)
             await pipe.execute()
 
     async def leave(self, instance_id: str) -> None:

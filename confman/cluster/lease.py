@@ -5,7 +5,9 @@ Keys (``<p>`` is the cluster prefix):
 - ``<p>:leader`` — the lease: ``"<holder>|<token>"`` with a TTL of ``ttl`` seconds.
 - ``<p>:fence`` — a counter; every acquisition takes the next value (``INCR``) as its
   fencing token, atomically with the ``SET NX PX`` (one Lua script), so tokens strictly
-  increase across leaders.
+  increase across leaders. It expires ``fence_ttl`` after the last acquisition or
+  renewal: it only has to outlive a hand-over, because the database, not Redis, is what
+  guards against a counter that starts over (below).
 
 A leader renews (compare-and-extend, Lua) every ``renew_interval`` (a third of the TTL
 by default). It counts its lease from *before* it sent the request that won or renewed
@@ -13,6 +15,15 @@ it, and steps down on its own — without asking Redis — ``margin`` seconds be
 lease could have expired, so an unreachable Redis never leaves two instances that both
 think they lead. It releases (compare-and-delete) on clean shutdown so a successor need
 not wait for the TTL.
+
+Redis restarted without its data (or a fence key that expired) hands out a token that
+may already have been used, while the previous leader, cut off, still believes it leads
+until its own lease runs out. So every new leader first records its token in the
+database (``claim``: the *database floor*, `ConfigStore.claim_fencing_token`). A
+candidate whose token is not above that floor, or who finds the counter gone and cannot
+read the floor, knows a previous lease may still run: it takes a token above the floor,
+holds (and renews) the lease, and believes it leads only once a full ``ttl`` has passed,
+by when any earlier leader has stepped down.
 
 Work done as leader carries `LeaderLease.fencing_token`; the store checks it against
 the highest token it has seen in the same transaction (see ``ConfigStore.prune_changes``),
@@ -41,20 +52,39 @@ log = logging.getLogger("confman.cluster.lease")
 
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local fresh = 1 - redis.call('EXISTS', KEYS[2])
   local token = redis.call('INCR', KEYS[2])
   local floor = tonumber(ARGV[3])
   if token <= floor then
     token = floor + 1
     redis.call('SET', KEYS[2], token)
   end
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
   redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
-  return token
+  return {token, fresh}
 end
-return 0
+return {0, 0}
+"""
+
+# Still holding the lease (ARGV[1]), take a token above ARGV[3] and hold the lease with it.
+_RAISE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local token = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if token <= floor then
+  token = floor + 1
+  redis.call('SET', KEYS[2], token)
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('SET', KEYS[1], ARGV[2] .. '|' .. token, 'PX', ARGV[4])
+return token
 """
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
@@ -81,9 +111,12 @@ class LeaderLease:
             ``ttl / 10``), so a dead leader is replaced within one lease period.
         margin: a leader steps down this long before its lease could expire (default
             ``ttl / 5``), covering clock-rate differences and a slow event loop.
-        floor: returns the highest token already used (e.g. recorded in the database);
-            asked on each acquisition, so tokens keep increasing even if Redis lost its
-            counter.
+        fence_ttl: the token counter expires this long after the last acquisition or
+            renewal (default ``10 * ttl``), so an abandoned cluster leaves nothing behind.
+        claim: records a new leader's token (e.g. in the database) if it is above every
+            token recorded, and returns the highest recorded before it (the *floor*).
+            Without it, or while it fails, a candidate that finds no counter in Redis
+            waits a full lease before it leads.
     """
 
     def __init__(
@@ -96,7 +129,8 @@ class LeaderLease:
         renew_interval: float | None = None,
         campaign_interval: float | None = None,
         margin: float | None = None,
-        floor: Callable[[], Awaitable[int]] | None = None,
+        fence_ttl: float | None = None,
+        claim: Callable[[int], Awaitable[int]] | None = None,
     ) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
@@ -108,22 +142,33 @@ class LeaderLease:
         self.renew_interval = renew_interval if renew_interval is not None else ttl / 3
         self.campaign_interval = campaign_interval if campaign_interval is not None else ttl / 10
         self.margin = margin if margin is not None else ttl / 5
+        self.fence_ttl = fence_ttl if fence_ttl is not None else 10 * ttl
         if self.renew_interval >= ttl - self.margin:
             raise ValueError("renew_interval must be well below ttl - margin")
+        if self.fence_ttl <= ttl:
+            raise ValueError("fence_ttl must be longer than ttl")
         self.leadership: BehaviorSubject[bool] = BehaviorSubject(False)
         self.acquisitions = 0
         self.renew_failures = 0
-        #: Tokens handed out are always above this (see ``floor``).
+        #: Times a candidate found the token counter reset and waited out a lease.
+        self.resets = 0
+        #: Tokens handed out are always above this (the highest floor seen).
         self.token_floor = 0
-        self.floor = floor
+        self.claim = claim
         self._token: int | None = None
-        self._value: str | None = None  # what the lease key holds while we lead
-        # Monotonic time at which we stop leading at the latest: the lease's own expiry
-        # (counted from before the request that won or renewed it) less ``margin``.
+        self._value: str | None = None  # what the lease key holds while we hold it
+        self._claimed = False  # our token is recorded by ``claim``
+        # Monotonic times: we lead from ``_valid_from`` (later than the acquisition when
+        # an earlier lease may still run) until ``_valid_until`` at the latest, the
+        # lease's own expiry (counted from before the request that won or renewed it)
+        # less ``margin``.
+        self._valid_from = 0.0
         self._valid_until = 0.0
+        self._announced = False  # ``leadership`` has said True for this holding
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._acquire = redis.register_script(_ACQUIRE)
+        self._raise = redis.register_script(_RAISE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
@@ -135,7 +180,7 @@ class LeaderLease:
     @property
     def is_leader(self) -> bool:
         """True only while our lease is certainly valid (checked against the clock)."""
-        return self._token is not None and time.monotonic() < self._valid_until
+        return self._token is not None and self._valid_from <= time.monotonic() < self._valid_until
 
     @property
     def fencing_token(self) -> int | None:
@@ -171,6 +216,7 @@ class LeaderLease:
                     await self._try_acquire()
                 else:
                     await self._try_renew()
+                self._announce()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -180,9 +226,23 @@ class LeaderLease:
     def _next_delay(self) -> float:
         if self._token is None:
             return self.campaign_interval
-        # Wake up in time to step down even if every renewal fails.
-        left = self._valid_until - time.monotonic()
-        return max(0.0, min(self.renew_interval, left))
+        now = time.monotonic()
+        # Wake up in time to step down even if every renewal fails, and to announce
+        # the leadership once a wait for an earlier lease is over.
+        delay = min(self.renew_interval, self._valid_until - now)
+        if not self._announced and self._valid_from > now:
+            delay = min(delay, self._valid_from - now)
+        return max(0.0, delay)
+
+    def _announce(self) -> None:
+        if self._announced or not self.is_leader:
+            return
+        self._announced = True
+        self.acquisitions += 1
+        log.info(
+            "%s is now the leader of %s (fencing token %d)", self.holder, self.key, self._token
+        )
+        self.leadership.on_next(True)
 
     async def _try_acquire(self) -> None:
         holder = f"{self.holder}#{secrets.token_hex(4)}"
@@ -190,39 +250,72 @@ class LeaderLease:
         try:
             result: Any = await asyncio.wait_for(
                 self._acquire(
-                    keys=[self.key, self.fence_key], args=[holder, self._ttl_ms, self.token_floor]
+                    keys=[self.key, self.fence_key],
+                    args=[holder, self._ttl_ms, self.token_floor, self._fence_ttl_ms],
                 ),
                 self.ttl - self.margin,
             )
         except (RedisError, OSError, TimeoutError) as e:
             log.debug("leader lease %s: cannot campaign (%s)", self.key, e)
             return
-        token = int(result or 0)
+        token, fresh = int(result[0] or 0), bool(result[1])
         if token <= 0:
             return
-        floor = await self._floor()
-        if token <= floor:
-            # Redis lost its counter (a restart without persistence): a token we would
-            # act with is no higher than one already used. Give the lease back and take
-            # it again above the floor.
+        value = f"{holder}|{token}"
+        floor = await self._claim(token)
+        wait = False
+        if floor is not None and token <= floor:
+            # The counter started over (Redis restarted empty, or the fence expired): a
+            # token no higher than one already used, and an earlier leader may still
+            # believe it leads. Keep the lease, take a token above the floor, and wait.
             log.warning(
-                "leader lease %s: token %d is not above %d already used; re-acquiring",
+                "leader lease %s: token %d is not above %d already used (Redis lost the "
+                "counter); taking a higher one and waiting %.1fs before leading",
                 self.key,
                 token,
                 floor,
+                self.ttl,
             )
-            self.token_floor = floor
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
-                await asyncio.wait_for(
-                    self._release(keys=[self.key], args=[f"{holder}|{token}"]), 2.0
+            self.token_floor = max(self.token_floor, floor)
+            try:
+                raised: Any = await asyncio.wait_for(
+                    self._raise(
+                        keys=[self.key, self.fence_key],
+                        args=[value, holder, floor, self._ttl_ms, self._fence_ttl_ms],
+                    ),
+                    self.ttl - self.margin,
                 )
-            return
+            except (RedisError, OSError, TimeoutError) as e:
+                log.debug("leader lease %s: cannot take a higher token (%s)", self.key, e)
+                await self._give_back(value)
+                return
+            token = int(raised or 0)
+            if token <= 0:
+                return  # the lease ran out meanwhile
+            value = f"{holder}|{token}"
+            floor = await self._claim(token)
+            if floor is not None and token <= floor:
+                await self._give_back(value)  # yet another holder acted: try again later
+                return
+            wait = True
+        elif floor is None and fresh:
+            # No counter, and no floor to tell a first start from a restart: assume the
+            # worst.
+            wait = True
+        if wait:
+            self.resets += 1
         self._token = token
-        self._value = f"{holder}|{token}"
+        self._value = value
+        self._claimed = floor is not None
+        self._announced = False
+        # An earlier lease was renewed, at the latest, before Redis answered us (it lost
+        # its data before that): a full ``ttl`` from now it has certainly run out.
+        self._valid_from = time.monotonic() + self.ttl if wait else 0.0
         self._valid_until = sent + self.ttl - self.margin
-        self.acquisitions += 1
-        log.info("%s is now the leader of %s (fencing token %d)", self.holder, self.key, token)
-        self.leadership.on_next(True)
+
+    async def _give_back(self, value: str) -> None:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self._release(keys=[self.key], args=[value]), 2.0)
 
     async def _try_renew(self) -> None:
         value = self._value
@@ -234,7 +327,10 @@ class LeaderLease:
             return
         try:
             renewed: Any = await asyncio.wait_for(
-                self._renew(keys=[self.key], args=[value, self._ttl_ms]), left
+                self._renew(
+                    keys=[self.key, self.fence_key], args=[value, self._ttl_ms, self._fence_ttl_ms]
+                ),
+                left,
             )
         except (RedisError, OSError, TimeoutError) as e:
             self.renew_failures += 1
@@ -248,35 +344,53 @@ class LeaderLease:
             self._step_down("the lease was lost (expired or taken)")
             return
         self._valid_until = now + self.ttl - self.margin
+        if not self._claimed and self._token is not None:
+            # The floor could not be recorded when we took the lease: until it is, a
+            # Redis restart could go unnoticed by the next candidate.
+            floor = await self._claim(self._token)
+            if floor is not None:
+                self._claimed = True
+                if self._token <= floor:
+                    self._step_down(f"token {self._token} was used already (floor {floor})")
+                    await self._give_back(value)
 
     def _step_down(self, why: str) -> None:
         if self._token is None:
             return
-        log.warning("%s steps down as leader of %s: %s", self.holder, self.key, why)
+        announced = self._announced
+        if announced:
+            log.warning("%s steps down as leader of %s: %s", self.holder, self.key, why)
         self._token = None
         self._value = None
-        self._valid_until = 0.0
-        self.leadership.on_next(False)
+        self._valid_from = self._valid_until = 0.0
+        self._announced = False
+        if announced:
+            self.leadership.on_next(False)
 
     def check(self) -> None:
         """Step down now if the lease has run out (called before leader work)."""
         if self._token is not None and time.monotonic() >= self._valid_until:
             self._step_down("the lease ran out")
 
-    async def _floor(self) -> int:
-        if self.floor is None:
-            return self.token_floor
+    async def _claim(self, token: int) -> int | None:
+        """Record ``token`` with ``claim``; the floor before it, ``None`` if unknown."""
+        if self.claim is None:
+            return None
         try:
-            found = await asyncio.wait_for(self.floor(), max(0.1, self.ttl / 2))
+            found = await asyncio.wait_for(self.claim(token), max(0.1, self.ttl / 2))
         except Exception as e:  # the database may be down: Redis' counter must do
-            log.debug("leader lease %s: cannot read the token floor (%s)", self.key, e)
-            return self.token_floor
+            log.debug("leader lease %s: cannot record the token (%s)", self.key, e)
+            return None
         self.token_floor = max(self.token_floor, found)
-        return self.token_floor
+        return found
 
     @property
     def _ttl_ms(self) -> int:
         return max(1, int(self.ttl * 1000))
+
+    @property
+    def _fence_ttl_ms(self) -> int:
+        return max(1, int(self.fence_ttl * 1000))
 
     async def current_leader(self) -> tuple[str, int] | None:
         """Who holds the lease now, by Redis: ``(instance id, fencing token)``."""

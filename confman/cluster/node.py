@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from ..bus.redis import redis_client
 from ..exceptions import StoreUnavailable
+from ..retention import DEFAULT_HOUSEKEEPING_INTERVAL, DEFAULT_KEEP_VERSIONS, DEFAULT_MAX_AGE
 from ..store import ConfigStore, FencingTokenRejected
 from ._tasks import stop_task
 from .fleet import AckWriter, Drift, FleetReport, InstanceInfo, NamespaceDigest, Registry
@@ -37,9 +38,12 @@ class ClusterOptions:
         renew_interval: how often the leader renews (default ``lease_ttl / 3``).
         campaign_interval: how often a follower tries to lead (``lease_ttl / 10``).
         leader_election: take part in elections at all.
+        fence_ttl: the Redis token counter expires this long after the last leader
+            renewed it (default ``10 * lease_ttl``); the database keeps the floor.
         heartbeat_interval: how often an instance publishes its heartbeat.
         heartbeat_ttl: when a silent instance is dropped (``3 * heartbeat_interval``).
-        housekeeping_interval: how often the leader runs retention and the check.
+        housekeeping_interval: how often the leader runs retention and the check
+            (without Redis: how often the instances ask for the retention lease).
         retention_keep_versions: change-log versions kept per document (``None``: all).
         retention_max_age: change-log rows older than this go (``None``: no limit). The
             newest version of a document is always kept.
@@ -52,11 +56,12 @@ class ClusterOptions:
     renew_interval: float | None = None
     campaign_interval: float | None = None
     leader_election: bool = True
+    fence_ttl: float | None = None
     heartbeat_interval: float = 2.0
     heartbeat_ttl: float | None = None
-    housekeeping_interval: float = 60.0
-    retention_keep_versions: int | None = 1000
-    retention_max_age: timedelta | None = timedelta(days=90)
+    housekeeping_interval: float = DEFAULT_HOUSEKEEPING_INTERVAL
+    retention_keep_versions: int | None = DEFAULT_KEEP_VERSIONS
+    retention_max_age: timedelta | None = DEFAULT_MAX_AGE
     lag_grace: float = 10.0
     ack_ttl: float = 600.0
 
@@ -123,7 +128,8 @@ class ClusterNode:
             ttl=opts.lease_ttl,
             renew_interval=opts.renew_interval,
             campaign_interval=opts.campaign_interval,
-            floor=lambda: store.fencing_token(prefix),
+            fence_ttl=opts.fence_ttl,
+            claim=lambda token: store.claim_fencing_token(prefix, token, instance_id),
         )
         self.acks = AckWriter(self.registry, instance_id)
         self.host = socket.gethostname()

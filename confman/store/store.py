@@ -12,12 +12,13 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import (
     CTE,
     ClauseElement,
+    Delete,
     Insert,
     Integer,
     Row,
@@ -739,6 +740,91 @@ class ConfigStore:
 
         return await self._read(work)
 
+    async def claim_fencing_token(self, cluster: str, token: int, holder: str) -> int:
+        """Record a new leader's ``token`` if it is above every token recorded for
+        ``cluster``; returns the highest recorded before (0: none), so a caller whose
+        token is not above it knows the token was used already."""
+        f = config_fencing.c
+
+        async def work(conn: AsyncConnection) -> int:
+            query = select(f.token).where(f.cluster == cluster).with_for_update()
+            current = await conn.scalar(query)
+            values = {"token": token, "holder": holder, "updated_at": datetime.now(UTC)}
+            if current is None:
+                await conn.execute(insert(config_fencing).values(cluster=cluster, **values))
+            elif current < token:
+                await conn.execute(
+                    update(config_fencing).where(f.cluster == cluster).values(**values)
+                )
+            return int(current or 0)
+
+        try:
+            return await self._run(work, write=True)
+        except IntegrityError:  # another leader inserted the first row at this moment
+            return await self._run(work, write=True)
+
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take or renew the database lease ``name`` (a `config_fencing` row) for
+        ``holder``: returns its fencing token, or ``None`` while another holder's lease
+        runs (it was taken or renewed less than ``ttl`` seconds ago). Taking it over
+        raises the token, so the previous holder's fenced work is then refused."""
+        f = config_fencing.c
+
+        async def work(conn: AsyncConnection) -> int | None:
+            now = datetime.now(UTC)
+            query = select(f.token, f.holder, f.updated_at).where(f.cluster == name)
+            row = (await conn.execute(query.with_for_update())).first()
+            if row is None:
+                values = {"cluster": name, "token": 1, "holder": holder, "updated_at": now}
+                await conn.execute(insert(config_fencing).values(**values))
+                return 1
+            token, current, renewed = row
+            if current != holder:
+                if _utc(renewed) + timedelta(seconds=ttl) > now:
+                    return None
+                token += 1
+            await conn.execute(
+                update(config_fencing)
+                .where(f.cluster == name)
+                .values(token=token, holder=holder, updated_at=now)
+            )
+            return int(token)
+
+        try:
+            return await self._run(work, write=True)
+        except IntegrityError:  # another holder inserted the row at this moment
+            return None
+
+    def _expired_changes(
+        self, keep_versions: int | None, older_than: datetime | None
+    ) -> Delete | None:
+        """Retention: rows older than ``older_than`` or not among the newest
+        ``keep_versions`` of their document; never a document's newest version."""
+        c, d = config_changes.c, config_documents.c
+        newest = (
+            select(d.version).where(d.namespace == c.namespace, d.key == c.key).scalar_subquery()
+        )
+        expired = []
+        if keep_versions is not None:
+            expired.append(c.version <= newest - max(1, keep_versions))
+        if older_than is not None:
+            expired.append(c.committed_at < older_than)
+        if not expired:
+            return None
+        return delete(config_changes).where(c.version < newest, or_(*expired))
+
+    async def prune_expired(self, *, keep_versions: int | None, older_than: datetime | None) -> int:
+        """Change-log retention now, unfenced (an operator's one-off prune); returns how
+        many rows were deleted. What goes: as in `prune_changes`."""
+        statement = self._expired_changes(keep_versions, older_than)
+        if statement is None:
+            return 0
+
+        async def work(conn: AsyncConnection) -> int:
+            return int((await conn.execute(statement)).rowcount or 0)
+
+        return await self._run(work, write=True)
+
     async def prune_changes(
         self,
         *,
@@ -755,24 +841,14 @@ class ConfigStore:
         stays. Fenced: refused with `FencingTokenRejected` (nothing deleted) if a leader
         with a higher ``token`` has acted on this database.
         """
-        c, d = config_changes.c, config_documents.c
-        newest = (
-            select(d.version).where(d.namespace == c.namespace, d.key == c.key).scalar_subquery()
-        )
-        expired = []
-        if keep_versions is not None:
-            expired.append(c.version <= newest - max(1, keep_versions))
-        if older_than is not None:
-            expired.append(c.committed_at < older_than)
+        statement = self._expired_changes(keep_versions, older_than)
         for attempt in range(2):
             try:
                 async with self._connect(write=True) as conn:
                     await self._fence(conn, cluster, token, holder)
-                    if not expired:
+                    if statement is None:
                         return 0
-                    result = await conn.execute(
-                        delete(config_changes).where(c.version < newest, or_(*expired))
-                    )
+                    result = await conn.execute(statement)
                     return int(result.rowcount or 0)
             except IntegrityError:  # two leaders inserted the first fencing row at once
                 if attempt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -223,3 +224,84 @@ async def test_tokens_keep_increasing_when_redis_loses_its_data(
             assert second is not None and second > first
             await hub.run_housekeeping()  # accepted
             assert await hub.store.fencing_token(cluster) == second
+
+
+async def test_never_two_leaders_when_redis_restarts_empty(
+    database_url: str, cluster: str, hub_env: dict[str, str]
+) -> None:
+    """Three hubs campaign on our own redis-server, killed for 2 s and restarted without
+    its data, three times: sampled every 10 ms, at most one of them ever says it leads,
+    and a leader is back after each restart. The lease outlives the outage, so the old
+    leader still believes it leads when Redis comes back."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the election runs on Redis; the other tests fence on both databases")
+    ttl = 4.0
+    options = ClusterOptions(lease_ttl=ttl, heartbeat_interval=0.5, housekeeping_interval=3600)
+    with own_redis() as server:
+        hubs = [
+            await fleet_hub(database_url, server.url, cluster, hub_env, f"h{i}",
+                            cluster_options=options)
+            for i in range(3)
+        ]  # fmt: skip
+        overlaps: list[tuple[float, list[str]]] = []
+        stop = asyncio.Event()
+
+        async def sample() -> None:
+            loop = asyncio.get_running_loop()
+            while not stop.is_set():
+                leading = [h.instance_id for h in hubs if h.is_leader]
+                if len(leading) > 1:
+                    overlaps.append((loop.time(), leading))
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.create_task(sample())
+        try:
+
+            def newest_token() -> int:
+                return max((h.fencing_token or 0) for h in hubs)
+
+            await wait_until(lambda: newest_token() > 0, timeout=20)
+            for _ in range(3):
+                await asyncio.sleep(ttl / 2)  # the leader renews at least once
+                before = newest_token()
+                assert before > 0
+                server.kill()
+                await asyncio.sleep(2.0)
+                server.start()  # empty: no lease, no counter
+                # A new leadership (a higher token) follows; the old one has ended.
+                await wait_until(lambda: overlaps or newest_token() > before, timeout=30)  # noqa: B023
+                assert overlaps == [], overlaps[:5]
+            leaders = [h for h in hubs if h.is_leader]
+            assert len(leaders) == 1
+            assert leaders[0].fencing_token == await leaders[0].store.fencing_token(cluster)
+        finally:
+            stop.set()
+            await sampler
+            for h in hubs:
+                await h.close()
+
+
+async def test_cut_off_leader_stops_leading_on_its_own_clock() -> None:
+    """Our own redis-server is killed under a leader: whatever its campaign loop does,
+    `is_leader` is False once a lease (less the margin) has passed since the kill, i.e.
+    before Redis could have let anyone else in, measured on its own monotonic clock."""
+    from confman.cluster import LeaderLease
+
+    ttl = 2.0
+    with own_redis() as server:
+        client = redis.Redis.from_url(server.url, socket_timeout=0.5)
+        lease = LeaderLease(client, prefix="cut", holder="solo", ttl=ttl)
+        try:
+            lease.start()
+            await wait_until(lambda: lease.is_leader)
+            await asyncio.sleep(ttl / 2)  # renewed at least once
+            assert lease.is_leader
+            killed_at = time.monotonic()
+            server.kill()
+            # Its last successful renewal was sent before the kill.
+            await asyncio.sleep(max(0.0, killed_at + ttl - lease.margin - time.monotonic()))
+            assert not lease.is_leader
+            assert lease.fencing_token is None
+        finally:
+            await lease.close()
+            await client.aclose()
