@@ -10,6 +10,7 @@ fails on any console error or uncaught exception of any of them (a CSP violation
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 from collections.abc import Iterator
@@ -119,13 +120,21 @@ class Pages:
             context.close()
 
 
-@pytest.fixture
-def pages(browser: Any, server: Server) -> Iterator[Pages]:
-    """`Pages` for this test; depends on ``server`` so the server outlives every page (a
-    server stopping first would break the pages' event streams: console errors)."""
+@contextlib.contextmanager
+def watched_pages(browser: Any) -> Iterator[Pages]:
+    """`Pages` that fail the test, on leaving, if any page logged an error. Enter it after
+    the server the pages talk to, so the server outlives every page (a server stopping
+    first breaks the pages' event streams, which logs console errors)."""
     opened = Pages(browser)
     try:
         yield opened
     finally:
         opened.close()
     assert not opened.errors, "the dashboard logged errors:\n" + "\n".join(opened.errors)
+
+
+@pytest.fixture
+def pages(browser: Any, server: Server) -> Iterator[Pages]:
+    """`watched_pages` on the ``server`` fixture's server."""
+    with watched_pages(browser) as opened:
+        yield opened
