@@ -300,9 +300,8 @@ async function onHashChange() {
   // Keep showing the form's URL while asking; go on only if the operator agrees.
   const target = location.href;
   history.replaceState(null, "", shownUrl);
-  if (!(await mayLeave())) return;
-  state.view.destroy();
-  state.view = null;
+  if (!(await mayLeave()) || !state.me) return;
+  destroyView(); // its edits are given up
   history.replaceState(null, "", target);
   route();
 }
