@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -124,6 +127,10 @@ async def cluster(request: Request, who: CurrentPrincipal) -> models.ClusterView
         instances=[
             {
                 "instance_id": hub.instance_id,
+                # What a Redis heartbeat carries, so both paths describe this instance alike.
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started_at": datetime.fromtimestamp(hub.started_at, UTC),
                 "applied_seq": hub.applied_seq,
                 "problems": [str(p) for p in hub.problems()],
                 "degraded": hub.degraded,

@@ -30,7 +30,7 @@ class CacheConfig(BaseModel):
     """How the gateway caches model responses.
 
     Attributes:
-        enabled: master switch; when off, `ttl_for` is ``None`` for every model.
+        enabled: master switch; when off, no response is cached, whatever the model.
         backend: ``memory`` (per instance) or ``redis`` (shared by the fleet).
         redis_url: where the ``redis`` backend lives; required for it. A secret, because
             such URLs carry passwords.

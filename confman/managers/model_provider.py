@@ -72,6 +72,12 @@ _NEEDS_API_VERSION = {ProviderType.AZURE_OPENAI}
 _TAKES_API_VERSION = {ProviderType.AZURE_OPENAI, ProviderType.ANTHROPIC, ProviderType.GOOGLE}
 
 
+def _required_for(types: set[ProviderType]) -> dict[str, Any]:
+    """The JSON Schema note of a field `_fits_type` requires for some types only, so forms
+    can say when (the schema alone would call it optional)."""
+    return {"x-required-when": {"type": [t.value for t in ProviderType if t in types]}}
+
+
 class ModelProvider(BaseModel):
     """One provider account.
 
@@ -97,11 +103,15 @@ class ModelProvider(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: ProviderType
-    base_url: HttpUrl | None = None
-    api_key: SecretStr | None = None
-    api_version: Annotated[str, StringConstraints(min_length=1, max_length=50)] | None = None
+    base_url: HttpUrl | None = Field(default=None, json_schema_extra=_required_for(_NEEDS_BASE_URL))
+    api_key: SecretStr | None = Field(default=None, json_schema_extra=_required_for(_NEEDS_API_KEY))
+    api_version: Annotated[str, StringConstraints(min_length=1, max_length=50)] | None = Field(
+        default=None, json_schema_extra=_required_for(_NEEDS_API_VERSION)
+    )
     organization: str | None = None
-    aws_region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] | None = None
+    aws_region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] | None = (
+        Field(default=None, json_schema_extra=_required_for({ProviderType.BEDROCK}))
+    )
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     extra_headers: dict[str, SecretStr] = Field(default_factory=dict)

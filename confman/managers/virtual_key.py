@@ -166,7 +166,7 @@ class VirtualKey(BaseModel):
 
     Attributes:
         name: display name (team, application, person).
-        hint: a recognisable tail of the plaintext (``sk-cm-…AbCd``), set by ``issue``.
+        hint: a recognisable tail of the plaintext (``sk-cm-…AbCd``), set when the key is issued.
         allowed_models: router aliases this key may call; empty allows every alias.
         budget: spend limit, or none.
         rpm_limit, tpm_limit: requests / tokens per minute.

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from ..api.servers import Server
+from .conftest import Pages
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
-VIEWPORT = {"width": 1280, "height": 800}
 SHOTS = os.environ.get("CONFMAN_SCREENSHOTS")
 
 
@@ -27,8 +27,8 @@ def _shot(page: Any, name: str) -> None:
         page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
 
 
-def _log_in(browser: Any, server: Server, token: str) -> Any:
-    page = browser.new_page(viewport=VIEWPORT)
+def _log_in(pages: Pages, server: Server, token: str) -> Any:
+    page = pages()
     page.goto(server.url)
     page.get_by_test_id("token-input").fill(token)
     page.get_by_test_id("login-button").click()
@@ -42,7 +42,7 @@ def _stored_ttl(server: Server) -> tuple[int, int]:
     return found.json()["value"]["default_ttl_seconds"], found.json()["version"]
 
 
-def test_edit_refuse_save_watch_and_roll_back(browser: Any, server: Server) -> None:
+def test_edit_refuse_save_watch_and_roll_back(pages: Pages, server: Server) -> None:
     admin = server.tokens["ops"]
     server.cli("set", "cache", "default_ttl_seconds=120", "--actor", "setup")
     server.cli(
@@ -50,8 +50,8 @@ def test_edit_refuse_save_watch_and_roll_back(browser: Any, server: Server) -> N
         "--actor", "setup",
     )  # fmt: skip
 
-    page = _log_in(browser, server, admin)
-    watcher = _log_in(browser, server, admin)  # a second operator, watching the feed
+    page = _log_in(pages, server, admin)
+    watcher = _log_in(pages, server, admin)  # a second operator, watching the feed
 
     page.get_by_test_id("ns-cache").click()
     page.get_by_test_id("tab-value").click()
@@ -60,6 +60,7 @@ def test_edit_refuse_save_watch_and_roll_back(browser: Any, server: Server) -> N
 
     # A value the model refuses: the error is shown next to the field, nothing is stored.
     page.get_by_test_id("tab-edit").click()
+    pages.expect_status(422, "/documents/default?dry_run=true")
     page.get_by_test_id("field-default_ttl_seconds").fill("-5")
     page.get_by_test_id("preview-button").click()
     expect(page.get_by_test_id("error-default_ttl_seconds")).to_contain_text("greater than 0")
@@ -105,15 +106,16 @@ def test_edit_refuse_save_watch_and_roll_back(browser: Any, server: Server) -> N
     _shot(page, "cluster")
 
 
-def test_viewer_cannot_save_and_bad_token_is_refused(browser: Any, server: Server) -> None:
-    page = browser.new_page(viewport=VIEWPORT)
+def test_viewer_cannot_save_and_bad_token_is_refused(pages: Pages, server: Server) -> None:
+    page = pages()
+    pages.expect_status(401, "/api/v1/whoami")
     page.goto(server.url)
     page.get_by_test_id("token-input").fill("cmt_not-a-token")
     page.get_by_test_id("login-button").click()
     expect(page.get_by_role("alert")).to_contain_text("not recognised")
     expect(page.get_by_test_id("ns-cache")).to_have_count(0)
 
-    viewer = _log_in(browser, server, server.tokens["reader"])
+    viewer = _log_in(pages, server, server.tokens["reader"])
     viewer.get_by_test_id("ns-cache").click()
     viewer.get_by_test_id("tab-edit").click()
     expect(viewer.get_by_test_id("save-button")).to_be_disabled()

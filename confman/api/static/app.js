@@ -2,7 +2,7 @@
 // Plain ES modules, no build step, no external resources.
 
 import { api, ApiError, getToken, setToken, onUnauthorized } from "./api.js";
-import { h, clear, actionBadge, timeNode, relativeTime } from "./dom.js";
+import { h, clear, actionBadge, timeNode, relativeTime, richText, plainText } from "./dom.js";
 import { DocView, NewItemView } from "./docview.js";
 import { ClusterView } from "./cluster.js";
 import { EventStream } from "./sse.js";
@@ -24,18 +24,58 @@ const state = {
 
 // ---- status / toasts ----------------------------------------------------------------
 
+// A notification belongs to one page (its hash): it goes when the operator leaves it.
+// Errors stay until dismissed or left; the others fade on their own.
+const STATUS_MS = { info: 5000, success: 5000, warn: 10000 };
 let statusTimer = null;
-function status(text, kind = "info") {
+let statusPage = null;
+function status(text, kind = "info", { page = location.hash } = {}) {
   const toast = $("toast");
   clearTimeout(statusTimer);
   toast.dataset.kind = kind;
   $("status").textContent = text;
   toast.hidden = false;
-  if (kind !== "error") statusTimer = setTimeout(hideStatus, kind === "warn" ? 15000 : 8000);
+  statusPage = page;
+  if (kind in STATUS_MS) statusTimer = setTimeout(hideStatus, STATUS_MS[kind]);
 }
 function hideStatus() {
+  clearTimeout(statusTimer);
+  statusPage = null;
   $("toast").hidden = true;
   $("status").textContent = "";
+}
+
+// ---- unsaved edits ------------------------------------------------------------------
+
+/** The current view, when it holds edits not saved yet. */
+function unsavedView() {
+  const v = state.view;
+  return v && v.dirty ? v : null;
+}
+
+function unsavedMessage(v) {
+  const what = v instanceof NewItemView ? `the new ${v.ns} item` : `${v.ns}/${v.key}`;
+  return `You have unsaved edits to ${what}. Leave this page and discard them?`;
+}
+
+/** An in-page yes/no question; resolves true for "ok". */
+function confirmDialog(message) {
+  const dialog = $("confirm-dialog");
+  $("confirm-message").textContent = message;
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.showModal();
+    $("confirm-cancel").focus();
+  });
+}
+
+/** Resolves true when nothing unsaved would be lost, or the operator agrees to lose it. */
+async function mayLeave() {
+  const v = unsavedView();
+  if (!v) return true;
+  if ($("confirm-dialog").open) return false;
+  return confirmDialog(unsavedMessage(v));
 }
 
 // ---- context given to views ---------------------------------------------------------
@@ -52,7 +92,7 @@ const ctx = {
     return true;
   },
   isAdmin: () => Boolean(state.me && state.me.role === "admin"),
-  status,
+  status, // status(text, kind, {page}): page is the hash it belongs to (default: this one)
   navigate(hash) {
     if (location.hash === hash) route();
     else location.hash = hash;
@@ -131,11 +171,16 @@ async function startApp() {
   $("login-view").hidden = true;
   $("app-view").hidden = false;
   const me = state.me;
-  $("whoami-name").textContent = me.name ?? "?";
+  const name = String(me.name ?? "?");
+  const roleName = String(me.role ?? "?");
+  // A token named after its role ("admin") would read "admin admin": the badge says both.
+  $("whoami-name").textContent = name;
+  $("whoami-name").hidden = name === roleName;
   const role = $("whoami-role");
-  role.textContent = me.role ?? "?";
+  role.textContent = roleName;
   role.className = `badge role role-${me.role}`;
-  $("whoami").title = Array.isArray(me.namespaces) ? `namespaces: ${me.namespaces.join(", ")}` : "all namespaces";
+  const scope = Array.isArray(me.namespaces) ? `namespaces: ${me.namespaces.join(", ")}` : "all namespaces";
+  $("whoami").title = `token “${name}”, role ${roleName}, ${scope}`;
   document.title = "confman";
   renderFeedEmpty();
   startStream();
@@ -194,7 +239,7 @@ function renderSidebar() {
     const link = h("a", {
       href: nsHref(n), class: ["ns-link", selected && "selected"], testid: `ns-${n.namespace}`,
       "aria-current": selected && (r.view === "collection" || !n.keyed) ? "page" : null,
-      title: n.description ? summary(n.description) : n.title || n.namespace,
+      title: n.description ? plainText(summary(n.description)) : n.title || n.namespace,
     },
       h("span", { class: "ns-label" }, n.namespace),
       h("span", { class: "ns-meta" }, n.writable === false ? h("span", { class: "lock", title: "read-only for this token" }, "ro") : null, meta));
@@ -240,11 +285,34 @@ function destroyView() {
   state.view = null;
 }
 
+/** Whether going to route `to` replaces the current view (another tab of the same document does not). */
+function leavesView(from, to) {
+  return !(from && from.view === "doc" && to.view === "doc" && from.ns === to.ns && from.key === to.key);
+}
+
+let shownUrl = location.href; // the URL of the view on screen
+async function onHashChange() {
+  if (!state.me) return;
+  if (!unsavedView() || !leavesView(state.route, parseHash())) {
+    route();
+    return;
+  }
+  // Keep showing the form's URL while asking; go on only if the operator agrees.
+  const target = location.href;
+  history.replaceState(null, "", shownUrl);
+  if (!(await mayLeave()) || !state.me) return;
+  destroyView(); // its edits are given up
+  history.replaceState(null, "", target);
+  route();
+}
+
 async function route() {
   if (!state.me) return;
   const r = parseHash();
   const prev = state.route;
   state.route = r;
+  shownUrl = location.href;
+  if (statusPage !== null && statusPage !== location.hash) hideStatus();
   $("cluster-link").setAttribute("aria-current", r.view === "cluster" ? "page" : "false");
   $("cluster-link").classList.toggle("active", r.view === "cluster");
   // Same document, other tab: keep the view (and any unsaved edits).
@@ -298,7 +366,7 @@ function renderHome() {
     h("p", { class: "muted" }, "Pick a namespace to see its effective value, where each field comes from, edit it, or browse its history."),
     h("div", { class: "cards" }, state.namespaces.map((n) => h("a", { href: nsHref(n), class: "card ns-card" },
       h("div", { class: "card-title" }, h("span", {}, n.namespace), n.keyed ? h("span", { class: "badge kind" }, "collection") : h("span", { class: "badge kind" }, "singleton")),
-      h("p", { class: "card-desc" }, n.description ? summary(n.description) : n.title || ""),
+      h("p", { class: "card-desc" }, n.description ? richText(summary(n.description)) : n.title || ""),
       h("div", { class: "card-meta muted" },
         n.keyed ? `${n.items ?? "?"} item${n.items === 1 ? "" : "s"}` : `version ${n.version ?? 0}`,
         n.writable === false ? " · read-only" : "")))),
@@ -318,7 +386,7 @@ function renderCollection(ns) {
         writable ? null : h("span", { class: "badge readonly" }, "read-only"),
         h("div", { class: "spacer" }),
         writable ? h("a", { href: `#/ns/${encodeURIComponent(ns)}/+new`, class: "btn primary", testid: "new-item-button", role: "button" }, "New item") : null),
-      info && info.description ? h("div", { class: "doc-meta" }, h("span", { class: "ns-desc" }, summary(info.description))) : null),
+      info && info.description ? h("div", { class: "doc-meta" }, h("span", { class: "ns-desc" }, richText(summary(info.description)))) : null),
     docs === undefined ? h("div", { class: "placeholder" }, "Loading items…")
       : !docs.length ? h("div", { class: "placeholder" }, writable ? "No items yet. Create one with “New item”." : "No items yet.")
       : h("table", { class: "items-table" },
@@ -437,7 +505,9 @@ function boot() {
     }
     login(token);
   });
-  $("logout-button").addEventListener("click", () => logout("Logged out."));
+  $("logout-button").addEventListener("click", async () => {
+    if (await mayLeave()) logout("Logged out.");
+  });
   $("toast-close").addEventListener("click", hideStatus);
   $("cluster-link").addEventListener("click", () => ctx.navigate("#/cluster"));
   $("feed-clear").addEventListener("click", () => {
@@ -446,7 +516,14 @@ function boot() {
     $("feed-count").textContent = "0";
     renderFeedEmpty();
   });
-  window.addEventListener("hashchange", () => route());
+  window.addEventListener("hashchange", onHashChange);
+  // Closing or reloading the tab: the browser's own question.
+  window.addEventListener("beforeunload", (ev) => {
+    if (state.me && unsavedView()) {
+      ev.preventDefault();
+      ev.returnValue = "";
+    }
+  });
   const token = getToken();
   if (token) login(token, { fromStorage: true });
   else showLogin("");

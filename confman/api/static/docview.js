@@ -1,7 +1,7 @@
 // One document: the Value / Edit / History tabs, and the "new item" form.
 
 import { api, ApiError, etagVersion } from "./api.js";
-import { h, clear, valueNode, layerBadge, actionBadge, timeNode, jsonText, isPlainObject } from "./dom.js";
+import { h, clear, valueNode, layerBadge, actionBadge, timeNode, jsonText, isPlainObject, breakable, richText } from "./dom.js";
 import { SchemaForm, maskedPaths, summary } from "./form.js";
 
 const TABS = [
@@ -25,6 +25,13 @@ function problemText(p) {
   return text || jsonText(p);
 }
 
+/** Show a preview panel and bring it on screen: it sits right above the action bar. */
+function reveal(preview) {
+  preview.hidden = false;
+  preview.classList.remove("stale");
+  preview.scrollIntoView({ block: "nearest" });
+}
+
 /** A diff table: [{path, change, before, after}]; change: added | removed | changed. */
 export function diffTable(diff, { caption } = {}) {
   if (!Array.isArray(diff) || !diff.length) return h("p", { class: "muted diff-empty" }, "No field changes.");
@@ -32,7 +39,7 @@ export function diffTable(diff, { caption } = {}) {
     caption ? h("caption", {}, caption) : null,
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Field"), h("th", { scope: "col" }, "Before"), h("th", { scope: "col", class: "arrow-col", "aria-label": "becomes" }, ""), h("th", { scope: "col" }, "After"))),
     h("tbody", {}, diff.map((d) => h("tr", {},
-      h("td", { class: "path" }, h("code", {}, String(d.path ?? ""))),
+      h("td", { class: "path" }, h("code", {}, breakable(String(d.path ?? "")))),
       h("td", { class: "before" }, d.change !== "added" ? valueNode(d.before) : h("span", { class: "muted" }, "(absent)")),
       h("td", { class: "arrow-col", "aria-hidden": "true" }, "→"),
       h("td", { class: "after" }, d.change !== "removed" ? valueNode(d.after) : h("span", { class: "muted" }, "(absent)"))))));
@@ -114,7 +121,7 @@ export class DocView {
         h("div", { class: "spacer" }),
         actions),
       h("div", { class: "doc-meta" },
-        info && info.description ? h("span", { class: "ns-desc" }, summary(info.description)) : null,
+        info && info.description ? h("span", { class: "ns-desc" }, richText(summary(info.description))) : null,
         doc.updated_at ? h("span", {}, "Updated ", timeNode(doc.updated_at)) : null));
     this.tabButtons = {};
     this.panels = {};
@@ -205,7 +212,7 @@ export class DocView {
         h("tbody", {}, sources.map((s) => {
           const shadows = Array.isArray(s.shadows) ? s.shadows : [];
           return h("tr", { class: [`row-${s.layer}`, shadows.length && "shadowing"], dataset: { path: String(s.path ?? "") }, testid: `source-${s.path}` },
-            h("td", { class: "path" }, h("code", {}, String(s.path ?? ""))),
+            h("td", { class: "path" }, h("code", {}, breakable(String(s.path ?? "")))),
             h("td", { class: "value" }, valueNode(s.value)),
             h("td", { class: "layer" }, layerBadge(s.layer)),
             h("td", { class: "detail" },
@@ -240,8 +247,9 @@ export class DocView {
           ? `Editing version ${this.doc.version}. Only the fields you change are sent, as a JSON merge patch. Secret fields left empty stay unchanged.`
           : `Read-only: ${this._readOnlyReason()}`),
       this.form.element,
+      this.diffEl,
       h("div", { class: "action-bar" }, this.changedEl, this.reasonInput, h("div", { class: "spacer" }), discard, this.previewBtn, this.saveBtn));
-    clear(panel, this._problemsCallout("edit-problems"), this.editMsg, formEl, this.diffEl);
+    clear(panel, this._problemsCallout("edit-problems"), this.editMsg, formEl);
   }
 
   _onFormChange() {
@@ -283,9 +291,8 @@ export class DocView {
     }
     if (!Object.keys(patch).length) {
       this.ctx.status("Nothing changed: edit a field first.", "info");
-      this.diffEl.hidden = false;
-      this.diffEl.classList.remove("stale");
       clear(this.diffEl, h("h3", {}, "Preview"), h("p", { class: "muted" }, "No changes to send."));
+      reveal(this.diffEl);
       return null;
     }
     return patch;
@@ -323,14 +330,13 @@ export class DocView {
       if (!this.alive) return;
       const body = res.body || {};
       const pinned = this._pinnedIn(patch);
-      this.diffEl.hidden = false;
-      this.diffEl.classList.remove("stale");
       clear(this.diffEl,
         h("div", { class: "diff-head" }, h("h3", {}, "Preview"), h("span", { class: "muted" }, `against version ${this.formVersion} — nothing is stored yet`)),
         diffTable(body.diff),
         pinned.length ? h("p", { class: "callout warn" }, `Pinned by an override, so readers keep seeing the override: ${pinned.join(", ")}`) : null,
         h("details", { class: "raw" }, h("summary", {}, "Merge patch to send"), h("pre", { class: "json-block" }, JSON.stringify(patch, null, 2))));
       this.ctx.status(`Preview: ${Array.isArray(body.diff) ? body.diff.length : 0} field change(s); the document validates.`, "info");
+      reveal(this.diffEl); // after the notification, which takes room below the page
     } catch (err) {
       this.diffEl.hidden = true;
       this._handleWriteError(err, "Preview");
@@ -386,9 +392,11 @@ export class DocView {
     if (!window.confirm(`Delete ${this.ns}/${this.key} (version ${this.doc.version})? It disappears for every instance; history is kept.`)) return;
     try {
       await api.remove(this.ns, this.key, this.doc.version);
-      this.ctx.status(`Deleted ${this.ns}/${this.key}.`, "success");
+      const collection = `#/ns/${encodeURIComponent(this.ns)}`;
+      this.form = null; // deleted: no edits left to keep
+      this.ctx.status(`Deleted ${this.ns}/${this.key}.`, "success", { page: collection });
       this.ctx.onDocChanged(this.ns);
-      this.ctx.navigate(`#/ns/${encodeURIComponent(this.ns)}`);
+      this.ctx.navigate(collection);
     } catch (err) {
       if (err instanceof ApiError && err.status === 412) this.ctx.status(conflictMessage(err), "error");
       else if (!(err instanceof ApiError && err.status === 401)) this.ctx.status(`Delete failed: ${err.message}`, "error");
@@ -560,6 +568,7 @@ export class NewItemView {
         h("div", { class: "field-control" }, this.keyInput),
         this.keyError),
       this.form.element,
+      this.diffEl,
       h("div", { class: "action-bar" },
         h("span", { class: "muted small" }, "Fields left at their defaults are not stored."),
         this.reasonInput,
@@ -569,7 +578,7 @@ export class NewItemView {
     clear(this.element,
       h("div", { class: "doc-header" }, h("div", { class: "doc-title-row" }, h("h1", {}, h("span", { class: "ns-name" }, this.ns), h("span", { class: "sep" }, " / "), h("span", { class: "key-name muted" }, "new item")))),
       writable ? null : h("div", { class: "callout warn" }, "Read-only: your token cannot create items here."),
-      formEl, this.diffEl);
+      formEl);
     this.keyInput.focus();
   }
 
@@ -598,15 +607,16 @@ export class NewItemView {
       if (!this.alive) return;
       if (dryRun) {
         const body = res.body || {};
-        this.diffEl.hidden = false;
         clear(this.diffEl, h("div", { class: "diff-head" }, h("h3", {}, "Preview"), h("span", { class: "muted" }, `new item ${this.ns}/${key} — nothing is stored yet`)), diffTable(body.diff),
           h("details", { class: "raw" }, h("summary", {}, "Document to send"), h("pre", { class: "json-block" }, JSON.stringify(document, null, 2))));
         this.ctx.status("Preview: the new item validates.", "info");
+        reveal(this.diffEl);
       } else {
-        this.ctx.status(`Created ${this.ns}/${key} (version ${res.body && res.body.version !== undefined ? res.body.version : 1}).`, "success");
+        const created = `#/ns/${encodeURIComponent(this.ns)}/${encodeURIComponent(key)}/value`;
+        this.ctx.status(`Created ${this.ns}/${key} (version ${res.body && res.body.version !== undefined ? res.body.version : 1}).`, "success", { page: created });
         this.ctx.onDocChanged(this.ns);
         this.form = null;
-        this.ctx.navigate(`#/ns/${encodeURIComponent(this.ns)}/${encodeURIComponent(key)}/value`);
+        this.ctx.navigate(created);
       }
     } catch (err) {
       if (!(err instanceof ApiError)) {

@@ -116,3 +116,43 @@ export function deepEqual(a, b) {
 export function isPlainObject(v) {
   return v !== null && typeof v === "object" && !Array.isArray(v);
 }
+
+/**
+ * A field name or dotted path as text that wraps only between its words: after "_", "."
+ * and "-" (a <wbr> each), so `connect_timeout_seconds` never breaks inside "timeout".
+ */
+export function breakable(text) {
+  const out = [];
+  for (const part of String(text).split(/(?<=[_.-])/)) {
+    if (out.length) out.push(document.createElement("wbr"));
+    out.push(part);
+  }
+  return out;
+}
+
+// Python's literals as the JSON the dashboard and the API speak.
+const LITERALS = { None: "null", True: "true", False: "false" };
+
+/**
+ * Docstring text as nodes: ``code`` and `code` spans become <code> (Python literals
+ * shown as JSON), everything else stays text. Never HTML: the text is the server's.
+ */
+export function richText(text) {
+  const out = [];
+  const source = String(text ?? "");
+  const span = /``([^`]+)``|`([^`]+)`/g;
+  let last = 0;
+  for (const m of source.matchAll(span)) {
+    if (m.index > last) out.push(source.slice(last, m.index));
+    const code = m[1] ?? m[2];
+    out.push(h("code", { class: "doc-code" }, LITERALS[code] ?? code));
+    last = m.index + m[0].length;
+  }
+  if (last < source.length) out.push(source.slice(last));
+  return out;
+}
+
+/** The same text without markup, for attributes (tooltips). */
+export function plainText(text) {
+  return String(text ?? "").replace(/``([^`]+)``|`([^`]+)`/g, (_, a, b) => LITERALS[a ?? b] ?? (a ?? b));
+}

@@ -4,9 +4,10 @@
 // Widgets: string -> text, integer/number -> number, boolean -> checkbox, enum -> select,
 // SecretStr (format "password" / writeOnly) -> password (empty = unchanged), objects with
 // `properties` (also via $ref/$defs) -> nested fieldsets, anything else (arrays, maps,
-// unions) -> a JSON textarea. `anyOf [X, null]` makes X optional.
+// unions) -> a JSON textarea. `anyOf [X, null]` makes X optional; a property's
+// `x-required-when: {sibling: [values]}` (set by the model) says when it is required anyway.
 
-import { h, deepEqual, isPlainObject, isMasked, layerBadge } from "./dom.js";
+import { h, deepEqual, isPlainObject, isMasked, layerBadge, breakable, richText } from "./dom.js";
 
 const MAX_DEPTH = 8;
 let uid = 0;
@@ -120,7 +121,15 @@ function classify(root, rawSchema, depth) {
   return { kind: "json", schema: s, nullable };
 }
 
-function hints(kind, s, nullable) {
+/** A property's `x-required-when` as {field, values}, or null. */
+function requiredWhen(s, rawSchema) {
+  const when = (s && s["x-required-when"]) || (rawSchema && rawSchema["x-required-when"]);
+  if (!isPlainObject(when)) return null;
+  const [field, values] = Object.entries(when)[0] || [];
+  return field && Array.isArray(values) ? { field, values } : null;
+}
+
+function hints(kind, s, nullable, when = null) {
   const parts = [];
   const typeName = { scalar: (s.types || []).join(" | "), text: "string", secret: "secret", integer: "integer", number: "number", boolean: "boolean", enum: "one of", json: jsonTypeName(s) }[kind];
   if (typeName && kind !== "enum") parts.push(typeName);
@@ -133,7 +142,8 @@ function hints(kind, s, nullable) {
   if (s.maxLength !== undefined) parts.push(`max length ${s.maxLength}`);
   if (s.minItems !== undefined) parts.push(`min ${s.minItems} items`);
   if (s.pattern !== undefined) parts.push(`pattern ${s.pattern}`);
-  if (nullable) parts.push("optional");
+  if (when) parts.push(`required for ${when.field} ${when.values.join(", ")}`);
+  else if (nullable) parts.push("optional");
   return parts.join(" · ");
 }
 
@@ -251,6 +261,7 @@ export class SchemaForm {
       node.children.push(child);
       childEls.push(child.element);
     }
+    this._wireConditions(node.children);
     if (isRoot) {
       node.element = h("div", { class: "group-body root-body" }, childEls.length ? childEls : h("p", { class: "muted" }, "This model has no fields."));
       this.fields.set("", node);
@@ -267,13 +278,13 @@ export class SchemaForm {
       node.toggle = toggle;
     }
     const legend = h("legend", {},
-      h("span", { class: "field-name" }, name),
+      h("span", { class: "field-name" }, breakable(name)),
       toggle ? h("label", { class: "toggle-set" }, toggle, " set") : null,
       nullable ? h("span", { class: "type-hint" }, "optional object") : null);
     const docText = doc || summary(schema.description);
     node.element = h("fieldset", { class: "group", dataset: { path } },
       legend,
-      docText ? h("p", { class: "help" }, docText) : null,
+      docText ? h("p", { class: "help" }, richText(docText)) : null,
       node.children.length ? null : this._pinNote(path),
       errorEl,
       body);
@@ -281,6 +292,21 @@ export class SchemaForm {
     node.fieldEl = node.element;
     this.fields.set(path, node);
     return node;
+  }
+
+  /** Show "required" on fields whose `x-required-when` sibling has a matching value. */
+  _wireConditions(children) {
+    for (const child of children) {
+      if (!child.when || !child.reqEl) continue;
+      const other = children.find((c) => c.name === child.when.field);
+      if (!other || !other.input) continue;
+      const update = () => {
+        const r = other.read();
+        child.reqEl.hidden = !(r && !r.error && !r.unset && child.when.values.includes(r.value));
+      };
+      other.input.addEventListener("change", update);
+      update();
+    }
   }
 
   _leaf(info, parts, { name, required, doc, rawSchema }) {
@@ -421,19 +447,22 @@ export class SchemaForm {
       };
     }
 
-    const hintText = kind === "json" ? `${hints(kind, s, nullable)} — edit as JSON` : hints(kind, s, nullable);
+    const when = required ? null : requiredWhen(s, rawSchema);
+    const hint = hints(kind, s, nullable, when);
+    const hintText = kind === "json" ? `${hint} — edit as JSON` : hint;
     const pin = this._pinNote(path);
+    const reqEl = required || when ? h("span", { class: "req", title: "required", hidden: !required }, "required") : null;
     const element = h("div", { class: ["field", `kind-${kind}`, pin && "pinned"], dataset: { path } },
       h("div", { class: "field-head" },
-        h("label", { for: id, class: "field-name" }, name),
-        required ? h("span", { class: "req", title: "required" }, "required") : null,
+        h("label", { for: id, class: "field-name" }, breakable(name)),
+        reqEl,
         h("span", { class: "type-hint" }, hintText),
         h("span", { class: "changed-dot", title: "changed", "aria-hidden": "true" })),
       h("div", { class: "field-control" }, control),
-      doc ? h("p", { class: "help" }, doc) : null,
+      doc ? h("p", { class: "help" }, richText(doc)) : null,
       pin,
       errorEl);
-    Object.assign(node, { kind, path, parts, nullable, required, original, def, start, read, input, element, errorEl, fieldEl: element });
+    Object.assign(node, { kind, path, parts, nullable, required, when, reqEl, original, def, start, read, input, element, errorEl, fieldEl: element });
     this.fields.set(path, node);
     return node;
   }
