@@ -189,7 +189,7 @@ def test_help_version_and_in_process_main(capsys: pytest.CaptureFixture[str]) ->
     assert main(["frobnicate"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("confman: error: argument COMMAND: invalid choice: 'frobnicate'")
+    assert err.startswith("confman: error: no such command 'frobnicate'")
 
 
 def test_build_patch() -> None:
@@ -328,12 +328,12 @@ def test_validation_and_conflict_exit_codes(cli: Cli) -> None:
         (["watch", "cache", "nope"], "unknown namespace 'nope'"),
         (["set", "cache", "default_ttl_seconds", "60"], "cache is a singleton"),
         (["set", "cache", "=1"], "not of the form field=value"),
-        (["set", "cache"], "required"),
+        (["set", "cache"], "missing argument"),
         (["get", "cache", "somekey"], "cache is a singleton"),
         (["rollback", "cache"], "--to-version"),
-        (["history", "cache", "--limit", "x"], "invalid int value"),
+        (["history", "cache", "--limit", "x"], "is not a valid integer"),
         (["db"], "required"),
-        (["bogus"], "invalid choice"),
+        (["bogus"], "no such command 'bogus'"),
         (["--app", "no_colon", "list"], "module:attribute"),
     ],
 )

@@ -6,18 +6,20 @@ Every subcommand opens the same database the services use (embedded SQLite
 made here is validated, version-checked, audited and pushed to every running instance
 exactly like one made in code. See ``docs/cli.md``.
 
-Exit codes: 0 success, 1 error, 2 usage, 3 concurrency conflict, 4 validation refused.
-Errors are one line on stderr (``confman: error: ...``), never a traceback (``-vv``
-adds tracebacks to log records, for bug reports). No secret value is ever printed.
+Built on Click (parsing) and Rich (tables), one module per command group: ``db``,
+``documents`` (list/get/set/delete), ``history`` (history/rollback), ``watch``, ``keys``,
+``serve`` and ``tokens``; ``context`` holds the shared options and what they build,
+``errors`` the exit codes, ``output`` the printing, and ``main`` the group.
 
-One module per command group: ``db``, ``documents`` (list/get/set/delete), ``history``
-(history/rollback), ``watch``, ``keys``, ``serve`` and ``tokens``; ``base`` holds what
-they share and ``main`` the parser.
+Errors are one line on stderr (``confman: error: ...``) with the exit code of
+`confman.cli.errors`, never a traceback (``-vv`` adds tracebacks to log records, for
+bug reports). No secret value is ever printed.
 """
 
 from __future__ import annotations
 
-from .base import CliError, UsageError, build_patch
-from .main import build_parser, main
+from .documents import build_patch
+from .errors import CannotStart, CliError, UsageError
+from .main import cli, main
 
-__all__ = ["CliError", "UsageError", "build_parser", "build_patch", "main"]
+__all__ = ["CannotStart", "CliError", "UsageError", "build_patch", "cli", "main"]

@@ -2,32 +2,45 @@
 
 from __future__ import annotations
 
-import argparse
+import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
+
+import click
 
 from ..change import Action, ConfigChange, Layer
 from ..exceptions import ConfmanError, NotFound
-from ..manager import ConfigurationManager
-from .base import (
-    EXIT_OK,
-    CliError,
+from ..manager import DEFAULT_KEY, ConfigurationManager
+from ..sources.base import parse_value
+from .context import (
     Context,
-    _actor,
-    _json,
-    _key_for,
-    _label,
-    _masked,
-    _out,
-    _report_problems,
-    _split_key,
-    _table,
-    _warn,
-    build_patch,
+    ManagerClass,
+    actor_name,
+    key_for,
+    pass_context,
+    report_problems,
+    shared_options,
+    write_options,
 )
+from .errors import EXIT_OK, CliError, UsageError
+from .output import label, masked, out, table, to_json, warn
+
+__all__ = ["build_patch", "delete", "describe_change", "get", "list_", "set_"]
 
 
-async def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+# --------------------------------------------------------------------------- list and get
+
+
+@click.command("list")
+@shared_options
+@pass_context
+def list_(ctx: Context) -> int:
+    """Namespaces with their kind, items and version."""
+    return asyncio.run(_list(ctx))
+
+
+async def _list(ctx: Context) -> int:
     rows: list[list[str]] = []
     failed = 0
     async with ctx.hub([]) as hub:
@@ -38,7 +51,7 @@ async def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
                 manager = await hub.load(cls)
             except ConfmanError as e:
                 failed += 1
-                _warn(f"{namespace}: {e}")
+                warn(f"{namespace}: {e}")
                 rows.append([namespace, kind, "?", "?"])
                 continue
             if cls.keyed:
@@ -51,46 +64,110 @@ async def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
         for namespace, count in sorted(stored.items()):
             if namespace not in ctx.known:
                 rows.append([namespace, "unknown (no manager; see --app)", str(count), ""])
-    _out(_table(["namespace", "kind", "items", "version"], rows))
+    out(table(["namespace", "kind", "items", "version"], rows))
     if failed:
         raise CliError(f"{failed} namespace(s) could not be loaded (see the warnings above)")
     return EXIT_OK
 
 
-async def cmd_get(args: argparse.Namespace, ctx: Context) -> int:
-    cls = ctx.manager_class(args.namespace)
-    key = _key_for(cls, args.key, required=args.explain)
+@click.command()
+@click.argument("namespace")
+@click.argument("key", required=False)
+@click.option("--explain", is_flag=True, help="show where each field comes from")
+@shared_options
+@pass_context
+def get(ctx: Context, namespace: str, key: str | None, explain: bool) -> int:
+    """Print an effective value as JSON (secrets masked); all items when KEY is omitted."""
+    return asyncio.run(_get(ctx, namespace, key, explain))
+
+
+async def _get(ctx: Context, namespace: str, given_key: str | None, explain: bool) -> int:
+    cls = ctx.manager_class(namespace)
+    key = key_for(cls, given_key, required=explain)
     async with ctx.hub([cls]) as hub:
         manager = hub.manager(cls)
-        _report_problems(manager)
+        report_problems(manager)
         if key is None:  # a whole collection, as stored (lazy managers cache only some)
             documents = await hub.store.load_namespace(cls.namespace)
             items = {}
             for doc in sorted(documents, key=lambda d: d.key):
                 found = await manager.fetch(doc.key)
                 if found is not None:
-                    items[doc.key] = _masked(found)
-            _out(json.dumps(items, indent=2, ensure_ascii=False))
+                    items[doc.key] = masked(found)
+            out(json.dumps(items, indent=2, ensure_ascii=False))
             return EXIT_OK
         value = await manager.fetch(key)
         if value is None:
             raise NotFound(f"{cls.namespace} has no item {key!r}")
-        if not args.explain:
-            _out(json.dumps(_masked(value), indent=2, ensure_ascii=False))
+        if not explain:
+            out(json.dumps(masked(value), indent=2, ensure_ascii=False))
             return EXIT_OK
         version = manager.version(key)
         stored = f"version {version}" if version else "nothing stored (version 0)"
-        _out(f"{_label(cls.namespace, key)}: {stored}")
+        out(f"{label(cls.namespace, key)}: {stored}")
         rows = [
-            [f.path, _json(f.value), str(f.layer), f.detail or "", ", ".join(f.shadows)]
+            [f.path, to_json(f.value), str(f.layer), f.detail or "", ", ".join(f.shadows)]
             for f in manager.explain(key)
         ]
-        _out(_table(["path", "value", "layer", "detail", "shadows"], rows))
+        out(table(["path", "value", "layer", "detail", "shadows"], rows))
     return EXIT_OK
 
 
-def _describe_change(change: ConfigChange[Any], manager: ConfigurationManager[Any]) -> None:
-    label = _label(change.namespace, change.key)
+# --------------------------------------------------------------------------- writes
+
+
+def build_patch(assignments: Sequence[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as JSON if they can be).
+
+    Never echoes a value in an error: it might be a secret.
+
+    Raises:
+        UsageError: an assignment is malformed, or two assign the same field.
+    """
+    patch: dict[str, Any] = {}
+    assigned: list[tuple[str, ...]] = []
+    for position, text in enumerate(assignments, start=1):
+        field, sep, raw = text.partition("=")
+        parts = tuple(p.strip() for p in field.split("."))
+        if not sep or not field.strip():
+            raise UsageError(f"assignment {position} is not of the form field=value")
+        if not all(parts):
+            raise UsageError(f"assignment {position}: empty field name in {field.strip()!r}")
+        for earlier in assigned:
+            shorter = min(len(earlier), len(parts))
+            if earlier[:shorter] == parts[:shorter]:
+                raise UsageError(
+                    f"{'.'.join(parts)} and {'.'.join(earlier)} are assigned together; "
+                    "assign each field once"
+                )
+        assigned.append(parts)
+        node = patch
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parse_value(raw)
+    return patch
+
+
+def _split_key(cls: ManagerClass, words: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``set``'s positionals: an optional KEY (no '='), then field=value assignments."""
+    key: str | None = None
+    rest = list(words)
+    if rest and "=" not in rest[0]:
+        first = rest.pop(0)
+        if not cls.keyed and first != DEFAULT_KEY:
+            raise UsageError(
+                f"{cls.namespace} is a singleton: it takes no KEY, only field=value "
+                f"assignments (got {first!r})"
+            )
+        key = first
+    if not rest:
+        raise UsageError("nothing to set: give at least one field=value")
+    return key, rest
+
+
+def describe_change(change: ConfigChange[Any], manager: ConfigurationManager[Any]) -> None:
+    """Print what a write did: its version, the changed fields, and any pinned ones."""
+    where = label(change.namespace, change.key)
     verb = {
         Action.CREATE: "created",
         Action.UPDATE: "updated",
@@ -98,11 +175,11 @@ def _describe_change(change: ConfigChange[Any], manager: ConfigurationManager[An
         Action.ROLLBACK: "rolled back",
         Action.IMPORT: "imported",
     }[change.action]
-    _out(f"{verb} {label}: now version {change.version}")
+    out(f"{verb} {where}: now version {change.version}")
     if change.changed_fields:
-        _out(f"changed: {', '.join(change.changed_fields)}")
+        out(f"changed: {', '.join(change.changed_fields)}")
     elif change.new is not None and change.old is not None and not change.pinned:
-        _out("changed: nothing (the effective value is the same)")
+        out("changed: nothing (the effective value is the same)")
     if change.pinned:
         origins: list[str] = []
         if change.new is not None:
@@ -112,43 +189,97 @@ def _describe_change(change: ConfigChange[Any], manager: ConfigurationManager[An
                 if pinned and overridden and f.detail and f.detail not in origins:
                     origins.append(f.detail)
         by = f" ({', '.join(origins)})" if origins else ""
-        _out(
+        out(
             f"note: {', '.join(change.pinned)} pinned by an override{by}: the stored value "
             "changed, the effective value did not"
         )
 
 
-async def cmd_set(args: argparse.Namespace, ctx: Context) -> int:
-    cls = ctx.manager_class(args.namespace)
-    word_key, assignments = _split_key(cls, args.words)
-    key = _key_for(cls, word_key)
+@click.command(
+    "set",
+    help="Change fields (a merge patch); creates a collection item that does not exist.\n\n"
+    "FIELD may be dotted (limits.rpm=10); VALUE is JSON if it parses, else a string; "
+    "null resets a field to its default.",
+)
+@click.argument("namespace")
+@click.argument("words", nargs=-1, required=True, metavar="[KEY] FIELD=VALUE...")
+@write_options
+@shared_options
+@pass_context
+def set_(
+    ctx: Context,
+    namespace: str,
+    words: tuple[str, ...],
+    expect_version: int | None,
+    reason: str | None,
+    actor: str | None,
+) -> int:
+    return asyncio.run(_set(ctx, namespace, words, expect_version, reason, actor))
+
+
+async def _set(
+    ctx: Context,
+    namespace: str,
+    words: Sequence[str],
+    expect_version: int | None,
+    reason: str | None,
+    given_actor: str | None,
+) -> int:
+    cls = ctx.manager_class(namespace)
+    word_key, assignments = _split_key(cls, words)
+    key = key_for(cls, word_key)
     assert key is not None
     patch = build_patch(assignments)
     async with ctx.hub([cls]) as hub:
         manager = hub.manager(cls)
-        actor, reason = _actor(args), args.reason
+        who = actor_name(given_actor)
         # fetch, not `in`: a lazily loaded manager (virtual keys) holds only what it cached.
         missing = cls.keyed and await manager.fetch(key) is None
-        if missing and args.expect_version in (None, 0):
-            change = await manager.create(key, patch, actor=actor, reason=reason)
+        if missing and expect_version in (None, 0):
+            change = await manager.create(key, patch, actor=who, reason=reason)
         else:
             change = await manager.update(
-                patch, key=key, expected_version=args.expect_version, actor=actor, reason=reason
+                patch, key=key, expected_version=expect_version, actor=who, reason=reason
             )
-        _describe_change(change, manager)
+        describe_change(change, manager)
     return EXIT_OK
 
 
-async def cmd_delete(args: argparse.Namespace, ctx: Context) -> int:
-    cls = ctx.manager_class(args.namespace)
-    key = _key_for(cls, args.key)
+@click.command()
+@click.argument("namespace")
+@click.argument("key", required=False)
+@write_options
+@shared_options
+@pass_context
+def delete(
+    ctx: Context,
+    namespace: str,
+    key: str | None,
+    expect_version: int | None,
+    reason: str | None,
+    actor: str | None,
+) -> int:
+    """Delete an item, or reset a singleton to its defaults."""
+    return asyncio.run(_delete(ctx, namespace, key, expect_version, reason, actor))
+
+
+async def _delete(
+    ctx: Context,
+    namespace: str,
+    given_key: str | None,
+    expect_version: int | None,
+    reason: str | None,
+    given_actor: str | None,
+) -> int:
+    cls = ctx.manager_class(namespace)
+    key = key_for(cls, given_key)
     assert key is not None
     async with ctx.hub([cls]) as hub:
         manager = hub.manager(cls)
         change = await manager.delete(
-            key, expected_version=args.expect_version, actor=_actor(args), reason=args.reason
+            key, expected_version=expect_version, actor=actor_name(given_actor), reason=reason
         )
-        _describe_change(change, manager)
+        describe_change(change, manager)
         if not cls.keyed:
-            _out(f"{cls.namespace} is back to its defaults (and any overrides)")
+            out(f"{cls.namespace} is back to its defaults (and any overrides)")
     return EXIT_OK

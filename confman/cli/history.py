@@ -2,35 +2,41 @@
 
 from __future__ import annotations
 
-import argparse
+import asyncio
+
+import click
 
 from ..change import ChangeRecord
-from .base import (
-    EXIT_OK,
-    Context,
-    UsageError,
-    _actor,
-    _fields,
-    _key_for,
-    _label,
-    _out,
-    _table,
-    _time,
-)
-from .documents import _describe_change
+from .context import Context, actor_name, key_for, pass_context, shared_options, write_options
+from .documents import describe_change
+from .errors import EXIT_OK, UsageError
+from .output import fields, label, out, table, time
+
+__all__ = ["history", "rollback"]
 
 
-async def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
-    cls = ctx.manager_class(args.namespace)
-    key = _key_for(cls, args.key)
+@click.command()
+@click.argument("namespace")
+@click.argument("key", required=False)
+@click.option("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")
+@shared_options
+@pass_context
+def history(ctx: Context, namespace: str, key: str | None, limit: int) -> int:
+    """Audited changes, newest first."""
+    return asyncio.run(_history(ctx, namespace, key, limit))
+
+
+async def _history(ctx: Context, namespace: str, given_key: str | None, limit: int) -> int:
+    cls = ctx.manager_class(namespace)
+    key = key_for(cls, given_key)
     assert key is not None
-    if args.limit < 1:
+    if limit < 1:
         raise UsageError("--limit must be at least 1")
     # Read the log directly: history must work even when the current value cannot load.
     async with ctx.hub([]) as hub:
-        records: list[ChangeRecord] = await hub.store.history(cls.namespace, key, limit=args.limit)
+        records: list[ChangeRecord] = await hub.store.history(cls.namespace, key, limit=limit)
     if not records:
-        _out(f"{_label(cls.namespace, key)} has no recorded changes")
+        out(f"{label(cls.namespace, key)} has no recorded changes")
         return EXIT_OK
     rows = [
         [
@@ -39,27 +45,55 @@ async def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
             str(r.action),
             r.actor or "",
             r.reason or "",
-            _time(r.committed_at),
-            _fields(r.changed),
+            time(r.committed_at),
+            fields(r.changed),
         ]
         for r in records
     ]
-    _out(_table(["seq", "version", "action", "actor", "reason", "time", "changed"], rows))
+    out(table(["seq", "version", "action", "actor", "reason", "time", "changed"], rows))
     return EXIT_OK
 
 
-async def cmd_rollback(args: argparse.Namespace, ctx: Context) -> int:
-    cls = ctx.manager_class(args.namespace)
-    key = _key_for(cls, args.key)
+@click.command()
+@click.argument("namespace")
+@click.argument("key", required=False)
+@click.option("--to-version", type=int, required=True, metavar="N", help="the version to restore")
+@write_options
+@shared_options
+@pass_context
+def rollback(
+    ctx: Context,
+    namespace: str,
+    key: str | None,
+    to_version: int,
+    expect_version: int | None,
+    reason: str | None,
+    actor: str | None,
+) -> int:
+    """Restore an earlier version as a new one."""
+    return asyncio.run(_rollback(ctx, namespace, key, to_version, expect_version, reason, actor))
+
+
+async def _rollback(
+    ctx: Context,
+    namespace: str,
+    given_key: str | None,
+    to_version: int,
+    expect_version: int | None,
+    reason: str | None,
+    given_actor: str | None,
+) -> int:
+    cls = ctx.manager_class(namespace)
+    key = key_for(cls, given_key)
     assert key is not None
     async with ctx.hub([cls]) as hub:
         manager = hub.manager(cls)
         change = await manager.rollback(
             key,
-            to_version=args.to_version,
-            expected_version=args.expect_version,
-            actor=_actor(args),
-            reason=args.reason,
+            to_version=to_version,
+            expected_version=expect_version,
+            actor=actor_name(given_actor),
+            reason=reason,
         )
-        _describe_change(change, manager)
+        describe_change(change, manager)
     return EXIT_OK

@@ -2,30 +2,65 @@
 
 from __future__ import annotations
 
-import argparse
-import importlib
-from collections.abc import Awaitable, Callable
+import asyncio
+
+import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from ..secrets import generate_key
-from .base import EXIT_OK, CliError, Context, _actor, _out
+from .context import Context, actor_name, actor_option, pass_context, reason, shared_options
+from .errors import EXIT_OK
+from .output import out
+
+__all__ = ["keys"]
 
 
-def cmd_keys_generate(args: argparse.Namespace, ctx: Context) -> int:
-    _out(generate_key())
+@click.group(invoke_without_command=True)
+@shared_options
+@click.pass_context
+def keys(ctx: click.Context) -> None:
+    """Encryption keys."""
+    if ctx.invoked_subcommand is None:
+        raise click.UsageError("a COMMAND is required (generate, rotate)", ctx)
+
+
+@keys.command()
+@shared_options
+def generate() -> int:
+    """Print a new encryption key."""
+    out(generate_key())
     return EXIT_OK
 
 
-async def cmd_keys_rotate(args: argparse.Namespace, ctx: Context) -> int:
-    # Imported lazily: the command exists before (and without) the rotation module.
-    try:
-        rotation = importlib.import_module("confman.rotation")
-    except ModuleNotFoundError as e:
-        if e.name != "confman.rotation":
-            raise
-        raise CliError("key rotation is not available in this version of confman") from None
-    rotate_keys: Callable[..., Awaitable[int]] = rotation.rotate_keys
-    options = {"reason": args.reason} if args.reason else {}
-    async with ctx.hub(ctx.known.values()) as hub:
-        count: int = await rotate_keys(hub, actor=_actor(args), **options)
-    _out(f"re-encrypted {count} stored secret(s) under the newest key")
+@keys.command()
+@actor_option
+@reason
+@shared_options
+@pass_context
+def rotate(ctx: Context, actor: str | None, reason: str | None) -> int:
+    """Re-encrypt every stored secret with the first key of CONFMAN_ENCRYPTION_KEY."""
+    return asyncio.run(_rotate(ctx, actor, reason))
+
+
+async def _rotate(ctx: Context, given_actor: str | None, reason: str | None) -> int:
+    from ..rotation import rotate_keys
+
+    # Progress on stderr, and only on a terminal: stdout carries the result line alone.
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("re-encrypting stored secrets", total=None)
+
+        def done(table: str, rows: int) -> None:
+            progress.update(task, description=f"re-encrypted {rows} row(s) of {table}")
+
+        async with ctx.hub(ctx.known.values()) as hub:
+            count = await rotate_keys(
+                hub, actor=actor_name(given_actor), reason=reason or None, on_progress=done
+            )
+    out(f"re-encrypted {count} stored secret(s) under the newest key")
     return EXIT_OK

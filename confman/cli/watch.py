@@ -2,51 +2,81 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import click
+
 from ..change import ConfigChange
-from .base import (
-    EXIT_OK,
-    CliError,
-    Context,
-    UsageError,
-    _fields,
-    _json,
-    _label,
-    _one_line,
-    _out,
-    _report_problems,
-    _time,
+from .context import Context, pass_context, report_problems, shared_options
+from .errors import EXIT_OK, CliError, UsageError, one_line
+from .output import fields, label, out, time, to_json
+
+__all__ = ["watch"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    namespaces: tuple[str, ...]
+    count: int | None
+    timeout: float | None
+    interval: float
+    json: bool
+
+
+@click.command()
+@click.argument("namespaces", nargs=-1, metavar="[NAMESPACE]...")
+@click.option("--count", type=int, metavar="N", help="exit after N changes")
+@click.option(
+    "--timeout", type=float, metavar="S", help="exit after S seconds (error if --count unmet)"
 )
+@click.option(
+    "--interval",
+    type=float,
+    default=0.5,
+    metavar="S",
+    help="seconds between change-log polls (default 0.5)",
+)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@shared_options
+@pass_context
+def watch(
+    ctx: Context,
+    namespaces: tuple[str, ...],
+    count: int | None,
+    timeout: float | None,
+    interval: float,
+    as_json: bool,
+) -> int:
+    """Print changes live, from any process (all namespaces by default)."""
+    return asyncio.run(_watch(ctx, _Options(namespaces, count, timeout, interval, as_json)))
 
 
 def _watch_line(change: ConfigChange[Any]) -> str:
     parts = [
-        _time(change.at),
+        time(change.at),
         f"#{change.seq}",
-        _label(change.namespace, change.key),
+        label(change.namespace, change.key),
         f"v{change.version}",
         str(change.action),
         f"by {change.actor or '-'}:",
-        _fields(change.changed_fields)
+        fields(change.changed_fields)
         if change.changed_fields or (change.old is None) == (change.new is None)
         else ("(new item)" if change.old is None else "(item removed)"),
     ]
     if change.pinned:
         parts.append(f"[pinned: {', '.join(change.pinned)}]")
     if change.reason:
-        parts.append(f"({_one_line(change.reason)})")
+        parts.append(f"({one_line(change.reason)})")
     return " ".join(parts)
 
 
 def _watch_json(change: ConfigChange[Any]) -> str:
-    return _json(
+    return to_json(
         {
             "seq": change.seq,
             "namespace": change.namespace,
@@ -58,20 +88,20 @@ def _watch_json(change: ConfigChange[Any]) -> str:
             "changed": list(change.changed_fields),
             "pinned": list(change.pinned),
             "origin": change.origin,
-            "at": _time(change.at),
+            "at": time(change.at),
         }
     )
 
 
-async def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
-    classes = [ctx.manager_class(n) for n in args.namespaces] or list(ctx.known.values())
+async def _watch(ctx: Context, opts: _Options) -> int:
+    classes = [ctx.manager_class(n) for n in opts.namespaces] or list(ctx.known.values())
     if not classes:
         raise CliError("no managers to watch")
-    if args.count is not None and args.count < 1:
+    if opts.count is not None and opts.count < 1:
         raise UsageError("--count must be at least 1")
-    if args.interval <= 0:
+    if opts.interval <= 0:
         raise UsageError("--interval must be positive")
-    fmt: Callable[[ConfigChange[Any]], str] = _watch_json if args.json else _watch_line
+    fmt: Callable[[ConfigChange[Any]], str] = _watch_json if opts.json else _watch_line
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -79,31 +109,29 @@ async def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
             loop.add_signal_handler(signum, stop.set)
     queue: asyncio.Queue[ConfigChange[Any]] = asyncio.Queue()
     seen = 0
-    async with ctx.hub(classes, catch_up_interval=args.interval) as hub:
+    async with ctx.hub(classes, catch_up_interval=opts.interval) as hub:
         names = []
         for cls in classes:
             manager = hub.manager(cls)
-            _report_problems(manager)
+            report_problems(manager)
             manager.changes.subscribe(on_next=queue.put_nowait)
             names.append(cls.namespace)
-        print(
-            f"confman: watching {', '.join(names)} on {ctx.shown_url} (Ctrl-C to stop)",
-            file=sys.stderr,
-            flush=True,
+        click.echo(
+            f"confman: watching {', '.join(names)} on {ctx.shown_url} (Ctrl-C to stop)", err=True
         )
 
         async def consume() -> None:
             nonlocal seen
-            while args.count is None or seen < args.count:
+            while opts.count is None or seen < opts.count:
                 change = await queue.get()
-                _out(fmt(change))
+                out(fmt(change))
                 seen += 1
 
         consumer = asyncio.ensure_future(consume())
         stopper = asyncio.ensure_future(stop.wait())
         try:
             done, _ = await asyncio.wait(
-                {consumer, stopper}, timeout=args.timeout, return_when=asyncio.FIRST_COMPLETED
+                {consumer, stopper}, timeout=opts.timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             for task in (consumer, stopper):
@@ -114,6 +142,6 @@ async def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
                     loop.remove_signal_handler(signum)
         if consumer in done:
             consumer.result()  # re-raise a failure (a closed stdout, say)
-        elif not done and args.count is not None:
-            raise CliError(f"timed out after {args.timeout:g}s with {seen} of {args.count} changes")
+        elif not done and opts.count is not None:
+            raise CliError(f"timed out after {opts.timeout:g}s with {seen} of {opts.count} changes")
     return EXIT_OK
