@@ -13,15 +13,18 @@ import getpass
 import importlib
 import logging
 import os
+import shlex
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import click
 from click.core import ParameterSource
 from sqlalchemy.engine import URL
 
+from ..exceptions import SchemaOutOfDate
 from ..hub import ConfigHub, registered_managers
 from ..manager import DEFAULT_KEY, ConfigurationManager
 from ..store.engine import DEFAULT_DATABASE_URL, normalize_url, sqlite_path
@@ -53,6 +56,9 @@ ManagerClass = type[ConfigurationManager[Any]]
 DATABASE_URL_VARIABLE = "CONFMAN_DATABASE_URL"
 APP_VARIABLE = "CONFMAN_APP"
 
+# What the CLI can open: plain sqlite:// and postgresql:// get their async drivers
+# (see normalize_url).
+_BACKENDS = ("sqlite", "postgresql")
 _URL_EXAMPLES = "e.g. sqlite:///confman.db or postgresql://user:password@host/dbname"
 
 P = ParamSpec("P")
@@ -129,7 +135,7 @@ def shared_options(f: Callable[P, R]) -> Callable[P, R]:
 
 expect_version = click.option(
     "--expect-version",
-    type=int,
+    type=click.IntRange(min=0),
     metavar="N",
     help="refuse (exit 3) unless the stored version is N (0: must not exist)",
 )
@@ -146,11 +152,30 @@ def write_options(f: Callable[P, R]) -> Callable[P, R]:
 
 
 def check_database_url(url: str) -> URL:
-    """Parse a database URL, refusing (exit 2) one that does not parse."""
+    """Parse a database URL, refusing (exit 2) what confman cannot open."""
     try:
-        return normalize_url(url)
+        parsed = normalize_url(url)
+        port = parsed.port
     except Exception:
         raise UsageError(f"invalid database URL ({_URL_EXAMPLES})") from None
+    backend = parsed.get_backend_name()
+    if backend not in _BACKENDS:
+        raise UsageError(
+            f"unsupported database {backend!r} in the database URL: confman stores "
+            f"configuration in SQLite or PostgreSQL ({_URL_EXAMPLES})"
+        )
+    try:
+        is_async = bool(parsed.get_dialect().is_async)
+    except Exception:
+        is_async = False
+    if not is_async:
+        raise UsageError(
+            f"database driver {parsed.drivername!r} is not an async driver confman can use: "
+            "use sqlite:// (aiosqlite) or postgresql:// (asyncpg)"
+        )
+    if port is not None and not 1 <= port <= 65535:
+        raise UsageError(f"the database URL's port {port} is out of range (1-65535)")
+    return parsed
 
 
 @dataclass(slots=True)
@@ -167,6 +192,58 @@ class Context:
     def shown_url(self) -> str:
         return normalize_url(self.database_url).render_as_string(hide_password=True)
 
+    def hint(self, arguments: str, *, portable: bool = False) -> str:
+        """The ``confman`` command line that runs ``arguments`` on this database, as printed.
+
+        In this shell, the default database or ``$CONFMAN_DATABASE_URL`` needs nothing
+        more; a ``portable`` hint (one to run from another terminal, say ``serve``'s)
+        always names the database, a SQLite file by its absolute path. A password is
+        never printed: a URL with one from the variable is named by the variable.
+        """
+        command = f"confman {arguments}"
+        if not portable and (not self.given or self.from_env):
+            return command
+        parsed = normalize_url(self.database_url)
+        path = sqlite_path(parsed)
+        if path is not None:
+            shown = parsed.set(database=str(path.resolve())).render_as_string()
+        elif parsed.password is not None and self.from_env:
+            return f'{command} --database-url "${DATABASE_URL_VARIABLE}"'
+        else:
+            shown = parsed.render_as_string(hide_password=True)
+        return f"{command} --database-url {shlex.quote(shown)}"
+
+    def create_sqlite_file(self) -> Path | None:
+        """The SQLite file if this command must create it; refuse (exit 2) where it cannot.
+
+        Checked before any engine opens it: SQLite's own failure, under ``/proc`` say, comes
+        from aiosqlite's worker thread after the event loop is gone, as two tracebacks.
+        """
+        path = sqlite_path(self.database_url)
+        if path is None or path.exists():
+            return None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError as e:
+            raise UsageError(
+                f"cannot create the database file {path}: {e.strerror or e} (pass another "
+                "--database-url)"
+            ) from None
+        path.unlink()  # SQLite creates it; this only proved it can
+        return path
+
+    @contextlib.contextmanager
+    def removing_on_failure(self, path: Path | None) -> Iterator[None]:
+        """Remove a database file this command created if the command then fails."""
+        try:
+            yield
+        except BaseException:
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+
     def manager_class(self, namespace: str) -> ManagerClass:
         found = self.known.get(namespace)
         if found is None:
@@ -182,7 +259,7 @@ class Context:
         path = sqlite_path(self.database_url)
         if path is not None and not path.exists():
             raise CliError(
-                f"database file {path} does not exist; run `confman db upgrade` to "
+                f"database file {path} does not exist; run `{self.hint('db upgrade')}` to "
                 "create it (or pass --database-url)"
             )
 
@@ -191,8 +268,15 @@ class Context:
         self, managers: Iterable[ManagerClass], **options: Any
     ) -> AsyncIterator[ConfigHub]:
         self.require_database()
-        async with ConfigHub.connect(self.database_url, managers=list(managers), **options) as h:
-            yield h
+        try:
+            async with ConfigHub.connect(
+                self.database_url, managers=list(managers), **options
+            ) as h:
+                yield h
+        except SchemaOutOfDate as e:
+            # The library's hint names the default database; name this one.
+            fixed = str(e).replace("`confman db upgrade`", f"`{self.hint('db upgrade')}`")
+            raise CliError(fixed) from None
 
 
 def _with_requirements(classes: Iterable[ManagerClass]) -> list[ManagerClass]:

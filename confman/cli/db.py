@@ -10,9 +10,8 @@ import asyncio
 
 import click
 
-from ..store.engine import sqlite_path
 from .context import Context, pass_context, shared_options
-from .errors import EXIT_OK, CliError
+from .errors import EXIT_OK, CliError, UsageError
 from .output import out
 
 __all__ = ["db"]
@@ -33,13 +32,21 @@ def db(ctx: click.Context) -> None:
 @pass_context
 def upgrade(ctx: Context, revision: str) -> int:
     """Create or migrate the database schema (creates the SQLite file and its directory)."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
     from ..store import head_revision
     from ..store import upgrade as upgrade_schema
 
-    path = sqlite_path(ctx.database_url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    upgrade_schema(ctx.database_url, revision)
+    created = ctx.create_sqlite_file()
+    try:
+        with ctx.removing_on_failure(created):
+            upgrade_schema(ctx.database_url, revision)
+    except CommandError as e:  # alembic: no such revision, or not one to upgrade to
+        known = f"head or one of: {', '.join(_revisions())}"
+        raise UsageError(f"cannot upgrade to {revision!r} ({known}): {e}") from None
+    except DBAPIError as e:
+        raise CliError(f"cannot open the database {ctx.shown_url}: {e.orig}") from None
     target = head_revision() if revision == "head" else revision
     out(f"database {ctx.shown_url} is at {target}")
     return EXIT_OK
@@ -55,6 +62,8 @@ def current(ctx: Context, check: bool) -> int:
 
 
 async def _current(ctx: Context, check: bool) -> int:
+    from sqlalchemy.exc import DBAPIError
+
     from ..store import create_engine, head_revision
     from ..store.schema import current_revisions
 
@@ -62,6 +71,8 @@ async def _current(ctx: Context, check: bool) -> int:
     engine = create_engine(ctx.database_url)
     try:
         revisions = await current_revisions(engine)
+    except DBAPIError as e:
+        raise CliError(f"cannot open the database {ctx.shown_url}: {e.orig}") from None
     finally:
         await engine.dispose()
     head = head_revision()
@@ -69,7 +80,16 @@ async def _current(ctx: Context, check: bool) -> int:
     out(f"database: {ctx.shown_url}")
     out(f"current:  {', '.join(revisions) or 'none (no confman schema)'}")
     out(f"head:     {head}")
-    out("up to date" if at_head else "out of date: run `confman db upgrade`")
+    out("up to date" if at_head else f"out of date: run `{ctx.hint('db upgrade')}`")
     if check and not at_head:
-        raise CliError("the database schema is not at head; run `confman db upgrade`")
+        raise CliError(f"the database schema is not at head; run `{ctx.hint('db upgrade')}`")
     return EXIT_OK
+
+
+def _revisions() -> list[str]:
+    from alembic.script import ScriptDirectory
+
+    from ..store.schema import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return [r.revision for r in script.walk_revisions()]

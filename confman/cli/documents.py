@@ -41,11 +41,16 @@ def list_(ctx: Context) -> int:
 
 
 async def _list(ctx: Context) -> int:
+    # As the API's namespace listing: items are stored documents (a singleton on its
+    # defaults has none), and the namespaces the API hides are not listed.
+    hidden = _hidden_namespaces()
     rows: list[list[str]] = []
     failed = 0
     async with ctx.hub([]) as hub:
         stored = await hub.store.namespaces()
         for namespace, cls in ctx.known.items():
+            if namespace in hidden:
+                continue
             kind = "collection" if cls.keyed else "singleton"
             try:
                 manager = await hub.load(cls)
@@ -54,20 +59,28 @@ async def _list(ctx: Context) -> int:
                 warn(f"{namespace}: {e}")
                 rows.append([namespace, kind, "?", "?"])
                 continue
+            # Count what is stored: a lazily loaded manager holds only what it cached.
+            items = str(stored.get(namespace, 0))
             if cls.keyed:
-                # Count what is stored: a lazily loaded manager holds only what it cached.
-                rows.append([namespace, kind, str(stored.get(namespace, 0)), ""])
+                rows.append([namespace, kind, items, ""])
             else:
                 version = manager.version()
-                shown = str(version) if version else "0 (defaults)"
-                rows.append([namespace, kind, "1", shown])
+                rows.append([namespace, kind, items, str(version) if version else "0 (defaults)"])
         for namespace, count in sorted(stored.items()):
-            if namespace not in ctx.known:
+            if namespace not in ctx.known and namespace not in hidden:
                 rows.append([namespace, "unknown (no manager; see --app)", str(count), ""])
     out(table(["namespace", "kind", "items", "version"], rows))
     if failed:
         raise CliError(f"{failed} namespace(s) could not be loaded (see the warnings above)")
     return EXIT_OK
+
+
+def _hidden_namespaces() -> frozenset[str]:
+    """Namespaces of confman's own secrets, never listed (the API hides the same)."""
+    from ..api.tokens import ApiTokenManager
+    from ..managers.virtual_key import VirtualKeySecretManager
+
+    return frozenset({ApiTokenManager.namespace, VirtualKeySecretManager.namespace})
 
 
 @click.command()

@@ -9,16 +9,25 @@ import click
 from ..change import ChangeRecord
 from .context import Context, actor_name, key_for, pass_context, shared_options, write_options
 from .documents import describe_change
-from .errors import EXIT_OK, UsageError
+from .errors import EXIT_OK
 from .output import fields, label, out, table, time
 
-__all__ = ["history", "rollback"]
+__all__ = ["MAX_HISTORY_LIMIT", "history", "rollback"]
+
+# As the API's history route: a larger --limit is a mistake, not a wish for everything.
+MAX_HISTORY_LIMIT = 1000
 
 
 @click.command()
 @click.argument("namespace")
 @click.argument("key", required=False)
-@click.option("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_HISTORY_LIMIT),
+    default=20,
+    metavar="N",
+    help=f"at most N (default 20, at most {MAX_HISTORY_LIMIT:,})",
+)
 @shared_options
 @pass_context
 def history(ctx: Context, namespace: str, key: str | None, limit: int) -> int:
@@ -30,8 +39,6 @@ async def _history(ctx: Context, namespace: str, given_key: str | None, limit: i
     cls = ctx.manager_class(namespace)
     key = key_for(cls, given_key)
     assert key is not None
-    if limit < 1:
-        raise UsageError("--limit must be at least 1")
     # Read the log directly: history must work even when the current value cannot load.
     async with ctx.hub([]) as hub:
         records: list[ChangeRecord] = await hub.store.history(cls.namespace, key, limit=limit)
@@ -57,7 +64,13 @@ async def _history(ctx: Context, namespace: str, given_key: str | None, limit: i
 @click.command()
 @click.argument("namespace")
 @click.argument("key", required=False)
-@click.option("--to-version", type=int, required=True, metavar="N", help="the version to restore")
+@click.option(
+    "--to-version",
+    type=click.IntRange(min=1),
+    required=True,
+    metavar="N",
+    help="the version to restore",
+)
 @write_options
 @shared_options
 @pass_context

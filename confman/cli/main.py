@@ -27,7 +27,8 @@ __all__ = ["cli", "main"]
 log = logging.getLogger("confman.cli")
 
 EPILOG = """\b
-exit codes: 0 ok, 1 error, 2 usage, 3 concurrency conflict, 4 validation refused.
+exit codes: 0 ok, 1 error, 2 usage or configuration, 3 concurrency conflict,
+4 validation refused, 5 serve cannot start (port taken, host unresolvable).
 environment: CONFMAN_DATABASE_URL, CONFMAN_APP (comma-separated module:attribute),
 CONFMAN_ENCRYPTION_KEY; CONFMAN_<NAMESPACE>__<FIELD> variables and .env/local.env in the
 working directory override stored values, as in services.

@@ -56,6 +56,11 @@ def create(ctx: Context, name: str, role: str, namespaces: str | None, actor: st
     granted = None
     if namespaces is not None:
         granted = [n.strip() for n in namespaces.split(",") if n.strip()]
+        if not granted:
+            # A token limited to nothing can see nothing: a typo, never what was meant.
+            raise UsageError(
+                "--namespaces names no namespace; name at least one, or omit it for all"
+            )
         unknown = [n for n in granted if n not in ctx.known]
         if unknown:
             raise UsageError(f"unknown namespace(s): {', '.join(unknown)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,10 +14,30 @@ import click
 
 from ..change import ConfigChange
 from .context import Context, pass_context, report_problems, shared_options
-from .errors import EXIT_OK, CliError, UsageError, one_line
+from .errors import EXIT_OK, CliError, one_line
 from .output import fields, label, out, time, to_json
 
 __all__ = ["watch"]
+
+
+class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic from Click 8.2
+    """A positive, finite number of seconds (``--timeout -5`` or ``nan`` is a usage error)."""
+
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds <= 0:
+            self.fail(f"{value!r} is not a positive number of seconds", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +51,13 @@ class _Options:
 
 @click.command()
 @click.argument("namespaces", nargs=-1, metavar="[NAMESPACE]...")
-@click.option("--count", type=int, metavar="N", help="exit after N changes")
+@click.option("--count", type=click.IntRange(min=1), metavar="N", help="exit after N changes")
 @click.option(
-    "--timeout", type=float, metavar="S", help="exit after S seconds (error if --count unmet)"
+    "--timeout", type=SECONDS, metavar="S", help="exit after S seconds (error if --count unmet)"
 )
 @click.option(
     "--interval",
-    type=float,
+    type=SECONDS,
     default=0.5,
     metavar="S",
     help="seconds between change-log polls (default 0.5)",
@@ -97,10 +118,6 @@ async def _watch(ctx: Context, opts: _Options) -> int:
     classes = [ctx.manager_class(n) for n in opts.namespaces] or list(ctx.known.values())
     if not classes:
         raise CliError("no managers to watch")
-    if opts.count is not None and opts.count < 1:
-        raise UsageError("--count must be at least 1")
-    if opts.interval <= 0:
-        raise UsageError("--interval must be positive")
     fmt: Callable[[ConfigChange[Any]], str] = _watch_json if opts.json else _watch_line
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
