@@ -20,24 +20,15 @@ from .output import fields, label, out, time, to_json
 __all__ = ["watch"]
 
 
-class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic from Click 8.2
-    """A positive, finite number of seconds (``--timeout -5`` or ``nan`` is a usage error)."""
-
-    name = "seconds"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number of seconds", param, ctx)
-        if not math.isfinite(seconds) or seconds <= 0:
-            self.fail(f"{value!r} is not a positive number of seconds", param, ctx)
-        return seconds
+# Seconds: positive (``--timeout -5`` is a usage error, not an instant exit) and finite.
+SECONDS = click.FloatRange(min=0, min_open=True)
+SECONDS.name = "number of seconds"  # in "'x' is not a valid number of seconds"
 
 
-SECONDS = Seconds()
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of seconds", ctx, param)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +44,16 @@ class _Options:
 @click.argument("namespaces", nargs=-1, metavar="[NAMESPACE]...")
 @click.option("--count", type=click.IntRange(min=1), metavar="N", help="exit after N changes")
 @click.option(
-    "--timeout", type=SECONDS, metavar="S", help="exit after S seconds (error if --count unmet)"
+    "--timeout",
+    type=SECONDS,
+    callback=_finite,
+    metavar="S",
+    help="exit after S seconds (error if --count unmet)",
 )
 @click.option(
     "--interval",
     type=SECONDS,
+    callback=_finite,
     default=0.5,
     metavar="S",
     help="seconds between change-log polls (default 0.5)",
