@@ -52,7 +52,8 @@ def invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Invoke:
         assert "Traceback" not in result.output
         if code:
             lines = result.stderr.strip().splitlines()
-            assert len(lines) == 1 and lines[0].startswith("confman: error: "), result.stderr
+            start = "confman: interrupted" if code == 130 else "confman: error: "
+            assert len(lines) == 1 and lines[0].startswith(start), result.stderr
         return result
 
     return run
@@ -275,3 +276,14 @@ def test_the_upgrade_hint_works_as_printed(tmp_path: Path, prepare: str) -> None
     _run_hint(hint.group(1), tmp_path)
     run_confman("get", "cache", "--database-url", url, cwd=tmp_path)
     assert not (tmp_path / "confman.db").exists()  # the hint did not go to the default
+
+
+def test_ctrl_c_is_one_line_and_exit_130(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    import confman.cli.documents
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(confman.cli.documents, "_list", interrupted)
+    r = invoke("list", code=130)
+    assert r.stderr == "confman: interrupted\n"  # no blank line before it

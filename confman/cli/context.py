@@ -28,7 +28,7 @@ from ..exceptions import SchemaOutOfDate
 from ..hub import ConfigHub, registered_managers
 from ..manager import DEFAULT_KEY, ConfigurationManager
 from ..store.engine import DEFAULT_DATABASE_URL, normalize_url, sqlite_path
-from .errors import CliError, UsageError
+from .errors import CliError, Interrupted, UsageError
 from .output import warn
 
 __all__ = [
@@ -365,7 +365,11 @@ def pass_context(f: Callable[Concatenate[Context, P], R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         settings = _settings(click.get_current_context())
         _configure_logging(settings.verbose)
-        return f(_context(settings), *args, **kwargs)
+        try:
+            return f(_context(settings), *args, **kwargs)
+        except KeyboardInterrupt:
+            # Click would print a blank line before its Abort: keep the report one line.
+            raise Interrupted("interrupted") from None
 
     return wrapper
 

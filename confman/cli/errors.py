@@ -4,10 +4,11 @@
 ConfmanError
 └── CliError            exit 1: the command failed (click.ClickException too)
     ├── UsageError      exit 2: bad arguments, options, database or Redis URL, --app
-    └── CannotStart     exit 5: `serve` could not bind (port taken, host unresolvable)
+    ├── CannotStart     exit 5: `serve` could not bind (port taken, host unresolvable)
+    └── Interrupted     exit 130: Ctrl-C
 ```
 
-Library errors keep their own classes and are mapped to a code by `exit_code_of`:
+Library errors keep their own classes and are mapped to a code by `error_line`:
 `ConcurrencyConflict` 3, `ValidationFailed` 4, any other `ConfmanError` 1.
 """
 
@@ -27,6 +28,7 @@ __all__ = [
     "EXIT_USAGE",
     "CannotStart",
     "CliError",
+    "Interrupted",
     "UsageError",
     "error_line",
     "one_line",
@@ -51,6 +53,12 @@ class UsageError(CliError):
     """A mistake in how the command was called or configured (exit 2)."""
 
     exit_code = EXIT_USAGE
+
+
+class Interrupted(CliError):
+    """Ctrl-C outside ``watch`` and ``serve``, which stop cleanly instead (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class CannotStart(CliError):

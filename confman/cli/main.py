@@ -15,7 +15,15 @@ from ..exceptions import ConfmanError
 from .context import shared_options
 from .db import db
 from .documents import delete, get, list_, set_
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, error_line, one_line
+from .errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CliError,
+    Interrupted,
+    error_line,
+    one_line,
+)
 from .history import history, rollback
 from .keys import keys
 from .serve import serve
@@ -84,9 +92,11 @@ def _run(group: click.Group, args: list[str]) -> int:
     try:
         result = click.Group.main(group, args, prog_name="confman", standalone_mode=False)
         return int(result) if isinstance(result, int) else EXIT_OK
-    except (KeyboardInterrupt, click.Abort):
+    except (KeyboardInterrupt, click.Abort, Interrupted):
         click.echo("confman: interrupted", err=True)
         return EXIT_INTERRUPTED
+    except SystemExit as e:  # Click's own exit on a broken pipe
+        return e.code if isinstance(e.code, int) else EXIT_ERROR
     except BrokenPipeError:
         # The reader went away (`confman watch | head -1`); silence the flush at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
