@@ -1,21 +1,32 @@
-"""``confman serve``: run the API, stream and dashboard over a connected hub."""
+"""``confman serve``: run the API, stream and dashboard over a connected hub.
+
+The socket is bound before anything is announced: a taken port or a host that does not
+resolve is `CannotStart`, raised before a URL or a token is printed.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Callable
 
 import uvicorn
 
-from confman import ConcurrencyConflict, ConfigHub
+from confman import ConcurrencyConflict, ConfigHub, ConfmanError
 
 from .app import create_app
 from .tokens import ApiTokenManager, Role
 
-__all__ = ["BOOTSTRAP_TOKEN_NAME", "serve"]
+__all__ = ["BOOTSTRAP_TOKEN_NAME", "CannotStart", "bind", "serve"]
 
 BOOTSTRAP_TOKEN_NAME = "admin"
 _LOG_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)  # by -v count
+_BACKLOG = 2048  # uvicorn's default
+
+
+class CannotStart(ConfmanError):
+    """The server cannot listen where it was asked to: port taken, host unresolvable."""
 
 
 async def bootstrap_token(hub: ConfigHub) -> str | None:
@@ -34,6 +45,34 @@ async def bootstrap_token(hub: ConfigHub) -> str | None:
     return issued.plaintext
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port), as uvicorn binds.
+
+    Raises:
+        CannotStart: the host does not resolve, the port is taken, or the address is not
+            this machine's.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(_BACKLOG)
+    except socket.gaierror as e:
+        sock.close()
+        raise CannotStart(f"cannot start: host {host!r} does not resolve ({e.strerror})") from None
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise CannotStart(f"cannot start: port {port} on {host} is already in use") from None
+        raise CannotStart(f"cannot start: cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
+
+
+def _command(arguments: str) -> str:
+    return f"confman {arguments}"
+
+
 async def serve(
     hub: ConfigHub,
     *,
@@ -42,10 +81,26 @@ async def serve(
     bootstrap: bool,
     out: Callable[[str], None],
     verbosity: int = 0,
+    command: Callable[[str], str] = _command,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM; ``hub`` stays the caller's to close."""
+    """Bind, then serve until SIGINT or SIGTERM; ``hub`` stays the caller's to close.
+
+    Args:
+        command: the ``confman`` command line for some arguments, on this server's
+            database, for the hints printed at start-up.
+        sock: a socket from `bind` (the caller binds before it does anything else);
+            closed when serving ends. Without it, `serve` binds ``host:port`` itself.
+
+    Raises:
+        CannotStart: see `bind`; nothing has been printed then.
+    """
+    if sock is None:
+        sock = bind(host, port)
+    bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
-    url = f"http://{shown_host}:{port}/"
+    url = f"http://{shown_host}:{bound_port}/"
+    create = command("tokens create --name NAME --role admin")
 
     async def started(connected: ConfigHub) -> None:
         token = await bootstrap_token(connected) if bootstrap else None
@@ -54,21 +109,21 @@ async def serve(
             out("confman serve: first start: created an admin token, shown only now. Log in with")
             out(f"    {token}")
         elif not connected.manager(ApiTokenManager).keys():
-            out(
-                "confman serve: no API token exists; create one with "
-                "`confman tokens create --name NAME --role admin`"
-            )
+            out(f"confman serve: no API token exists; create one with `{create}`")
         else:
-            out("confman serve: log in with a token (`confman tokens create` makes one)")
+            out(f"confman serve: log in with a token (`{create}` makes one)")
 
     config = uvicorn.Config(
         create_app(hub, on_start=started),
         host=host,
-        port=port,
+        port=bound_port,
         log_config=None,  # keep the CLI's logging set-up
         log_level=_LOG_LEVELS[min(verbosity, 2)],
         access_log=verbosity >= 1,
         timeout_graceful_shutdown=3,  # live streams never end by themselves
         server_header=False,
     )
-    await uvicorn.Server(config).serve()
+    try:
+        await uvicorn.Server(config).serve(sockets=[sock])
+    finally:
+        sock.close()

@@ -1,0 +1,151 @@
+"""``confman serve``: the HTTP API, live change stream and dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from ..store.engine import sqlite_path
+from .context import Context, pass_context, report_problems, shared_options
+from .errors import EXIT_OK, CannotStart, CliError, UsageError
+from .output import out
+from .tokens import token_manager
+
+__all__ = ["CLUSTER_VARIABLE", "REDIS_URL_VARIABLE", "serve"]
+
+REDIS_URL_VARIABLE = "CONFMAN_REDIS_URL"
+_REDIS_SCHEMES = ("redis", "rediss", "unix")  # what redis-py's from_url accepts
+CLUSTER_VARIABLE = "CONFMAN_CLUSTER"
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8400,
+    help="port to listen on (8400; 0: any free port, shown at start-up)",
+)
+@click.option(
+    "--redis-url",
+    metavar="URL",
+    help=f"share changes with other instances through Redis (default: ${REDIS_URL_VARIABLE})",
+)
+@click.option(
+    "--cluster",
+    metavar="NAME",
+    help="the fleet's name: Redis keys and channels start with it "
+    f"(default: ${CLUSTER_VARIABLE} or confman)",
+)
+@click.option(
+    "--bootstrap-token/--no-bootstrap-token",
+    default=None,
+    help="when no API token exists, create an admin token and print it once "
+    "(default: on for embedded SQLite only)",
+)
+@shared_options
+@pass_context
+def serve(
+    ctx: Context,
+    host: str,
+    port: int,
+    redis_url: str | None,
+    cluster: str | None,
+    bootstrap_token: bool | None,
+) -> int:
+    """Serve the HTTP API, live change stream and dashboard (needs the api extra)."""
+    return asyncio.run(_serve(ctx, host, port, redis_url, cluster, bootstrap_token))
+
+
+async def _serve(
+    ctx: Context,
+    host: str,
+    port: int,
+    redis_url: str | None,
+    cluster: str | None,
+    bootstrap_token: bool | None,
+) -> int:
+    try:
+        serving = importlib.import_module("confman.api.serve")
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.startswith("confman"):
+            raise
+        raise CliError(
+            f"confman serve needs the api extra ({e.name} is missing): pip install 'confman[api]'"
+        ) from None
+    redis_url = redis_url or os.environ.get(REDIS_URL_VARIABLE) or None
+    if redis_url is not None:
+        _check_redis_url(redis_url)
+    # Bind before anything else: a taken port is reported before a database is created
+    # or a URL announced, and with its own exit code.
+    try:
+        sock = serving.bind(host, port)
+    except serving.CannotStart as e:
+        raise CannotStart(str(e)) from None
+    with contextlib.closing(sock):
+        return await _serve_on(ctx, serving, sock, host, port, redis_url, cluster, bootstrap_token)
+
+
+async def _serve_on(
+    ctx: Context,
+    serving: Any,
+    sock: socket.socket,
+    host: str,
+    port: int,
+    redis_url: str | None,
+    cluster: str | None,
+    bootstrap_token: bool | None,
+) -> int:
+    created = ctx.create_sqlite_file()
+    if created is not None:
+        from ..store import upgrade_async
+
+        with ctx.removing_on_failure(created):
+            await upgrade_async(ctx.database_url)
+        out(f"confman serve: created the embedded database {created}")
+    embedded = sqlite_path(ctx.database_url) is not None
+    bootstrap = bootstrap_token if bootstrap_token is not None else embedded
+    managers = [*ctx.known.values(), token_manager()]
+    options: dict[str, Any] = {"redis_url": redis_url}
+    cluster = cluster or os.environ.get(CLUSTER_VARIABLE)
+    if cluster:
+        options["cluster"] = cluster
+    async with ctx.hub(managers, **options) as hub:
+        for manager in hub.managers():
+            report_problems(manager)
+        await serving.serve(
+            hub,
+            host=host,
+            port=port,
+            bootstrap=bootstrap,
+            out=out,
+            verbosity=ctx.verbosity,
+            command=lambda arguments: ctx.hint(arguments, portable=True),
+            sock=sock,
+        )
+    return EXIT_OK
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse (exit 2) a Redis URL that redis-py could not connect with."""
+    parsed = urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        raise UsageError("--redis-url: the port is not a number from 0 to 65535") from None
+    if parsed.scheme not in _REDIS_SCHEMES:
+        raise UsageError(
+            f"--redis-url must start with redis://, rediss:// or unix:// (got {parsed.scheme}:// "
+            "or none), e.g. redis://127.0.0.1:6379/0"
+        )
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise UsageError("--redis-url names no host, e.g. redis://127.0.0.1:6379/0")
+    if port == 0:
+        raise UsageError("--redis-url: port 0 is not a port Redis listens on")

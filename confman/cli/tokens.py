@@ -1,0 +1,123 @@
+"""``confman tokens``: API bearer tokens (for ``confman serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import click
+
+from .context import Context, actor_name, actor_option, pass_context, shared_options
+from .errors import EXIT_OK, UsageError
+from .output import out, table, time
+
+if TYPE_CHECKING:
+    from ..api.tokens import ApiTokenManager
+
+__all__ = ["token_manager", "tokens"]
+
+ROLES = ("viewer", "editor", "admin")
+
+
+def token_manager() -> type[ApiTokenManager]:
+    # Imported on use: the other commands need nothing of the api package.
+    from ..api.tokens import ApiTokenManager
+
+    return ApiTokenManager
+
+
+@contextlib.asynccontextmanager
+async def _tokens(ctx: Context) -> AsyncIterator[ApiTokenManager]:
+    cls = token_manager()
+    async with ctx.hub([cls]) as hub:
+        yield hub.manager(cls)
+
+
+@click.group(invoke_without_command=True)
+@shared_options
+@click.pass_context
+def tokens(ctx: click.Context) -> None:
+    """API bearer tokens (confman serve)."""
+    if ctx.invoked_subcommand is None:
+        raise click.UsageError("a COMMAND is required (create, list, revoke)", ctx)
+
+
+@tokens.command()
+@click.option("--name", required=True, help="also the actor its writes are audited as")
+@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--namespaces", metavar="A,B", help="only these namespaces (default: all)")
+@actor_option
+@shared_options
+@pass_context
+def create(ctx: Context, name: str, role: str, namespaces: str | None, actor: str | None) -> int:
+    """Create a token and print it (only the hash is stored; it is shown once)."""
+    granted = None
+    if namespaces is not None:
+        granted = [n.strip() for n in namespaces.split(",") if n.strip()]
+        if not granted:
+            # A token limited to nothing can see nothing: a typo, never what was meant.
+            raise UsageError(
+                "--namespaces names no namespace; name at least one, or omit it for all"
+            )
+        unknown = [n for n in granted if n not in ctx.known]
+        if unknown:
+            raise UsageError(f"unknown namespace(s): {', '.join(unknown)}")
+    return asyncio.run(_create(ctx, name, role, granted, actor))
+
+
+async def _create(
+    ctx: Context, name: str, role: str, granted: list[str] | None, given_actor: str | None
+) -> int:
+    async with _tokens(ctx) as manager:
+        issued = await manager.create_token(
+            name, role, namespaces=granted, actor=actor_name(given_actor)
+        )
+    grants = ", ".join(issued.namespaces) if issued.namespaces is not None else "all namespaces"
+    click.echo(
+        f"confman: created {issued.role} token {issued.name!r} ({grants}); it is shown only now:",
+        err=True,
+    )
+    out(issued.plaintext)
+    return EXIT_OK
+
+
+@tokens.command("list")
+@shared_options
+@pass_context
+def list_(ctx: Context) -> int:
+    """List tokens (never their values)."""
+    return asyncio.run(_list(ctx))
+
+
+async def _list(ctx: Context) -> int:
+    async with _tokens(ctx) as manager:
+        rows = [
+            [
+                name,
+                str(token.role),
+                ", ".join(token.namespaces) if token.namespaces is not None else "all",
+                time(token.created_at),
+            ]
+            for name, token in sorted(manager.items())
+        ]
+    out(table(["name", "role", "namespaces", "created"], rows))
+    return EXIT_OK
+
+
+@tokens.command()
+@click.argument("name")
+@actor_option
+@shared_options
+@pass_context
+def revoke(ctx: Context, name: str, actor: str | None) -> int:
+    """Revoke a token on every instance."""
+    return asyncio.run(_revoke(ctx, name, actor))
+
+
+async def _revoke(ctx: Context, name: str, given_actor: str | None) -> int:
+    async with _tokens(ctx) as manager:
+        await manager.revoke(name, actor=actor_name(given_actor))
+    out(f"revoked token {name!r}")
+    return EXIT_OK
