@@ -10,6 +10,7 @@ import uvicorn
 from confman import ConcurrencyConflict, ConfigHub
 
 from .app import create_app
+from .stream import StreamLimits
 from .tokens import ApiTokenManager, Role
 
 __all__ = ["BOOTSTRAP_TOKEN_NAME", "serve"]
@@ -42,8 +43,12 @@ async def serve(
     bootstrap: bool,
     out: Callable[[str], None],
     verbosity: int = 0,
+    stream_limits: StreamLimits | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM; ``hub`` stays the caller's to close."""
+    """Serve until SIGINT or SIGTERM; ``hub`` stays the caller's to close.
+
+    ``stream_limits`` bound each event stream (default: `StreamLimits.from_environ`).
+    """
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}/"
 
@@ -62,7 +67,7 @@ async def serve(
             out("confman serve: log in with a token (`confman tokens create` makes one)")
 
     config = uvicorn.Config(
-        create_app(hub, on_start=started),
+        create_app(hub, on_start=started, stream_limits=stream_limits),
         host=host,
         port=port,
         log_config=None,  # keep the CLI's logging set-up
