@@ -19,7 +19,7 @@ from confman import ChangeRecord, ConfigChange, ConfigurationManager
 
 from . import models
 from .auth import CurrentPrincipal, hub_of, manager_for, served
-from .problems import ApiProblem
+from .problems import PROBLEM_JSON, ApiProblem
 from .stream import KEEPALIVE, BoundedEventStream, Outbox, StreamLimits, frame
 from .tokens import ApiTokenManager
 
@@ -99,11 +99,12 @@ async def _check_resumable(request: Request, after: int) -> None:
 @router.get(
     "/events",
     response_class=BoundedEventStream,
+    status_code=200,
     responses={
         200: {"model": models.ChangeEvent, "description": "one event per change"},
         409: {
-            "model": models.Problem,
             "description": "Last-Event-ID ahead of the change log, or older than it keeps",
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         },
     },
 )
