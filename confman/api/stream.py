@@ -81,17 +81,16 @@ class StreamLimits:
             raw = environ.get(name)
             if raw is None:
                 continue
-            convert = int if f.type == "int" else float
+            whole = f.type == "int"
             try:
-                found[f.name] = convert(raw)
+                value = int(raw) if whole else float(raw)
             except ValueError:
-                raise StreamLimitsInvalid(
-                    f"{name}: not a {'whole ' if convert is int else ''}number"
-                ) from None
-        try:
-            return cls(**found)  # type: ignore[arg-type]
-        except StreamLimitsInvalid as e:
-            raise StreamLimitsInvalid(f"{e} (from {_ENV_PREFIX}* variables)") from None
+                value = 0
+            if not value > 0 or value == float("inf"):
+                kind = "a whole number" if whole else "a number"
+                raise StreamLimitsInvalid(f"{name}: must be {kind} greater than 0")
+            found[f.name] = value
+        return cls(**found)  # type: ignore[arg-type]
 
 
 def frame(data: str, *, event: str, id: str) -> bytes:

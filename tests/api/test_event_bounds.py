@@ -243,3 +243,25 @@ async def test_a_last_event_id_ahead_of_the_log_is_a_409_naming_the_newest_seq(
             "GET", "/api/v1/events", headers={"Last-Event-ID": str(newest)}, timeout=5
         ) as stream:
             assert stream.status_code == 200
+
+
+def test_stream_limits_come_from_the_environment_and_refuse_nonsense_by_name() -> None:
+    from confman.api import StreamLimits
+    from confman.api.stream import StreamLimitsInvalid
+
+    assert StreamLimits.from_environ({}) == StreamLimits()
+    limits = StreamLimits.from_environ(
+        {"CONFMAN_STREAM_MAX_BYTES": "4096", "CONFMAN_STREAM_SEND_TIMEOUT": "2.5"}
+    )
+    assert (limits.max_bytes, limits.send_timeout) == (4096, 2.5)
+    for name, raw in [
+        ("CONFMAN_STREAM_MAX_EVENTS", "0"),
+        ("CONFMAN_STREAM_MAX_BYTES", "1.5"),
+        ("CONFMAN_STREAM_SEND_TIMEOUT", "nan"),
+        ("CONFMAN_STREAM_PING_INTERVAL", "-1"),
+        ("CONFMAN_STREAM_REPLAY_PAGE", "lots"),
+    ]:
+        with pytest.raises(StreamLimitsInvalid, match=name):
+            StreamLimits.from_environ({name: raw})
+    with pytest.raises(StreamLimitsInvalid, match="max_bytes"):
+        StreamLimits(max_bytes=0)
