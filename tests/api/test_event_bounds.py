@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,3 +266,38 @@ def test_stream_limits_come_from_the_environment_and_refuse_nonsense_by_name() -
             StreamLimits.from_environ({name: raw})
     with pytest.raises(StreamLimitsInvalid, match="max_bytes"):
         StreamLimits(max_bytes=0)
+
+
+async def test_a_last_event_id_older_than_the_pruned_log_is_a_409_naming_the_oldest_seq(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    env = server_env()
+    with own_database("sqlite", request, tmp_path) as url:
+        key = {"CONFMAN_ENCRYPTION_KEY": env["CONFMAN_ENCRYPTION_KEY"]}
+        async with connect(url, key, managers=[CacheConfigurationManager]) as hub:
+            cache = hub.manager(CacheConfigurationManager)
+            seqs = [(await cache.update({"max_entries": 100 + i})).seq for i in range(3)]
+        assert seqs == [1, 2, 3]
+        tokens = create_tokens(url, env, tmp_path, STANDARD_TOKENS)
+        # Retention removed the first two changes (it keeps each document's newest).
+        with contextlib.closing(sqlite3.connect(url.split("///", 1)[1])) as db, db:
+            db.execute("DELETE FROM config_changes WHERE seq < 3")
+        server = start_server(url, env, tmp_path, tokens)
+        try:
+            viewer = server.client("viewer")
+            with viewer.stream(
+                "GET", "/api/v1/events", headers={"Last-Event-ID": "1"}, timeout=10
+            ) as answer:
+                assert answer.status_code == 409, answer.status_code  # seq 2 is gone
+                answer.read()
+            body = assert_problem(answer, 409)
+            assert body["oldest_seq"] == 3 and "pruned" in body["detail"]
+            # After 2 nothing is missing: seq 3 onwards is all there.
+            with viewer.stream(
+                "GET", "/api/v1/events", headers={"Last-Event-ID": "2"}, timeout=10
+            ) as answer:
+                assert answer.status_code == 200
+                lines = answer.iter_lines()
+                assert next(line for line in lines if line.startswith("id:")) == "id: 3"
+        finally:
+            server.stop()
