@@ -196,8 +196,12 @@ class BoundedEventStream(StreamingResponse):
             outbox.end("client disconnected")
 
         async def run_pump() -> None:
-            await self._pump(send_chunk)
-            outbox.end("done")
+            try:
+                await self._pump(send_chunk)
+            except ConfmanError as e:  # the database went away mid-replay, say
+                outbox.end(f"{e.__class__.__name__}: {e}")
+            else:
+                outbox.end("done")
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(until_disconnected)
