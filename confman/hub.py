@@ -394,22 +394,25 @@ class ConfigHub:
         limit: int = 1000,
         with_values: bool = True,
     ) -> list[ChangeRecord]:
-        """Audit records with ``seq > after_seq``, oldest first, secrets masked.
+        """Audit records with ``seq > after_seq``, oldest first, secrets masked: one page.
 
         For readers that resume from a seq they last saw (a stream client reconnecting);
-        call again from the last record's seq until fewer than ``limit`` come back.
+        call again from the last record's seq until fewer than ``limit`` come back. The
+        database filters by ``namespaces`` and returns at most ``limit`` records, so a
+        page costs the same whatever the length of the log.
         Without ``with_values`` the records' ``before`` and ``after`` are None (cheaper).
         """
-        wanted = None if namespaces is None else frozenset(namespaces)
-        records: list[ChangeRecord] = []
-        cursor = after_seq
-        while len(records) < limit:  # filtered pages can come back short: read on
-            logged = await self.store.changes_since(cursor, limit=limit, with_values=with_values)
-            records += [c.record for c in logged if wanted is None or c.record.namespace in wanted]
-            if len(logged) < limit:
-                break
-            cursor = logged[-1].record.seq
-        return records
+        return await self.store.change_records(
+            after_seq, namespaces=namespaces, limit=limit, with_values=with_values
+        )
+
+    async def change_log_bounds(self) -> tuple[int, int] | None:
+        """The oldest and newest seq in the change log (None when it is empty).
+
+        A reader resuming from a seq outside these (ahead of the newest: another or a
+        restored database; before the oldest: pruned) cannot be given what it missed.
+        """
+        return await self.store.seq_bounds()
 
     # ----------------------------------------------------------------- fleet
 

@@ -13,6 +13,7 @@ from .tokens import TOKEN_PREFIX, ApiToken, ApiTokenManager, IssuedToken, Princi
 
 if TYPE_CHECKING:
     from .app import create_app
+    from .stream import StreamLimits
 
 __all__ = [
     "TOKEN_PREFIX",
@@ -21,6 +22,7 @@ __all__ = [
     "IssuedToken",
     "Principal",
     "Role",
+    "StreamLimits",
     "create_app",
 ]
 
@@ -30,4 +32,8 @@ def __getattr__(name: str) -> Any:
         from .app import create_app
 
         return create_app
+    if name == "StreamLimits":
+        from .stream import StreamLimits
+
+        return StreamLimits
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

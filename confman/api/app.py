@@ -19,6 +19,7 @@ from . import documents, events, operations
 from .metrics import Metrics
 from .openapi import keep_openapi_31
 from .problems import install_handlers
+from .stream import StreamLimits
 from .tokens import ApiTokenManager
 
 __all__ = ["STATIC_DIRECTORY", "create_app"]
@@ -82,6 +83,7 @@ def create_app(
     hub: HubSource,
     *,
     on_start: Callable[[ConfigHub], Awaitable[None]] | None = None,
+    stream_limits: StreamLimits | None = None,
 ) -> FastAPI:
     """The API, stream, metrics and dashboard over ``hub``.
 
@@ -92,7 +94,10 @@ def create_app(
             start-up and closes at shut-down. Either way the hub gets the
             `ApiTokenManager` loaded if it lacks it.
         on_start: awaited once the hub is ready, before the first request.
+        stream_limits: the bounds of each ``/api/v1/events`` stream; by default
+            `StreamLimits` with any ``CONFMAN_STREAM_*`` environment variables applied.
     """
+    limits = stream_limits or StreamLimits.from_environ()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -118,6 +123,7 @@ def create_app(
         summary="Typed, audited, live configuration: documents, history and a change stream.",
         lifespan=lifespan,
     )
+    app.state.stream_limits = limits
     install_handlers(app)
     keep_openapi_31(app)
     app.include_router(documents.router)

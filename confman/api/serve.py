@@ -16,6 +16,7 @@ import uvicorn
 from confman import ConcurrencyConflict, ConfigHub, ConfmanError
 
 from .app import create_app
+from .stream import StreamLimits
 from .tokens import ApiTokenManager, Role
 
 __all__ = ["BOOTSTRAP_TOKEN_NAME", "CannotStart", "bind", "serve"]
@@ -83,6 +84,7 @@ async def serve(
     verbosity: int = 0,
     command: Callable[[str], str] = _command,
     sock: socket.socket | None = None,
+    stream_limits: StreamLimits | None = None,
 ) -> None:
     """Bind, then serve until SIGINT or SIGTERM; ``hub`` stays the caller's to close.
 
@@ -91,6 +93,7 @@ async def serve(
             database, for the hints printed at start-up.
         sock: a socket from `bind` (the caller binds before it does anything else);
             closed when serving ends. Without it, `serve` binds ``host:port`` itself.
+        stream_limits: bound each event stream (default: `StreamLimits.from_environ`).
 
     Raises:
         CannotStart: see `bind`; nothing has been printed then.
@@ -114,7 +117,7 @@ async def serve(
             out(f"confman serve: log in with a token (`{create}` makes one)")
 
     config = uvicorn.Config(
-        create_app(hub, on_start=started),
+        create_app(hub, on_start=started, stream_limits=stream_limits),
         host=host,
         port=bound_port,
         log_config=None,  # keep the CLI's logging set-up

@@ -146,6 +146,26 @@ def _since(*, values: bool, also: bool) -> Select[Any]:
 
 _CHANGES_SINCE = {(v, a): _since(values=v, also=a) for v in (False, True) for a in (False, True)}
 
+# Replays for readers (the event stream, `ConfigHub.changes_since`): the columns a change
+# record shows and nothing else (never ``data``; ``before``/``after`` only when asked),
+# filtered by the database, one page per statement, so that a replay holds one page
+# whatever the length of the log or the share of it the reader may see.
+_RECORD_COLUMNS = [c for c in config_changes.c if c.name not in ("before", "after", "data")]
+
+
+def _record_page(*, values: bool, namespaces: bool) -> Select[Any]:
+    columns = [*_RECORD_COLUMNS, _c.before, _c.after] if values else _RECORD_COLUMNS
+    query = select(*columns).where(_c.seq > bindparam("after_seq"))
+    if namespaces:  # a further filter (an environment, say) is one more where() like this
+        query = query.where(_c.namespace.in_(bindparam("namespaces", expanding=True)))
+    return query.order_by(_c.seq).limit(bindparam("limit", type_=Integer))
+
+
+_RECORD_PAGES = {
+    (v, n): _record_page(values=v, namespaces=n) for v in (False, True) for n in (False, True)
+}
+_SEQ_BOUNDS = select(func.min(_c.seq), func.max(_c.seq))
+
 # Writes. Parameters are named ``w_*`` (never a column name, which SQLAlchemy reserves
 # for the VALUES/SET clause) and one set of them serves every write statement.
 _CREATE = insert(config_documents).values(
@@ -687,6 +707,49 @@ class ConfigStore:
         async def work(conn: AsyncConnection) -> list[LoggedChange]:
             rows = [r._mapping for r in await conn.execute(query, params)]  # built per access
             return [LoggedChange(_record(m, values=with_values), m["data"]) for m in rows]
+
+        return await self._read(work)
+
+    async def change_records(
+        self,
+        after_seq: int,
+        *,
+        namespaces: Iterable[str] | None = None,
+        limit: int = 500,
+        with_values: bool = False,
+    ) -> list[ChangeRecord]:
+        """One page of the change log: at most ``limit`` records with ``seq > after_seq``.
+
+        Oldest first, secrets masked. Read the next page from the last record's seq; a
+        page shorter than ``limit`` is the last. The database filters and limits, so the
+        records and memory of one call never exceed one page.
+
+        Args:
+            after_seq: return only records after this seq.
+            namespaces: only these namespaces (None: every namespace; empty: none).
+            limit: the page size, at least 1.
+            with_values: read ``before`` and ``after`` too (None otherwise, cheaper).
+        """
+        wanted = None if namespaces is None else list(dict.fromkeys(namespaces))
+        if wanted == [] or limit < 1:
+            return []
+        query = _RECORD_PAGES[with_values, wanted is not None]
+        params: dict[str, Any] = {"after_seq": after_seq, "limit": limit}
+        if wanted is not None:
+            params["namespaces"] = wanted
+
+        async def work(conn: AsyncConnection) -> list[ChangeRecord]:
+            result = await conn.execute(query, params)
+            return [_record(r._mapping, values=with_values) for r in result]
+
+        return await self._read(work)
+
+    async def seq_bounds(self) -> tuple[int, int] | None:
+        """The oldest and newest seq the change log holds; None when it is empty."""
+
+        async def work(conn: AsyncConnection) -> tuple[int, int] | None:
+            low, high = (await conn.execute(_SEQ_BOUNDS)).one()
+            return None if high is None else (int(low), int(high))
 
         return await self._read(work)
 

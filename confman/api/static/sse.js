@@ -11,13 +11,17 @@ export class EventStream {
    * @param {(ev: {event: string, id: string|null, data: string}) => void} o.onEvent
    * @param {(state: "connecting"|"open"|"closed"|"error", info?: string) => void} o.onState
    * @param {() => void} o.onUnauthorized
+   * @param {(newestSeq: number|null) => void} [o.onReset] the server cannot resume from
+   *   the last id (409: another or a restored database, or a pruned log): what the page
+   *   shows may be stale; the stream starts afresh from the server's "now"
    */
-  constructor({ url, token, onEvent, onState, onUnauthorized }) {
+  constructor({ url, token, onEvent, onState, onUnauthorized, onReset }) {
     this.url = url;
     this.token = token;
     this.onEvent = onEvent;
     this.onState = onState || (() => {});
     this.onUnauthorized = onUnauthorized || (() => {});
+    this.onReset = onReset || (() => {});
     this.lastEventId = null;
     this.retryMs = 2000;
     this.failures = 0;
@@ -80,6 +84,23 @@ export class EventStream {
       this.stopped = true;
       this.onState("closed");
       this.onUnauthorized();
+      return;
+    }
+    if (response.status === 409 && this.lastEventId !== null) {
+      // The change log cannot serve Last-Event-ID: resuming with it again would fail
+      // forever. Forget it, reconnect at once (the server says "ready" from now).
+      let newest = null;
+      try {
+        newest = (await response.json()).newest_seq ?? null;
+      } catch {}
+      this.lastEventId = null;
+      this.onState("error", "the server cannot resume from this page's last change; starting afresh");
+      try {
+        this.onReset(newest);
+      } catch (err) {
+        console.error("reset handler failed", err);
+      }
+      if (!this.stopped && !controller.signal.aborted) this._connect();
       return;
     }
     if (!response.ok || !response.body) {
