@@ -392,6 +392,27 @@ def test_history_rollback_delete(cli: Cli) -> None:
     cli("delete", "cache", "--expect-version", "1", code=3)
 
 
+def test_a_set_that_changes_nothing_says_unchanged(cli: Cli) -> None:
+    cli("set", "cache", "default_ttl_seconds=60")
+    r = cli("set", "cache", "default_ttl_seconds=60")
+    assert r.out.strip() == "unchanged cache/default: still version 1 (nothing written)"
+    assert len(cli("history", "cache").out.splitlines()) == 2  # header and one change
+
+
+def test_db_prune_keeps_the_newest_versions(cli: Cli) -> None:
+    for ttl in range(1, 6):
+        cli("set", "cache", f"default_ttl_seconds={ttl}")
+    r = cli("db", "prune", "--keep-versions", "2")
+    assert r.out.startswith("pruned 3 change-log row(s) from ")
+    versions = [line.split()[1] for line in cli("history", "cache").out.splitlines()[1:]]
+    assert versions == ["5", "4"]
+    assert cli("db", "prune", "--keep-versions", "2").out.startswith("pruned 0 ")
+    # Age alone: nothing is 90 days old, and the newest version always stays.
+    assert cli("db", "prune", "--older-than", "0").out.startswith("pruned 1 ")
+    cli("db", "prune", "--keep-versions", "0", code=2)
+    cli("db", "prune", "--older-than", "-1", code=2)
+
+
 # --------------------------------------------------------------------------- --app
 
 

@@ -7,9 +7,11 @@ A group of its own so that more database commands (``db prune``) slot in beside
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import click
 
+from ..retention import DEFAULT_KEEP_VERSIONS, DEFAULT_MAX_AGE
 from .context import Context, pass_context, shared_options
 from .errors import EXIT_OK, CliError, UsageError
 from .output import out
@@ -23,7 +25,7 @@ __all__ = ["db"]
 def db(ctx: click.Context) -> None:
     """Database schema."""
     if ctx.invoked_subcommand is None:
-        raise click.UsageError("a COMMAND is required (current, upgrade)", ctx)
+        raise click.UsageError("a COMMAND is required (current, prune, upgrade)", ctx)
 
 
 @db.command()
@@ -83,6 +85,46 @@ async def _current(ctx: Context, check: bool) -> int:
     out("up to date" if at_head else f"out of date: run `{ctx.hint('db upgrade')}`")
     if check and not at_head:
         raise CliError(f"the database schema is not at head; run `{ctx.hint('db upgrade')}`")
+    return EXIT_OK
+
+
+@db.command()
+@click.option(
+    "--keep-versions",
+    type=click.IntRange(min=1),
+    default=DEFAULT_KEEP_VERSIONS,
+    show_default=True,
+    help="keep this many newest versions of each document",
+)
+@click.option(
+    "--older-than",
+    "older_than_days",
+    type=click.FloatRange(min=0),
+    default=None if DEFAULT_MAX_AGE is None else DEFAULT_MAX_AGE.days,
+    show_default=True,
+    metavar="DAYS",
+    help="delete change-log rows committed more than DAYS ago",
+)
+@shared_options
+@pass_context
+def prune(ctx: Context, keep_versions: int | None, older_than_days: float | None) -> int:
+    """Apply change-log retention now (the newest version of a document always stays).
+
+    A row goes when it is older than --older-than or not among the newest
+    --keep-versions of its document; running servers do the same on their own.
+    """
+    older_than = None if older_than_days is None else timedelta(days=older_than_days)
+    return asyncio.run(_prune(ctx, keep_versions, older_than))
+
+
+async def _prune(ctx: Context, keep_versions: int | None, older_than: timedelta | None) -> int:
+    from ..retention import prune_change_log
+
+    ctx.require_database()
+    deleted = await prune_change_log(
+        ctx.database_url, keep_versions=keep_versions, older_than=older_than
+    )
+    out(f"pruned {deleted} change-log row(s) from {ctx.shown_url}")
     return EXIT_OK
 
 

@@ -181,6 +181,9 @@ def _split_key(cls: ManagerClass, words: Sequence[str]) -> tuple[str | None, lis
 def describe_change(change: ConfigChange[Any], manager: ConfigurationManager[Any]) -> None:
     """Print what a write did: its version, the changed fields, and any pinned ones."""
     where = label(change.namespace, change.key)
+    if change.unchanged:
+        out(f"unchanged {where}: still version {change.version} (nothing written)")
+        return
     verb = {
         Action.CREATE: "created",
         Action.UPDATE: "updated",
@@ -196,8 +199,12 @@ def describe_change(change: ConfigChange[Any], manager: ConfigurationManager[Any
     if change.pinned:
         origins: list[str] = []
         if change.new is not None:
+            pinned_paths = set(change.pinned)
             for f in manager.explain(change.key):
-                pinned = any(f.path == p or f.path.startswith(p + ".") for p in change.pinned)
+                # A field is pinned when it or an object above it is: one set lookup per
+                # level of its path, not one scan of every pinned path per field.
+                parts = f.path.split(".")
+                pinned = any(".".join(parts[:i]) in pinned_paths for i in range(1, len(parts) + 1))
                 overridden = f.layer in (Layer.ENV_FILE, Layer.ENVIRONMENT)
                 if pinned and overridden and f.detail and f.detail not in origins:
                     origins.append(f.detail)
