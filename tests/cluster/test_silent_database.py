@@ -1,0 +1,132 @@
+"""A silent database: a network that accepts connections and then drops every byte.
+
+Found (issue 11): with PostgreSQL behind such a network, writes hung for minutes holding
+their document's lock, reads waited 60 s for asyncpg's connect timeout, and once the
+network came back the instance never caught up: its catch-up task (holding the catch-up
+lock) and the notice loader of a key sat forever on pooled connections whose query had
+been lost, waiting for an answer that could never come. Every store operation now has a
+deadline, and a connection abandoned by one is discarded, never pooled again.
+
+The guards below (`GUARD`) only keep a regression from hanging the suite; nothing here
+asserts speed beyond "within the deadline, plus generous slack".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from confman import ConfmanError, StoreUnavailable
+
+from ..faults import FaultProxy, fault_proxy
+from ..support import connect
+from .models import CountersManager
+
+DEADLINE = 2.0  # the hub's database_timeout in these tests
+GUARD = DEADLINE * 2 + 20  # a hang, not slowness, fails the test
+
+
+@pytest.fixture
+def silent(database_url: str) -> Iterator[tuple[FaultProxy, str]]:
+    """A fault proxy in front of the test's PostgreSQL database, and the URL through it."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs a database server behind a network")
+    with fault_proxy("127.0.0.1", 5432) as proxy:
+        yield proxy, database_url.replace("127.0.0.1:5432", proxy.address())
+
+
+async def eventually(predicate: object, timeout: float = 60.0) -> None:
+    assert callable(predicate)
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_silent_database_fails_within_the_deadline_and_the_hub_converges(
+    silent: tuple[FaultProxy, str], database_url: str, hub_env: dict[str, str]
+) -> None:
+    proxy, via_proxy = silent
+    options = {"catch_up_interval": 0.1, "database_timeout": DEADLINE}
+    async with (
+        connect(via_proxy, hub_env, managers=[CountersManager], **options) as hub,
+        connect(database_url, hub_env, managers=[CountersManager]) as direct,
+    ):
+        counters = hub.manager(CountersManager)
+        await counters.create("k", {"value": 1})
+        await counters.create("other", {"value": 1})
+        await asyncio.sleep(0.3)  # catch-up runs, so it holds pooled connections too
+        proxy.blackhole()
+
+        async with asyncio.timeout(GUARD):
+            # Two writers of one key: the first fails, and its lock goes with it, so
+            # the second is not stuck behind it.
+            first, second = await asyncio.gather(
+                counters.update({"value": 2}, key="k"),
+                counters.update({"value": 3}, key="k"),
+                return_exceptions=True,
+            )
+            assert isinstance(first, StoreUnavailable), first
+            assert isinstance(second, StoreUnavailable), second
+            assert not hub.store.available
+            await asyncio.sleep(hub.store.fail_fast_for)  # past fail-fast: really tried
+            with pytest.raises(StoreUnavailable, match="no answer within"):
+                await counters.update({"value": 4}, key="other")
+            for read in (
+                hub.store.history("counters", "k"),
+                hub.store.list_documents("counters"),
+                hub.store.load_namespace("counters"),
+                hub.store.change_at("counters", "k", 1),
+                hub.catch_up(),
+                hub.check_ready(),
+            ):
+                with pytest.raises(StoreUnavailable):
+                    await read
+        assert counters.get("k").value == 1  # reads serve from memory throughout
+
+        # Meanwhile another instance writes; this one cannot hear of it yet.
+        await direct.manager(CountersManager).update({"value": 5}, key="k")
+        await asyncio.sleep(0.5)
+        assert counters.version("k") == 1
+
+        proxy.restore()  # connections that lost bytes stay open, out of step
+        await eventually(lambda: counters.version("k") == 2)  # no restart
+        assert counters.get("k").value == 5
+        async with asyncio.timeout(GUARD):
+            await hub.check_ready()
+            assert (await counters.update({"value": 6}, key="k")).version == 3
+            assert (await counters.update({"value": 7}, key="other")).version == 2
+        # The catch-up loop runs again (it was not left waiting on a dead connection).
+        runs = hub.stats.catch_up_runs
+        await eventually(lambda: hub.stats.catch_up_runs > runs + 2)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_silent_database_at_start_fails_within_the_deadline(
+    silent: tuple[FaultProxy, str], hub_env: dict[str, str]
+) -> None:
+    proxy, via_proxy = silent
+    proxy.blackhole()
+    async with asyncio.timeout(GUARD):
+        with pytest.raises(StoreUnavailable, match="no answer within"):
+            await connect(via_proxy, hub_env, managers=[CountersManager], database_timeout=1)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_timeouts_come_from_the_environment_and_are_checked(database_url: str) -> None:
+    hub = connect(database_url, {"CONFMAN_DATABASE_TIMEOUT": "3.5"})._hub
+    assert hub.store.timeout == 3.5
+    assert hub.readiness_timeout == 2.0
+    hub = connect(database_url, {"CONFMAN_READINESS_TIMEOUT": "0.5"}, database_timeout=7)._hub
+    assert (hub.store.timeout, hub.readiness_timeout) == (7, 0.5)
+    for env, options in (
+        ({"CONFMAN_DATABASE_TIMEOUT": "soon"}, {}),
+        ({"CONFMAN_READINESS_TIMEOUT": "-1"}, {}),
+        ({}, {"database_timeout": 0}),
+    ):
+        with pytest.raises(ConfmanError, match="must be a positive number of seconds"):
+            connect(database_url, env, **options)
