@@ -15,6 +15,7 @@ never emits it twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -169,6 +170,8 @@ class ConfigHub:
         self._pending_notices: dict[tuple[str, str], ChangeNotice] = {}
         self._late_gaps: dict[int, float] = {}  # expired gaps, still looked for now and then
         self._catch_up_lock = asyncio.Lock()
+        self._catch_up_now = asyncio.Event()  # the database answers again: don't wait
+        self.store.on_recovered = self._catch_up_now.set
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._pid = os.getpid()
@@ -771,13 +774,20 @@ class ConfigHub:
     async def _catch_up_loop(self) -> None:
         delay = self.catch_up_interval
         while True:
-            await asyncio.sleep(delay)
+            # Every store call has a deadline (`ConfigStore.timeout`), so no run can
+            # hold the catch-up lock for longer than its own reads take.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._catch_up_now.wait()
+            self._catch_up_now.clear()
             try:
                 await self.catch_up()
                 delay = self.catch_up_interval
             except StoreUnavailable as e:
                 self.stats.store_errors += 1
-                delay = min(delay * 2, 30.0)
+                # Backing off spares a dead database; any call that gets through again
+                # (a write, /readyz) ends the wait at once (`ConfigStore.on_recovered`).
+                delay = min(delay * 2, max(self.catch_up_interval, 30.0))
                 log.warning("catch-up failed (%s); retrying in %.1fs", e, delay)
             except Exception:
                 log.exception("catch-up failed unexpectedly; retrying")

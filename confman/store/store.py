@@ -458,6 +458,8 @@ class ConfigStore:
         """
         self.engine = engine
         self.timeout = timeout
+        #: Called when a call succeeds after a failure (the hub catches up at once).
+        self.on_recovered: Callable[[], None] | None = None
         self._pid = os.getpid()
         self._failed_at: float | None = None
         self._last_error = ""
@@ -493,6 +495,12 @@ class ConfigStore:
         failed_at = self._failed_at
         if write and failed_at is not None and time.monotonic() - failed_at < self.fail_fast_for:
             raise StoreUnavailable(f"database unavailable ({self._last_error}); not retried yet")
+
+    def _succeeded(self) -> None:
+        if self._failed_at is not None:
+            self._failed_at = None
+            if self.on_recovered is not None:
+                self.on_recovered()
 
     def _unavailable(self, e: Exception, *, detail: str | None = None) -> StoreUnavailable:
         if detail is None:
@@ -532,7 +540,7 @@ class ConfigStore:
             raise self._unavailable(e, detail=late) from e
         except OSError as e:
             raise self._unavailable(e) from e
-        self._failed_at = None
+        self._succeeded()
 
     def _reraise(self, e: DBAPIError, *, connected: bool) -> NoReturn:
         """`StoreUnavailable` for a lost connection or one refused before any statement
@@ -607,7 +615,7 @@ class ConfigStore:
                 raise
             except OSError as e:
                 raise self._unavailable(e) from e
-            self._failed_at = None
+            self._succeeded()
             return result
         raise AssertionError("unreachable")
 
