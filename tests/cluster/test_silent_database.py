@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confman import ConfmanError, StoreUnavailable
 
@@ -97,6 +98,10 @@ async def test_a_silent_database_fails_within_the_deadline_and_the_hub_converges
         await eventually(lambda: counters.version("k") == 2)  # no restart
         assert counters.get("k").value == 5
         async with asyncio.timeout(GUARD):
+            # Every pooled connection answers: none that lost its answer to the
+            # blackhole went back to the pool (checkouts take the oldest first).
+            for _ in range(40):  # > pool_size + max_overflow (5 + 10), more than twice
+                await hub.store.max_seq()
             await hub.check_ready()
             assert (await counters.update({"value": 6}, key="k")).version == 3
             assert (await counters.update({"value": 7}, key="other")).version == 2
@@ -130,3 +135,34 @@ def test_timeouts_come_from_the_environment_and_are_checked(database_url: str) -
     ):
         with pytest.raises(ConfmanError, match="must be a positive number of seconds"):
             connect(database_url, env, **options)
+
+
+async def test_a_connection_abandoned_by_the_deadline_is_never_pooled_again(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    """Work that outlives its deadline on a raw driver call (as the write and notice
+    fast paths do, outside SQLAlchemy's own handling): the connection is closed and
+    discarded, and the next operation gets a fresh one that answers."""
+    async with connect(database_url, hub_env, managers=[CountersManager]) as hub:
+        store = hub.store
+        used: list[object] = []
+
+        async def stuck(conn: AsyncConnection) -> None:
+            driver = (await conn.get_raw_connection()).driver_connection
+            used.append(driver)
+            if database_url.startswith("postgresql"):
+                await driver.fetchval("SELECT pg_sleep(60)")  # type: ignore[union-attr]
+            else:
+                await asyncio.sleep(60)  # aiosqlite: nothing of its own to wait on
+
+        async def which(conn: AsyncConnection) -> object:
+            return (await conn.get_raw_connection()).driver_connection
+
+        async with asyncio.timeout(GUARD):
+            with pytest.raises(StoreUnavailable, match=r"no answer within 0\.5s"):
+                await store._run(stuck, begin=False, timeout=0.5)
+            if database_url.startswith("postgresql"):
+                assert used[0].is_closed()  # type: ignore[attr-defined]
+            for _ in range(20):  # more than the pool holds
+                assert await store._run(which, begin=False) is not used[0]
+            assert await store.max_seq() >= 0
