@@ -346,7 +346,18 @@ class ConfigHub:
         await self.bus.close()
         for manager in self._managers.values():
             manager._close()
-        await self.engine.dispose()
+        try:
+            # Closing says goodbye to the server on each pooled connection, and asyncpg
+            # waits command_timeout for each answer: over a silent network that is
+            # database_timeout times the pool, so the whole of it gets one deadline.
+            async with asyncio.timeout(self.store.timeout):
+                await self.engine.dispose()
+        except TimeoutError:
+            log.warning(
+                "the database did not answer within %gs while closing; connections dropped",
+                self.store.timeout,
+            )
+            await self.engine.dispose(close=False)
 
     # ----------------------------------------------------------------- managers
 

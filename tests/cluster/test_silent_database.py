@@ -166,3 +166,21 @@ async def test_a_connection_abandoned_by_the_deadline_is_never_pooled_again(
             for _ in range(20):  # more than the pool holds
                 assert await store._run(which, begin=False) is not used[0]
             assert await store.max_seq() >= 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_closing_a_hub_over_a_silent_database_ends(
+    silent: tuple[FaultProxy, str], hub_env: dict[str, str]
+) -> None:
+    """Closing says goodbye on every pooled connection; over a silent network no
+    goodbye is ever answered, and a shutdown (SIGTERM) must not wait for one."""
+    proxy, via_proxy = silent
+    timeout = 4.0
+    hub = await connect(via_proxy, hub_env, managers=[CountersManager], database_timeout=timeout)
+    try:
+        await asyncio.gather(*(hub.store.max_seq() for _ in range(5)))  # the pool's 5
+        proxy.blackhole()
+    finally:
+        # Not one driver timeout per pooled connection (5 x 4 s), let alone for ever.
+        async with asyncio.timeout(timeout + 10):
+            await hub.close()
