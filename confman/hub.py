@@ -417,7 +417,7 @@ class ConfigHub:
             SchemaOutOfDate: the schema is not at head.
         """
         try:
-            await self.store.check_schema(timeout=self.readiness_timeout)
+            await self.store.check_schema(timeout=self.readiness_timeout, probe=True)
         except (OSError, SQLAlchemyError) as e:  # not a lost connection: say so all the same
             raise StoreUnavailable(f"cannot check the database: {type(e).__name__}") from e
 

@@ -625,10 +625,21 @@ class ConfigStore:
         """One read statement: on PostgreSQL without BEGIN/COMMIT (it is atomic alone)."""
         return await self._run(work, engine=self._reads, begin=not self._postgres, timeout=timeout)
 
-    async def check_schema(self, *, timeout: float | None = None) -> None:
+    async def check_schema(self, *, timeout: float | None = None, probe: bool = False) -> None:
         """Raise `SchemaOutOfDate` unless the schema is at head, `StoreUnavailable` if
-        the database does not answer within ``timeout`` (else the store's deadline)."""
-        await self._read(check_schema_on, timeout=timeout)
+        the database does not answer within ``timeout`` (else the store's deadline).
+
+        A ``probe`` (readiness, with a deadline shorter than the store's) that fails
+        leaves `available` as it was: a database slower than the probe's deadline may
+        still answer writes within theirs, which must not fail fast because of it.
+        """
+        failed_at, last_error = self._failed_at, self._last_error
+        try:
+            await self._read(check_schema_on, timeout=timeout)
+        except StoreUnavailable:
+            if probe:
+                self._failed_at, self._last_error = failed_at, last_error
+            raise
 
     async def load_namespace(
         self, namespace: str, *, keys: Iterable[str] | None = None

@@ -184,3 +184,16 @@ async def test_closing_a_hub_over_a_silent_database_ends(
         # Not one driver timeout per pooled connection (5 x 4 s), let alone for ever.
         async with asyncio.timeout(timeout + 10):
             await hub.close()
+
+
+async def test_a_failed_readiness_probe_does_not_make_writes_fail_fast(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    """Readiness has a shorter deadline than writes: a database too slow for the probe
+    may still take writes in theirs, so the probe alone never turns them away."""
+    options = {"managers": [CountersManager], "readiness_timeout": 1e-6}
+    async with connect(database_url, hub_env, **options) as hub:
+        with pytest.raises(StoreUnavailable, match="no answer within"):
+            await hub.check_ready()
+        assert hub.store.available
+        await hub.manager(CountersManager).create("k", {"value": 1})
