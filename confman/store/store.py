@@ -23,12 +23,14 @@ from sqlalchemy import (
     Integer,
     Row,
     Select,
+    String,
     bindparam,
     delete,
     func,
     insert,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Dialect
@@ -110,7 +112,16 @@ _DOCUMENTS = select(config_documents).where(_d.namespace == bindparam("namespace
 _DOCUMENT = _DOCUMENTS.where(_d.key == bindparam("key"))
 _DOCUMENTS_WITH_KEYS = _DOCUMENTS.where(_d.key.in_(bindparam("keys", expanding=True)))
 _NAMESPACES = select(_d.namespace, func.count()).where(_d.data.is_not(None)).group_by(_d.namespace)
-_ALL_DOCUMENTS = select(config_documents)
+# Every document, a page at a time in primary-key order (keyset paging).
+_ALL_DOCUMENTS = (
+    select(config_documents)
+    .where(
+        tuple_(_d.namespace, _d.key)
+        > tuple_(bindparam("after_namespace", type_=String), bindparam("after_key", type_=String))
+    )
+    .order_by(_d.namespace, _d.key)
+    .limit(bindparam("limit", type_=Integer))
+)
 _KEY_PAGE = (
     select(_d.key, _d.version, _d.updated_at, _d.updated_by)
     .where(_d.namespace == bindparam("namespace"), _d.data.is_not(None))
@@ -820,12 +831,25 @@ class ConfigStore:
 
         return await self._read(work)
 
-    async def all_documents(self) -> AsyncIterator[StoredDocument]:
-        """Every document, streamed (for export and key rotation)."""
-        async with self._connect() as conn:
-            result = await conn.stream(_ALL_DOCUMENTS)
-            async for row in result:
-                yield _document(row)
+    async def all_documents(self, *, page: int = 500) -> AsyncIterator[StoredDocument]:
+        """Every document (tombstones included), by namespace and key.
+
+        Read ``page`` rows at a time, each read within the store's deadline: one
+        deadline around the whole stream would also run while the caller works between
+        rows (and cancel the caller there), and a stream has no end it can promise.
+        """
+        params: dict[str, Any] = {"after_namespace": "", "after_key": "", "limit": page}
+
+        async def work(conn: AsyncConnection) -> list[StoredDocument]:
+            return [_document(r) for r in await conn.execute(_ALL_DOCUMENTS, params)]
+
+        while True:
+            found = await self._read(work)
+            for document in found:
+                yield document
+            if len(found) < page:
+                return
+            params["after_namespace"], params["after_key"] = found[-1].namespace, found[-1].key
 
     # ----------------------------------------------------------------- leader work
 

@@ -197,3 +197,22 @@ async def test_a_failed_readiness_probe_does_not_make_writes_fail_fast(
             await hub.check_ready()
         assert hub.store.available
         await hub.manager(CountersManager).create("k", {"value": 1})
+
+
+async def test_all_documents_reads_in_pages_each_within_the_deadline(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    """No deadline spans the caller's own work between rows: each page is one read."""
+    async with connect(database_url, hub_env, managers=[CountersManager]) as hub:
+        counters = hub.manager(CountersManager)
+        keys = [f"k{i}" for i in range(7)]
+        for key in keys:
+            await counters.create(key, {"value": 1})
+        await counters.delete("k3")  # a tombstone is a document too
+        hub.store.timeout = 0.5
+        seen = []
+        async for document in hub.store.all_documents(page=2):
+            seen.append((document.namespace, document.key))
+            await asyncio.sleep(0.2)  # longer, in all, than one deadline
+        assert [k for ns, k in seen if ns == "counters"] == keys
+        assert len(seen) == len(set(seen))  # no page read twice
