@@ -461,11 +461,13 @@ class ConfigStore:
     fail_fast_for: float = 2.0
 
     def __init__(self, engine: AsyncEngine, *, timeout: float = DEFAULT_DATABASE_TIMEOUT) -> None:
-        """Args:
-        engine: the engine (see `create_engine`, which gives its driver timeouts).
-        timeout: seconds each whole operation may take, from the pool checkout to the
-            last row or the commit; past it the operation fails with `StoreUnavailable`
-            and its connection is discarded.
+        """The queries over ``engine``.
+
+        Args:
+            engine: the engine (see `create_engine`, which gives its driver timeouts).
+            timeout: seconds each whole operation may take, from the pool checkout to
+                the last row or the commit; past it the operation fails with
+                `StoreUnavailable` and its connection is discarded.
         """
         self.engine = engine
         self.timeout = timeout
@@ -583,7 +585,7 @@ class ConfigStore:
         the connect, the work, the commit and the retry: the driver's timeouts alone
         leave gaps a silent network falls into. Past it: `StoreUnavailable`, and the
         connection in use is discarded, never returned to the pool. A write that timed
-        out may still have committed; catch-up tells (`StoreUnavailable` says maybe).
+        out may still have committed; catch-up tells, and the error says so.
         """
         self._check(write=write)
         seconds, late = self._deadline(timeout)
@@ -591,7 +593,13 @@ class ConfigStore:
             async with asyncio.timeout(seconds):
                 return await self._attempts(work, write, engine or self.engine, begin, retry)
         except TimeoutError as e:  # the deadline, or the driver's own timeout
-            raise self._unavailable(e, detail=late) from e
+            error = self._unavailable(e, detail=late)
+            if write:
+                error = StoreUnavailable(
+                    f"{error}; the write may or may not have been committed (if it was, "
+                    "catch-up applies it here)"
+                )
+            raise error from e
 
     async def _attempts(
         self,
