@@ -51,21 +51,26 @@ def sqlite_path(url: str | URL) -> Path | None:
 
 
 def create_engine(
-    url: str | URL, *, timeout: float = DEFAULT_DATABASE_TIMEOUT, **kwargs: Any
+    url: str | URL, *, timeout: float | None = DEFAULT_DATABASE_TIMEOUT, **kwargs: Any
 ) -> AsyncEngine:
     """An async engine whose driver gives up on any one call after ``timeout`` seconds.
 
     Driver-level timeouts are the first line only: a connection whose peer went silent
     can still hang in places they do not cover, so `ConfigStore` also bounds each whole
-    operation. ``kwargs`` go to SQLAlchemy and win over these defaults.
+    operation. ``timeout=None`` keeps the drivers' own defaults (no statement timeout:
+    for migrations, whose statements may rightly take long). ``kwargs`` go to
+    SQLAlchemy and win over these defaults.
     """
     parsed = normalize_url(url)
-    # Waiting for a free pooled connection is a wait on the database too.
-    kwargs.setdefault("pool_timeout", timeout)
+    if timeout is not None:
+        # Waiting for a free pooled connection is a wait on the database too.
+        kwargs.setdefault("pool_timeout", timeout)
     if parsed.get_backend_name() != "sqlite":
         return _server_engine(parsed, timeout=timeout, **kwargs)
-    # SQLite's busy timeout: how long a writer waits for another's write lock.
-    kwargs.setdefault("connect_args", {}).setdefault("timeout", timeout)
+    # SQLite's busy timeout: how long a writer waits for another's write lock (without
+    # a deadline, the 30 s it had before there were deadlines).
+    busy = 30.0 if timeout is None else timeout
+    kwargs.setdefault("connect_args", {}).setdefault("timeout", busy)
     # Every transaction confman runs ends itself (COMMIT or ROLLBACK), so the pool's
     # ROLLBACK on every return is a wasted trip to aiosqlite's thread; `_reset` below
     # rolls back only what is still open.
@@ -102,9 +107,11 @@ def create_engine(
     return engine
 
 
-def _server_engine(url: URL, *, timeout: float, **kwargs: Any) -> AsyncEngine:
+def _server_engine(url: URL, *, timeout: float | None, **kwargs: Any) -> AsyncEngine:
     connect_args = kwargs.setdefault("connect_args", {})
-    if url.get_driver_name() == "asyncpg":
+    if timeout is None:
+        pass  # the drivers' own defaults
+    elif url.get_driver_name() == "asyncpg":
         connect_args.setdefault("timeout", timeout)  # connecting (asyncpg's default: 60 s)
         connect_args.setdefault("command_timeout", timeout)  # each statement (default: none)
     elif url.get_driver_name() == "psycopg":
