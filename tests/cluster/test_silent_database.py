@@ -14,12 +14,14 @@ asserts speed beyond "within the deadline, plus generous slack".
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confman import ConfmanError, StoreUnavailable
+from confman.bus import LocalBus
 
 from ..faults import FaultProxy, fault_proxy
 from ..support import connect
@@ -216,3 +218,33 @@ async def test_all_documents_reads_in_pages_each_within_the_deadline(
             await asyncio.sleep(0.2)  # longer, in all, than one deadline
         assert [k for ns, k in seen if ns == "counters"] == keys
         assert len(seen) == len(set(seen))  # no page read twice
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_notices_of_a_key_flow_again_after_a_silent_spell(
+    silent: tuple[FaultProxy, str], database_url: str, hub_env: dict[str, str]
+) -> None:
+    """Found: a notice whose row was being read when the network went silent kept its
+    key's loader waiting for ever, and every later notice of that key was folded into
+    it, never applied. Catch-up is kept out of the way here (an hour apart)."""
+    proxy, via_proxy = silent
+    channel = f"silent-{uuid.uuid4().hex}"
+    async with (
+        connect(
+            via_proxy, hub_env, managers=[CountersManager], bus=LocalBus(channel),
+            catch_up_interval=3600, database_timeout=DEADLINE,
+        ) as hub,
+        connect(database_url, hub_env, managers=[CountersManager], bus=LocalBus(channel)) as direct,
+    ):  # fmt: skip
+        counters = hub.manager(CountersManager)
+        writer = direct.manager(CountersManager)
+        await writer.create("k", {"value": 1})
+        await eventually(lambda: counters.version("k") == 1)
+        proxy.blackhole()
+        errors = hub.stats.store_errors
+        await writer.update({"value": 2}, key="k")  # its notice's read meets the silence
+        await eventually(lambda: hub.stats.store_errors > errors)
+        proxy.restore()
+        await writer.update({"value": 3}, key="k")
+        await eventually(lambda: counters.version("k") == 3)
+        assert counters.get("k").value == 3
