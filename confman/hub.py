@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import os
 import secrets
@@ -39,8 +40,8 @@ from .exceptions import ConfmanError, NotFound, StoreUnavailable
 from .retention import DatabaseRetention
 from .secrets import KeyRing
 from .sources import DotEnvSource, EnvironmentSource, OverrideSource
-from .store import DEFAULT_DATABASE_URL, ConfigStore, LoggedChange, check_schema, create_engine
-from .store.engine import normalize_url, sqlite_path
+from .store import DEFAULT_DATABASE_URL, ConfigStore, LoggedChange, create_engine
+from .store.engine import DEFAULT_DATABASE_TIMEOUT, normalize_url, sqlite_path
 
 if TYPE_CHECKING:
     from reactivex import Observable
@@ -56,6 +57,31 @@ M = TypeVar("M", bound="ConfigurationManager[Any]")
 log = logging.getLogger("confman.hub")
 
 ENTRY_POINT_GROUP = "confman.managers"
+
+#: Seconds `ConfigHub.check_ready` (``/readyz``) waits for the database: short, so that a
+#: silent database makes an instance unready within seconds. See docs/concepts.md.
+DEFAULT_READINESS_TIMEOUT = 2.0
+DATABASE_TIMEOUT_VARIABLE = "CONFMAN_DATABASE_TIMEOUT"
+READINESS_TIMEOUT_VARIABLE = "CONFMAN_READINESS_TIMEOUT"
+
+
+def _seconds(
+    given: float | None, environment: Mapping[str, str], variable: str, default: float
+) -> float:
+    """``given``, else the environment's ``variable``, else ``default``: positive seconds."""
+    source, raw = (
+        ("argument", given) if given is not None else (variable, environment.get(variable))
+    )
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        name = variable.removeprefix("CONFMAN_").lower()
+        raise ConfmanError(f"{name} ({source}): must be a positive number of seconds, got {raw!r}")
+    return value
 
 
 def registered_managers() -> list[type[ConfigurationManager[Any]]]:
@@ -126,9 +152,12 @@ class ConfigHub:
         instance_id: str,
         catch_up_interval: float,
         gap_timeout: float,
+        database_timeout: float = DEFAULT_DATABASE_TIMEOUT,
+        readiness_timeout: float = DEFAULT_READINESS_TIMEOUT,
     ) -> None:
         self.engine = engine
-        self.store = ConfigStore(engine)
+        self.store = ConfigStore(engine, timeout=database_timeout)
+        self.readiness_timeout = readiness_timeout
         self.bus = bus
         self.sources = tuple(sources)
         self.keyring = keyring
@@ -146,6 +175,8 @@ class ConfigHub:
         # they count toward `applied_seq` once every seq below them is accounted for.
         self._applied_ahead: set[int] = set()
         self._catch_up_lock = asyncio.Lock()
+        self._catch_up_now = asyncio.Event()  # the database answers again: don't wait
+        self.store.on_recovered = self._catch_up_now.set
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._pid = os.getpid()
@@ -181,6 +212,8 @@ class ConfigHub:
         cluster: str = "confman",
         cluster_options: ClusterOptions | None = None,
         snapshot_path: str | os.PathLike[str] | None = None,
+        database_timeout: float | None = None,
+        readiness_timeout: float | None = None,
     ) -> _Connection:
         """Open a hub: ``async with ConfigHub.connect(url) as hub: ...``.
 
@@ -213,6 +246,15 @@ class ConfigHub:
             snapshot_path: this instance's last-known-good snapshot file (secrets stay
                 encrypted). Kept up to date; if the database is unreachable at start,
                 the hub serves it and reports ``degraded`` until the database is back.
+            database_timeout: seconds any database operation may take (connect, pool
+                checkout, each statement, commit, and each operation as a whole); past
+                it the operation fails with `StoreUnavailable`. By default
+                ``CONFMAN_DATABASE_TIMEOUT`` from ``env``, else 10.
+            readiness_timeout: seconds `check_ready` (``/readyz``) waits for the
+                database. By default ``CONFMAN_READINESS_TIMEOUT`` from ``env``, else 2.
+
+        Raises:
+            ConfmanError: a timeout that is not a positive number of seconds.
         """
         environment = dict(os.environ if env is None else env)
         sources: list[OverrideSource] = [DotEnvSource(p) for p in env_files]
@@ -224,8 +266,14 @@ class ConfigHub:
             if encryption_keys is not None
             else KeyRing.from_environment(environment, key_file=key_file)
         )
+        timeout = _seconds(
+            database_timeout, environment, DATABASE_TIMEOUT_VARIABLE, DEFAULT_DATABASE_TIMEOUT
+        )
+        ready_timeout = _seconds(
+            readiness_timeout, environment, READINESS_TIMEOUT_VARIABLE, DEFAULT_READINESS_TIMEOUT
+        )
         url = normalize_url(database_url)
-        engine = create_engine(url, **dict(engine_options or {}))
+        engine = create_engine(url, timeout=timeout, **dict(engine_options or {}))
         hub = cls(
             engine,
             bus=bus or _default_bus(url.render_as_string(hide_password=True), redis_url, cluster),
@@ -234,6 +282,8 @@ class ConfigHub:
             instance_id=instance_id or _default_instance_id(),
             catch_up_interval=catch_up_interval,
             gap_timeout=gap_timeout,
+            database_timeout=timeout,
+            readiness_timeout=ready_timeout,
         )
         hub.cluster_name = cluster
         hub.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
@@ -286,8 +336,8 @@ class ConfigHub:
 
     async def _open_store(self) -> None:
         try:
-            await check_schema(self.engine)
-        except (OSError, SQLAlchemyError) as e:
+            await self.store.check_schema()
+        except (OSError, SQLAlchemyError, StoreUnavailable) as e:
             raise StoreUnavailable(f"cannot open the database: {e}") from e
         # Read the high-water mark before loading documents, so that anything committed
         # while we load is read again by catch-up (and skipped if already applied).
@@ -310,7 +360,18 @@ class ConfigHub:
         await self.bus.close()
         for manager in self._managers.values():
             manager._close()
-        await self.engine.dispose()
+        try:
+            # Closing says goodbye to the server on each pooled connection, and asyncpg
+            # waits command_timeout for each answer: over a silent network that is
+            # database_timeout times the pool, so the whole of it gets one deadline.
+            async with asyncio.timeout(self.store.timeout):
+                await self.engine.dispose()
+        except TimeoutError:
+            log.warning(
+                "the database did not answer within %gs while closing; connections dropped",
+                self.store.timeout,
+            )
+            await self.engine.dispose(close=False)
 
     # ----------------------------------------------------------------- managers
 
@@ -360,6 +421,19 @@ class ConfigHub:
 
     def problems(self) -> list[Problem]:
         return [p for m in self._managers.values() for p in m.problems()]
+
+    async def check_ready(self) -> None:
+        """Check that the database answers within ``readiness_timeout`` seconds and that
+        its schema is at the migrations' head (what ``/readyz`` reports).
+
+        Raises:
+            StoreUnavailable: no answer in time, or the database refused.
+            SchemaOutOfDate: the schema is not at head.
+        """
+        try:
+            await self.store.check_schema(timeout=self.readiness_timeout, probe=True)
+        except (OSError, SQLAlchemyError) as e:  # not a lost connection: say so all the same
+            raise StoreUnavailable(f"cannot check the database: {type(e).__name__}") from e
 
     @property
     def applied_seq(self) -> int:
@@ -537,7 +611,7 @@ class ConfigHub:
     async def _recover(self) -> None:
         """Leave degraded mode once the database answers again."""
         try:
-            await check_schema(self.engine)
+            await self.store.check_schema()
         except (OSError, SQLAlchemyError) as e:
             raise StoreUnavailable(f"cannot open the database: {e}") from e
         self._snapshot = None
@@ -762,13 +836,20 @@ class ConfigHub:
     async def _catch_up_loop(self) -> None:
         delay = self.catch_up_interval
         while True:
-            await asyncio.sleep(delay)
+            # Every store call has a deadline (`ConfigStore.timeout`), so no run can
+            # hold the catch-up lock for longer than its own reads take.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._catch_up_now.wait()
+            self._catch_up_now.clear()
             try:
                 await self.catch_up()
                 delay = self.catch_up_interval
             except StoreUnavailable as e:
                 self.stats.store_errors += 1
-                delay = min(delay * 2, 30.0)
+                # Backing off spares a dead database; any call that gets through again
+                # (a write, /readyz) ends the wait at once (`ConfigStore.on_recovered`).
+                delay = min(delay * 2, max(self.catch_up_interval, 30.0))
                 log.warning("catch-up failed (%s); retrying in %.1fs", e, delay)
             except Exception:
                 log.exception("catch-up failed unexpectedly; retrying")

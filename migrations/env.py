@@ -39,7 +39,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(_url())
+    # No statement timeout: a migration of a large change log may rightly take long.
+    engine = create_engine(_url(), timeout=None)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -2,8 +2,12 @@
 
 ``FaultProxy("127.0.0.1", 5432)`` listens on a free local port and forwards every
 connection to the target. ``cut()`` drops every open connection and refuses new ones
-(they are accepted and closed at once, as a server that just died would); ``restore()``
-forwards again. The shared server itself is never touched.
+(they are accepted and closed at once, as a server that just died would). ``blackhole()``
+is the nastier network: connections stay open and new ones are accepted, but every byte,
+either way, is silently dropped (a partition, a dead NAT entry, a firewall that DROPs); no
+peer ever hears of it. ``restore()`` forwards again; a connection that lost bytes to the
+blackhole stays open, out of step with its peer, as it would on a real network. The
+shared server itself is never touched.
 
 The proxy runs its own event loop in a daemon thread, so it keeps working while the
 test's loop is busy, and serves hubs in the test process and in worker processes alike.
@@ -31,6 +35,7 @@ class FaultProxy:
         self.port = _free_port()
         self.connections_accepted = 0
         self._cut = False
+        self._blackhole = False
         self._open: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
@@ -50,8 +55,14 @@ class FaultProxy:
         self._cut = True
         self._call(self._drop_all())
 
+    def blackhole(self) -> None:
+        """Accept connections, keep them open, and drop every byte both ways."""
+        self._blackhole = True
+
     def restore(self) -> None:
+        """Forward again (after `cut` or `blackhole`)."""
         self._cut = False
+        self._blackhole = False
 
     def stop(self) -> None:
         if not self._thread.is_alive():
@@ -73,6 +84,11 @@ class FaultProxy:
         if self._server is not None:
             self._server.close()
         await self._drop_all()
+        # Connections held in the blackhole (or pumping) end here, not with the loop.
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _drop_all(self) -> None:
         for writer in list(self._open):
@@ -85,6 +101,13 @@ class FaultProxy:
         if self._cut:
             writer.transport.abort()
             return
+        while self._blackhole:  # the SYN was answered (by the kernel); nothing else is
+            if writer.is_closing() or reader.at_eof():
+                writer.transport.abort()
+                return
+            with contextlib.suppress(OSError):
+                await reader.read(65536)
+            await asyncio.sleep(0.01)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -95,6 +118,8 @@ class FaultProxy:
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if self._blackhole:
+                        continue  # read and dropped: neither peer ever learns of it
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):

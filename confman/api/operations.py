@@ -12,9 +12,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from confman import ConfmanError
+from confman import ConfmanError, StoreUnavailable
 from confman.rotation import rotate_keys
-from confman.store import check_schema, head_revision
+from confman.store import head_revision
 
 from . import models
 from .auth import HIDDEN_NAMESPACES, CurrentPrincipal, hub_of, require, served
@@ -38,9 +38,13 @@ async def healthz() -> dict[str, str]:
     responses={503: {"model": models.Readiness, "description": "not ready, and why"}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when the database answers and its schema is at the migrations' head."""
+    """Ready when the database answers, within the hub's ``readiness_timeout`` (2 s by
+    default), and its schema is at the migrations' head."""
     try:
-        await check_schema(hub_of(request).engine)
+        await hub_of(request).check_ready()
+    except StoreUnavailable as e:
+        body = models.Readiness(status="unready", database=f"unreachable: {e}")
+        return JSONResponse(body.model_dump(), status_code=503)
     except ConfmanError as e:
         body = models.Readiness(status="unready", database=str(e))
         return JSONResponse(body.model_dump(), status_code=503)

@@ -10,9 +10,20 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
 
-__all__ = ["DEFAULT_DATABASE_URL", "WRITE", "create_engine", "normalize_url", "sqlite_path"]
+__all__ = [
+    "DEFAULT_DATABASE_TIMEOUT",
+    "DEFAULT_DATABASE_URL",
+    "WRITE",
+    "create_engine",
+    "normalize_url",
+    "sqlite_path",
+]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///confman.db"
+
+#: Seconds any one database call may take: connecting, the pool checkout, a statement,
+#: a commit, and (in `ConfigStore`) each whole store operation. See docs/concepts.md.
+DEFAULT_DATABASE_TIMEOUT = 10.0
 
 # Execution option marking a write transaction; on SQLite it begins IMMEDIATE.
 WRITE = "confman_write"
@@ -39,11 +50,27 @@ def sqlite_path(url: str | URL) -> Path | None:
     return Path(parsed.database)
 
 
-def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
+def create_engine(
+    url: str | URL, *, timeout: float | None = DEFAULT_DATABASE_TIMEOUT, **kwargs: Any
+) -> AsyncEngine:
+    """An async engine whose driver gives up on any one call after ``timeout`` seconds.
+
+    Driver-level timeouts are the first line only: a connection whose peer went silent
+    can still hang in places they do not cover, so `ConfigStore` also bounds each whole
+    operation. ``timeout=None`` keeps the drivers' own defaults (no statement timeout:
+    for migrations, whose statements may rightly take long). ``kwargs`` go to
+    SQLAlchemy and win over these defaults.
+    """
     parsed = normalize_url(url)
+    if timeout is not None:
+        # Waiting for a free pooled connection is a wait on the database too.
+        kwargs.setdefault("pool_timeout", timeout)
     if parsed.get_backend_name() != "sqlite":
-        return _server_engine(parsed, **kwargs)
-    kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
+        return _server_engine(parsed, timeout=timeout, **kwargs)
+    # SQLite's busy timeout: how long a writer waits for another's write lock (without
+    # a deadline, the 30 s it had before there were deadlines).
+    busy = 30.0 if timeout is None else timeout
+    kwargs.setdefault("connect_args", {}).setdefault("timeout", busy)
     # Every transaction confman runs ends itself (COMMIT or ROLLBACK), so the pool's
     # ROLLBACK on every return is a wasted trip to aiosqlite's thread; `_reset` below
     # rolls back only what is still open.
@@ -80,7 +107,15 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
-def _server_engine(url: URL, **kwargs: Any) -> AsyncEngine:
+def _server_engine(url: URL, *, timeout: float | None, **kwargs: Any) -> AsyncEngine:
+    connect_args = kwargs.setdefault("connect_args", {})
+    if timeout is None:
+        pass  # the drivers' own defaults
+    elif url.get_driver_name() == "asyncpg":
+        connect_args.setdefault("timeout", timeout)  # connecting (asyncpg's default: 60 s)
+        connect_args.setdefault("command_timeout", timeout)  # each statement (default: none)
+    elif url.get_driver_name() == "psycopg":
+        connect_args.setdefault("connect_timeout", max(1, round(timeout)))  # libpq: seconds
     # No pool_pre_ping: on asyncpg it costs three round trips (BEGIN, ";", ROLLBACK) per
     # checkout. A pooled connection the server closed is found here for free (the
     # driver saw the socket close) and replaced; one that dies unnoticed fails its first

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..exceptions import SchemaOutOfDate
 from .engine import normalize_url
@@ -26,6 +26,7 @@ __all__ = [
     "SCHEMA_HEAD",
     "alembic_config",
     "check_schema",
+    "check_schema_on",
     "current_revisions",
     "downgrade",
     "head_revision",
@@ -79,10 +80,19 @@ SCHEMA_HEAD = "0002"
 
 
 async def check_schema(engine: AsyncEngine) -> None:
-    """Raise `SchemaOutOfDate` unless the database is exactly at head."""
+    """Raise `SchemaOutOfDate` unless the database is exactly at head.
+
+    With no deadline of its own (a CLI's one-off check); a running hub checks through
+    `ConfigStore.check_schema`, which has one.
+    """
+    async with engine.connect() as conn:
+        await check_schema_on(conn)
+
+
+async def check_schema_on(conn: AsyncConnection) -> None:
+    """`check_schema` on a connection the caller holds."""
     try:
-        async with engine.connect() as conn:
-            current = tuple(await conn.scalars(text("SELECT version_num FROM alembic_version")))
+        current = tuple(await conn.scalars(text("SELECT version_num FROM alembic_version")))
     except ProgrammingError:  # PostgreSQL: no such table
         current = ()
     except OperationalError as e:  # SQLite says "no such table" this way too

@@ -6,6 +6,7 @@ bind parameters: building a SQLAlchemy statement costs more CPU than running it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -23,12 +24,14 @@ from sqlalchemy import (
     Integer,
     Row,
     Select,
+    String,
     bindparam,
     delete,
     func,
     insert,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Dialect
@@ -38,7 +41,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from ..change import Action, ChangeRecord
 from ..exceptions import ConcurrencyConflict, ConfmanError, NotFound, StoreUnavailable
-from .engine import WRITE
+from .engine import DEFAULT_DATABASE_TIMEOUT, WRITE
+from .schema import check_schema_on
 from .tables import config_changes, config_documents, config_fencing
 
 __all__ = [
@@ -109,7 +113,16 @@ _DOCUMENTS = select(config_documents).where(_d.namespace == bindparam("namespace
 _DOCUMENT = _DOCUMENTS.where(_d.key == bindparam("key"))
 _DOCUMENTS_WITH_KEYS = _DOCUMENTS.where(_d.key.in_(bindparam("keys", expanding=True)))
 _NAMESPACES = select(_d.namespace, func.count()).where(_d.data.is_not(None)).group_by(_d.namespace)
-_ALL_DOCUMENTS = select(config_documents)
+# Every document, a page at a time in primary-key order (keyset paging).
+_ALL_DOCUMENTS = (
+    select(config_documents)
+    .where(
+        tuple_(_d.namespace, _d.key)
+        > tuple_(bindparam("after_namespace", type_=String), bindparam("after_key", type_=String))
+    )
+    .order_by(_d.namespace, _d.key)
+    .limit(bindparam("limit", type_=Integer))
+)
 _KEY_PAGE = (
     select(_d.key, _d.version, _d.updated_at, _d.updated_by)
     .where(_d.namespace == bindparam("namespace"), _d.data.is_not(None))
@@ -270,6 +283,43 @@ def _lost_connection(e: DBAPIError) -> bool:
     return isinstance(e, (OperationalError, InterfaceError)) or e.connection_invalidated
 
 
+def _abandoned(e: BaseException) -> bool:
+    """Whether ``e`` left a call on the connection unfinished: a deadline or the driver's
+    own timeout (TimeoutError), or a cancellation. The server may still answer that call
+    later, or, through a silent network, never: either way the connection is out of step."""
+    # GeneratorExit: a reader of a stream stopped early; the connection is in step.
+    return isinstance(e, TimeoutError) or not isinstance(e, (Exception, GeneratorExit))
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Invalidate ``conn`` so that the pool never hands it out again.
+
+    The driver's socket is closed first, without a word to the server: SQLAlchemy's own
+    invalidation tries a graceful close (asyncpg: up to 2 s), which a silent network never
+    answers. Nothing here waits on the network.
+    """
+    if conn.invalidated or conn.closed:
+        return
+    with contextlib.suppress(Exception):
+        driver = (await conn.get_raw_connection()).driver_connection
+        terminate = getattr(driver, "terminate", None)  # asyncpg; aiosqlite has none
+        if callable(terminate):
+            terminate()
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
+
+
+@contextlib.asynccontextmanager
+async def _discard_if_abandoned(conn: AsyncConnection) -> AsyncIterator[None]:
+    try:
+        yield
+    except BaseException as e:
+        if _abandoned(e):
+            # Before anything else touches it: a ROLLBACK on it would wait forever too.
+            await _discard(conn)
+        raise
+
+
 # ----------------------------------------------------------------------- driver level
 #
 # The hot paths: a write (B2's figure) and, on PostgreSQL, reading the change-log row a
@@ -332,9 +382,11 @@ class _Postgres(_DriverWriter):
         except Exception as e:
             import asyncpg  # type: ignore[import-untyped]
 
-            lost = bool(pg.is_closed())
+            # asyncpg's command_timeout: the statement may still be running, or its
+            # answer lost; never hand this connection out again.
+            lost = bool(pg.is_closed()) or isinstance(e, TimeoutError)
             if lost:
-                await conn.invalidate(e)
+                await _discard(conn)
             if isinstance(e, asyncpg.IntegrityConstraintViolationError):
                 raise IntegrityError(None, None, e) from e
             if lost or isinstance(e, (OSError, asyncpg.InterfaceError)):
@@ -429,8 +481,19 @@ class ConfigStore:
     #: waiting on a dead database; any successful read (the hub's catch-up) ends it.
     fail_fast_for: float = 2.0
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, timeout: float = DEFAULT_DATABASE_TIMEOUT) -> None:
+        """The queries over ``engine``.
+
+        Args:
+            engine: the engine (see `create_engine`, which gives its driver timeouts).
+            timeout: seconds each whole operation may take, from the pool checkout to
+                the last row or the commit; past it the operation fails with
+                `StoreUnavailable` and its connection is discarded.
+        """
         self.engine = engine
+        self.timeout = timeout
+        #: Called when a call succeeds after a failure (the hub catches up at once).
+        self.on_recovered: Callable[[], None] | None = None
         self._pid = os.getpid()
         self._failed_at: float | None = None
         self._last_error = ""
@@ -467,28 +530,51 @@ class ConfigStore:
         if write and failed_at is not None and time.monotonic() - failed_at < self.fail_fast_for:
             raise StoreUnavailable(f"database unavailable ({self._last_error}); not retried yet")
 
-    def _unavailable(self, e: Exception) -> StoreUnavailable:
-        self._last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    def _succeeded(self) -> None:
+        if self._failed_at is not None:
+            self._failed_at = None
+            if self.on_recovered is not None:
+                self.on_recovered()
+
+    def _unavailable(self, e: Exception, *, detail: str | None = None) -> StoreUnavailable:
+        if detail is None:
+            detail = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        self._last_error = detail
         self._failed_at = time.monotonic()
         return StoreUnavailable(f"database unavailable ({self._last_error})")
 
+    def _deadline(self, timeout: float | None) -> tuple[float, str]:
+        seconds = self.timeout if timeout is None else timeout
+        return seconds, f"no answer within {seconds:g}s"
+
     @contextlib.asynccontextmanager
-    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A connection inside a transaction (``write``: on SQLite, BEGIN IMMEDIATE)."""
+    async def _connect(
+        self, *, write: bool = False, timeout: float | None = None
+    ) -> AsyncIterator[AsyncConnection]:
+        """A connection inside a transaction (``write``: on SQLite, BEGIN IMMEDIATE).
+
+        The deadline (``timeout``, else the store's) covers the caller's work inside
+        the block too: past it the work is cancelled, the connection discarded and
+        `StoreUnavailable` raised.
+        """
         self._check(write=write)
+        seconds, late = self._deadline(timeout)
         connected = False
         try:
-            async with self.engine.connect() as conn:
+            async with asyncio.timeout(seconds), self.engine.connect() as conn:
                 connected = True
-                if write:
-                    conn = await conn.execution_options(**{WRITE: True})
-                async with conn.begin():
-                    yield conn
+                async with _discard_if_abandoned(conn):
+                    if write:
+                        conn = await conn.execution_options(**{WRITE: True})
+                    async with conn.begin(), _discard_if_abandoned(conn):
+                        yield conn
         except DBAPIError as e:
             self._reraise(e, connected=connected)
+        except TimeoutError as e:  # the deadline, or the driver's own timeout
+            raise self._unavailable(e, detail=late) from e
         except OSError as e:
             raise self._unavailable(e) from e
-        self._failed_at = None
+        self._succeeded()
 
     def _reraise(self, e: DBAPIError, *, connected: bool) -> NoReturn:
         """`StoreUnavailable` for a lost connection or one refused before any statement
@@ -506,6 +592,7 @@ class ConfigStore:
         engine: AsyncEngine | None = None,
         begin: bool = True,
         retry: bool = True,
+        timeout: float | None = None,
     ) -> T:
         """``await work(conn)`` in a transaction (``begin``), or as it manages its own.
 
@@ -514,34 +601,85 @@ class ConfigStore:
         SQLAlchemy invalidates it and the pool, and the work runs once more on a new
         connection, as long as nothing can have been committed: not once COMMIT was
         sent, and never for work that commits by itself unless it says so (``retry``).
+
+        One deadline (``timeout``, else the store's) bounds all of it, the checkout,
+        the connect, the work, the commit and the retry: the driver's timeouts alone
+        leave gaps a silent network falls into. Past it: `StoreUnavailable`, and the
+        connection in use is discarded, never returned to the pool. A write that timed
+        out may still have committed; catch-up tells, and the error says so.
         """
         self._check(write=write)
+        seconds, late = self._deadline(timeout)
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._attempts(work, write, engine or self.engine, begin, retry)
+        except TimeoutError as e:  # the deadline, or the driver's own timeout
+            error = self._unavailable(e, detail=late)
+            if write:
+                error = StoreUnavailable(
+                    f"{error}; the write may or may not have been committed (if it was, "
+                    "catch-up applies it here)"
+                )
+            raise error from e
+
+    async def _attempts(
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        write: bool,
+        engine: AsyncEngine,
+        begin: bool,
+        retry: bool,
+    ) -> T:
         for attempt in (1, 2):
             committing = connected = False
             try:
-                async with (engine or self.engine).connect() as conn:
+                async with engine.connect() as conn:
                     connected = True
-                    if not begin:
-                        result = await work(conn)
-                    else:
-                        if write:
-                            conn = await conn.execution_options(**{WRITE: True})
-                        async with conn.begin():
+                    async with _discard_if_abandoned(conn):
+                        if not begin:
                             result = await work(conn)
-                            committing = True
+                        else:
+                            if write:
+                                conn = await conn.execution_options(**{WRITE: True})
+                            async with conn.begin():
+                                async with _discard_if_abandoned(conn):
+                                    result = await work(conn)
+                                committing = True
             except DBAPIError as e:
                 if attempt == 1 and retry and e.connection_invalidated and not committing:
                     continue
+                if isinstance(e.orig, TimeoutError):
+                    raise e.orig from e  # the driver's timeout: the deadline's message
                 self._reraise(e, connected=connected)
+            except TimeoutError:
+                raise
             except OSError as e:
                 raise self._unavailable(e) from e
-            self._failed_at = None
+            self._succeeded()
             return result
         raise AssertionError("unreachable")
 
-    async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def _read(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, timeout: float | None = None
+    ) -> T:
         """One read statement: on PostgreSQL without BEGIN/COMMIT (it is atomic alone)."""
-        return await self._run(work, engine=self._reads, begin=not self._postgres)
+        return await self._run(work, engine=self._reads, begin=not self._postgres, timeout=timeout)
+
+    async def check_schema(self, *, timeout: float | None = None, probe: bool = False) -> None:
+        """Raise `SchemaOutOfDate` unless the schema is at head, `StoreUnavailable` if
+        the database does not answer within ``timeout`` (else the store's deadline).
+
+        A ``probe`` (readiness, with a deadline shorter than the store's) that fails
+        leaves `available` as it was: a database slower than the probe's deadline may
+        still answer writes within theirs, which must not fail fast because of it.
+        """
+        failed_at, last_error = self._failed_at, self._last_error
+        try:
+            await self._read(check_schema_on, timeout=timeout)
+        except StoreUnavailable:
+            if probe:
+                self._failed_at, self._last_error = failed_at, last_error
+            raise
 
     async def load_namespace(
         self, namespace: str, *, keys: Iterable[str] | None = None
@@ -765,12 +903,25 @@ class ConfigStore:
 
         return await self._read(work)
 
-    async def all_documents(self) -> AsyncIterator[StoredDocument]:
-        """Every document, streamed (for export and key rotation)."""
-        async with self._connect() as conn:
-            result = await conn.stream(_ALL_DOCUMENTS)
-            async for row in result:
-                yield _document(row)
+    async def all_documents(self, *, page: int = 500) -> AsyncIterator[StoredDocument]:
+        """Every document (tombstones included), by namespace and key.
+
+        Read ``page`` rows at a time, each read within the store's deadline: one
+        deadline around the whole stream would also run while the caller works between
+        rows (and cancel the caller there), and a stream has no end it can promise.
+        """
+        params: dict[str, Any] = {"after_namespace": "", "after_key": "", "limit": page}
+
+        async def work(conn: AsyncConnection) -> list[StoredDocument]:
+            return [_document(r) for r in await conn.execute(_ALL_DOCUMENTS, params)]
+
+        while True:
+            found = await self._read(work)
+            for document in found:
+                yield document
+            if len(found) < page:
+                return
+            params["after_namespace"], params["after_key"] = found[-1].namespace, found[-1].key
 
     # ----------------------------------------------------------------- leader work
 
