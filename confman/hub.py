@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .bus import ChangeBus, ChangeNotice, LocalBus, ReconnectingBus
 from .change import ChangeRecord
 from .exceptions import ConfmanError, NotFound, StoreUnavailable
+from .limits import DEFAULT_LIMITS, Limits
 from .secrets import KeyRing
 from .sources import DotEnvSource, EnvironmentSource, OverrideSource
 from .store import DEFAULT_DATABASE_URL, ConfigStore, LoggedChange, check_schema, create_engine
@@ -147,6 +148,7 @@ class ConfigHub:
         self._forked_from: int | None = None  # set in a child forked after start
         _live_hubs.add(self)
         self.cluster_name = "confman"
+        self.limits: Limits = DEFAULT_LIMITS  # document size and depth, for every write
         self.snapshot_path: Path | None = None
         self.snapshot_interval = 1.0
         self._snapshot: Snapshot | None = None  # set while degraded (database unreachable)
@@ -175,6 +177,7 @@ class ConfigHub:
         cluster: str = "confman",
         cluster_options: ClusterOptions | None = None,
         snapshot_path: str | os.PathLike[str] | None = None,
+        limits: Limits | None = None,
     ) -> _Connection:
         """Open a hub: ``async with ConfigHub.connect(url) as hub: ...``.
 
@@ -205,6 +208,8 @@ class ConfigHub:
             snapshot_path: this instance's last-known-good snapshot file (secrets stay
                 encrypted). Kept up to date; if the database is unreachable at start,
                 the hub serves it and reports ``degraded`` until the database is back.
+            limits: how large and how deeply nested a document may be (`Limits`);
+                every write and ``validate`` refuses one past them.
         """
         environment = dict(os.environ if env is None else env)
         sources: list[OverrideSource] = [DotEnvSource(p) for p in env_files]
@@ -228,6 +233,7 @@ class ConfigHub:
             gap_timeout=gap_timeout,
         )
         hub.cluster_name = cluster
+        hub.limits = limits or DEFAULT_LIMITS
         hub.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
         if redis_url is not None:
             from .cluster import ClusterNode  # the optional ``redis`` extra
