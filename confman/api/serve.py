@@ -8,6 +8,7 @@ from collections.abc import Callable
 import uvicorn
 
 from confman import ConcurrencyConflict, ConfigHub
+from confman.limits import DEFAULT_MAX_BODY_BYTES
 
 from .app import create_app
 from .tokens import ApiTokenManager, Role
@@ -42,8 +43,13 @@ async def serve(
     bootstrap: bool,
     out: Callable[[str], None],
     verbosity: int = 0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
-    """Serve until SIGINT or SIGTERM; ``hub`` stays the caller's to close."""
+    """Serve until SIGINT or SIGTERM; ``hub`` stays the caller's to close.
+
+    ``max_body_bytes`` bounds request bodies (413 past it); the document limits are the
+    hub's (``ConfigHub.connect(limits=...)``).
+    """
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}/"
 
@@ -62,7 +68,7 @@ async def serve(
             out("confman serve: log in with a token (`confman tokens create` makes one)")
 
     config = uvicorn.Config(
-        create_app(hub, on_start=started),
+        create_app(hub, on_start=started, max_body_bytes=max_body_bytes),
         host=host,
         port=port,
         log_config=None,  # keep the CLI's logging set-up
