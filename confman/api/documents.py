@@ -136,10 +136,8 @@ async def _document(manager: ConfigurationManager[Any], key: str) -> models.Docu
         key=key,
         version=manager.version(key),
         value=_masked(value) or {},
-        # Built as they are (no validation): one model per field of a large document
-        # would cost more than the rest of the read together.
         sources=[
-            models.FieldOrigin.model_construct(
+            models.FieldOrigin(
                 path=f.path,
                 layer=str(f.layer),
                 detail=f.detail,
