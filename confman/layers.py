@@ -330,10 +330,11 @@ class Layering(Generic[T]):
                 setters: list[tuple[Layer, str]] = []
                 if here is not _NOT_STORED:
                     setters.append(database)
-                covering = sorted((*above, *(() if node is None else node.own)))
-                if child is not None:
-                    covering = sorted((*covering, *child.below))
-                setters.extend((found[i].layer, found[i].origin) for i in covering)
+                at = () if node is None else node.own
+                under = () if child is None else child.below
+                if above or at or under:  # most fields of most documents: no override
+                    covering = sorted((*above, *at, *under))
+                    setters.extend((found[i].layer, found[i].origin) for i in covering)
                 if not setters:
                     result.append(FieldSource(path, Layer.DEFAULT, None, leaf))
                     continue
