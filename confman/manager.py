@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import re
 import typing
-import unicodedata
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -63,13 +62,6 @@ R = TypeVar("R")
 DEFAULT_KEY = "default"
 MAX_KEY_LENGTH = 255  # config_documents.key and the audit columns are VARCHAR(255)
 _NUL_MESSAGE = "contains a NUL character, which PostgreSQL cannot store"
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
-# Hangul fillers and the blank Braille pattern: letters (Lo, So) that draw nothing.
-_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
-_INVISIBLE_MESSAGE = (
-    "must show at least one visible character (not only whitespace, zero-width, "
-    "control or format characters)"
-)
 _NAMESPACE = re.compile(r"[a-z](?:_?[a-z0-9])*")
 log = logging.getLogger("confman.manager")
 
@@ -96,7 +88,6 @@ class Problem:
 @dataclass(slots=True)
 class ManagerStats:
     writes: int = 0
-    unchanged_writes: int = 0  # writes that would have stored what was stored
     conflicts: int = 0
     validation_failures: int = 0
     notifications: int = 0
@@ -148,38 +139,6 @@ class _Current(Generic[T]):
         if obj is None:
             return self
         raise TypeError(f"{obj.namespace} is a collection; use get(key)")
-
-
-def _invisible(text: str) -> bool:
-    """Whether ``text`` shows nothing: only whitespace, separators, control and format
-    (zero-width) characters, or the letters that render as blanks."""
-    return all(
-        c.isspace() or c in _BLANK_LETTERS or unicodedata.category(c) in _INVISIBLE_CATEGORIES
-        for c in text
-    )
-
-
-def _check_write_labels(namespace: str, key: str, origin: _Origin, action: Action) -> None:
-    """Refuse a key, actor or reason the database cannot hold or a reader cannot see.
-
-    A blank or invisible key is still deletable: it may have been stored before confman
-    refused such keys, and deleting it is how it goes away.
-    """
-    labels = (("key", key), ("actor", origin.actor), ("reason", origin.reason))
-    refused = [
-        FieldError(name, f"is longer than {MAX_KEY_LENGTH} characters")
-        for name, value in labels[:2]
-        if value is not None and len(value) > MAX_KEY_LENGTH
-    ] + [FieldError(name, _NUL_MESSAGE) for name, value in labels if value and "\x00" in value]
-    if not key:
-        refused.append(FieldError("key", "must not be empty"))
-    elif action is not Action.DELETE and _invisible(key):
-        refused.append(FieldError("key", _INVISIBLE_MESSAGE))
-    if refused:
-        shown = key[:40].replace("\x00", "\\0")
-        if _invisible(shown):  # escaped, so that the message shows what the key holds
-            shown = shown.encode("unicode_escape").decode("ascii")
-        raise ValidationFailed(namespace, shown, refused, source=str(action))
 
 
 class ConfigurationManager(Generic[T]):
@@ -403,10 +362,6 @@ class ConfigurationManager(Generic[T]):
     ) -> ConfigChange[T]:
         """Change ``key`` and return the committed change.
 
-        A change that leaves the stored document as it is commits, publishes and logs
-        nothing: it returns a `ConfigChange` with ``unchanged=True`` at the current
-        version (see `ConfigChange`), and ``changes`` emits nothing.
-
         ``change`` is a partial dict (JSON Merge Patch onto the stored document), a whole
         ``T`` (replaces the stored document), or a function ``T -> T``. A function receives
         the *stored* value (defaults < database, without overrides), so environment
@@ -447,8 +402,8 @@ class ConfigurationManager(Generic[T]):
                     raise
                 await self._refresh_from_store(key)
                 continue
-            if wait_for_instances is None or committed.unchanged:
-                return committed  # nothing unchanged was sent, so no instance can answer
+            if wait_for_instances is None:
+                return committed
             report = await self.hub.wait_for_instances(committed, wait_for_instances)
             return dataclasses.replace(committed, fleet=report)
         raise AssertionError("unreachable")
@@ -507,15 +462,10 @@ class ConfigurationManager(Generic[T]):
         """Write a new version whose content equals ``to_version``'s (action ``rollback``).
 
         The old content is validated again: a version the current model refuses cannot
-        be restored. When the stored document already equals ``to_version``'s, nothing
-        is written and the change returned has ``unchanged=True`` (as `update`).
-
-        Raises:
-            NotFound: ``key`` has no version ``to_version``.
-            ValidationFailed: the old content is refused now.
-            ConcurrencyConflict: another writer won.
+        be restored.
         """
-        target = await self._rollback_target(key, to_version)
+        logged = await self.hub.store.change_at(self.namespace, key, to_version)
+        target = None if logged.data is None else decrypt_document(logged.data, self.hub.keyring)
         return await self._write(
             key,
             lambda _stored: target,
@@ -523,21 +473,6 @@ class ConfigurationManager(Generic[T]):
             expected_version=expected_version,
             origin=_Origin(actor, reason or f"rollback to v{to_version}"),
         )
-
-    async def validate_rollback(self, key: str = DEFAULT_KEY, *, to_version: int) -> T | None:
-        """Preview of `rollback`: the effective value it would give ``key`` (``None``: the
-        item would be deleted); nothing is written.
-
-        Raises:
-            NotFound: ``key`` has no version ``to_version``.
-            ValidationFailed: the old content is refused now.
-        """
-        target = await self._rollback_target(key, to_version)
-        return self._candidate(key, target, source=str(Action.ROLLBACK)).effective
-
-    async def _rollback_target(self, key: str, to_version: int) -> dict[str, Any] | None:
-        logged = await self.hub.store.change_at(self.namespace, key, to_version)
-        return None if logged.data is None else decrypt_document(logged.data, self.hub.keyring)
 
     async def history(self, key: str = DEFAULT_KEY, *, limit: int = 50) -> list[ChangeRecord]:
         """Committed changes of ``key``, newest first, secrets masked."""
@@ -672,7 +607,16 @@ class ConfigurationManager(Generic[T]):
         must_exist: bool = False,
         must_not_exist: bool = False,
     ) -> ConfigChange[T]:
-        _check_write_labels(self.namespace, key, origin, action)
+        labels = (("key", key), ("actor", origin.actor), ("reason", origin.reason))
+        refused = [
+            FieldError(name, f"is longer than {MAX_KEY_LENGTH} characters")
+            for name, value in labels[:2]
+            if value is not None and len(value) > MAX_KEY_LENGTH
+        ] + [FieldError(name, _NUL_MESSAGE) for name, value in labels if value and "\x00" in value]
+        if refused or not key:
+            errors = refused or [FieldError("key", "must not be empty")]
+            shown = key[:40].replace("\x00", "\\0")
+            raise ValidationFailed(self.namespace, shown, errors, source=str(action))
         async with self._lock(key):
             entry = await self._entry_for_write(key)
             if expected_version is not None and (entry.version if entry else 0) != expected_version:
@@ -697,14 +641,6 @@ class ConfigurationManager(Generic[T]):
             ):
                 action = Action.CREATE
             candidate = self._candidate(key, plain, source=str(action))
-            if (
-                entry is not None
-                and before is not None
-                and entry.serving is None  # a refused stored version is healed by a write
-                and entry.effective is not None
-                and candidate.plain == before
-            ):
-                return await self._unchanged(key, entry, action, origin)
             before_masked = self._masked(before)
             try:
                 stored, record = await self.hub.store.write(
@@ -736,40 +672,6 @@ class ConfigurationManager(Generic[T]):
             if change is None:  # cannot happen under the lock; keep the caller informed anyway
                 change = self._make_change(key, old, candidate.effective, record)
         return change
-
-    async def _unchanged(
-        self, key: str, entry: _Entry[T], action: Action, origin: _Origin
-    ) -> ConfigChange[T]:
-        """The answer to a write that would store what is stored: nothing is written.
-
-        Caller holds the key's lock. Committing would have checked the version in the
-        database; so does this, or "unchanged at v3" could be said while v4 is stored.
-
-        Raises:
-            ConcurrencyConflict: the database holds a newer version than this instance.
-        """
-        stored = await self.hub.store.load(self.namespace, key)
-        current = 0 if stored is None else stored.version
-        if current != entry.version:
-            self.stats.conflicts += 1
-            await self._refresh_from_store(key, locked=True)
-            raise ConcurrencyConflict(self.namespace, key, expected=entry.version, current=current)
-        self.stats.unchanged_writes += 1
-        return ConfigChange(
-            namespace=self.namespace,
-            key=key,
-            old=entry.effective,
-            new=entry.effective,
-            version=entry.version,
-            seq=0,
-            action=action,
-            changed_fields=(),
-            actor=origin.actor,
-            reason=origin.reason,
-            origin=self.hub.instance_id,
-            at=entry.updated_at or datetime.now(UTC),
-            unchanged=True,
-        )
 
     def _make_change(
         self, key: str, old: T | None, new: T | None, record: ChangeRecord
