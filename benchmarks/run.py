@@ -50,6 +50,7 @@ FIGURES = [
     "b7_virtual_key",
     "b8_fleet",
     "startup",
+    "h1_hardening",
 ]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 LIBRARIES = [

@@ -14,6 +14,7 @@ from .exceptions import (
     ValidationFailed,
 )
 from .hub import ConfigHub
+from .limits import Limits
 from .manager import DEFAULT_KEY, ConfigurationManager, ManagerStats, Problem
 from .store import upgrade, upgrade_async
 
@@ -34,6 +35,7 @@ __all__ = [
     "FieldError",
     "FieldSource",
     "Layer",
+    "Limits",
     "LocalBus",
     "ManagerStats",
     "NotFound",

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .bus import ChangeBus, ChangeNotice, LocalBus, ReconnectingBus
 from .change import ChangeRecord
 from .exceptions import ConfmanError, NotFound, StoreUnavailable
+from .limits import DEFAULT_LIMITS, Limits
 from .retention import DatabaseRetention
 from .secrets import KeyRing
 from .sources import DotEnvSource, EnvironmentSource, OverrideSource
@@ -183,6 +184,7 @@ class ConfigHub:
         self._forked_from: int | None = None  # set in a child forked after start
         _live_hubs.add(self)
         self.cluster_name = "confman"
+        self.limits: Limits = DEFAULT_LIMITS  # document size and depth, for every write
         self.snapshot_path: Path | None = None
         self.snapshot_interval = 1.0
         self._snapshot: Snapshot | None = None  # set while degraded (database unreachable)
@@ -214,6 +216,7 @@ class ConfigHub:
         snapshot_path: str | os.PathLike[str] | None = None,
         database_timeout: float | None = None,
         readiness_timeout: float | None = None,
+        limits: Limits | None = None,
     ) -> _Connection:
         """Open a hub: ``async with ConfigHub.connect(url) as hub: ...``.
 
@@ -252,6 +255,8 @@ class ConfigHub:
                 ``CONFMAN_DATABASE_TIMEOUT`` from ``env``, else 10.
             readiness_timeout: seconds `check_ready` (``/readyz``) waits for the
                 database. By default ``CONFMAN_READINESS_TIMEOUT`` from ``env``, else 2.
+            limits: how large and how deeply nested a document may be (`Limits`);
+                every write and ``validate`` refuses one past them.
 
         Raises:
             ConfmanError: a timeout that is not a positive number of seconds.
@@ -286,6 +291,7 @@ class ConfigHub:
             readiness_timeout=ready_timeout,
         )
         hub.cluster_name = cluster
+        hub.limits = limits or DEFAULT_LIMITS
         hub.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
         if redis_url is not None:
             from .cluster import ClusterNode  # the optional ``redis`` extra

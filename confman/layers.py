@@ -6,9 +6,10 @@ merges them over a stored document, and explains where each effective field came
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -97,19 +98,91 @@ def unknown_fields(model: type[BaseModel], doc: dict[str, Any]) -> list[str]:
 
     pydantic ignores unknown fields by default; a patch that names one is almost always
     a typo, and storing it silently would hide that, so writers refuse it.
+
+    The document is walked along the model, so only members that name model fields are
+    looked at one by one: below a field that is not a model (a dict, a list) the rest
+    is free-form and costs nothing. The walk uses a stack, not recursion.
     """
     if model.model_config.get("extra") == "allow":
         return []
     unknown: list[str] = []
-    for path, _ in leaf_items(doc):
-        parts = path.split(".")
-        if _resolve_path(model, parts, exact=True) is None:
-            unknown.append(path)
+    stack: list[tuple[str, Iterator[tuple[str, Any]], type[BaseModel]]] = [
+        ("", iter(doc.items()), model)
+    ]
+    while stack:
+        prefix, members, current = stack[-1]
+        fields = _fields_of(current)
+        for name, value in members:
+            path = f"{prefix}{name}"
+            inner = fields.get(name, _UNKNOWN)
+            if inner is _UNKNOWN:
+                if isinstance(value, Mapping) and value:
+                    unknown.extend(p for p, _ in leaf_items(value, path + "."))
+                else:
+                    unknown.append(path)
+            elif inner is not None and isinstance(value, Mapping) and value:
+                stack.append((path + ".", iter(value.items()), inner))
+                break
+        else:
+            stack.pop()
     return unknown
 
 
+_UNKNOWN: Any = object()
+
+
+@functools.cache
+def _fields_of(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
+    """Field names and aliases of ``model``, each with the model it holds (if any)."""
+    found = {name: _model_in(f.annotation) for name, f in model.model_fields.items()}
+    found.update({f.alias: _model_in(f.annotation) for f in model.model_fields.values() if f.alias})
+    return found
+
+
 def _covers(paths: Iterable[str], path: str) -> bool:
+    """Whether one of ``paths`` is ``path``, inside it, or holds it.
+
+    Linear in ``paths``: callers pass the overrides of one key (set by the operator, a
+    handful) or the paths of refused fields, never every path of a document.
+    """
     return any(p == path or path.startswith(p + ".") or p.startswith(path + ".") for p in paths)
+
+
+class _OverrideTrie:
+    """The overrides of one key by path, so that a walk of the document finds, at each
+    path, the overrides above, at and below it without comparing every pair."""
+
+    __slots__ = ("below", "children", "own")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _OverrideTrie] = {}
+        self.own: list[int] = []  # overrides ending here, by index (precedence order)
+        self.below: list[int] = []  # overrides ending here or under here
+
+    @classmethod
+    def of(cls, overrides: Sequence[Override]) -> _OverrideTrie:
+        root = cls()
+        for index, found in enumerate(overrides):
+            node = root
+            for part in found.path:
+                node = node.children.setdefault(part, cls())
+                node.below.append(index)
+            node.own.append(index)
+        return root
+
+
+_STORED_LEAF: Any = object()  # the stored document has a value at or above this path
+_NOT_STORED: Any = object()
+
+
+def _stored_below(stored: Any, name: str) -> Any:
+    """What the stored document holds at member ``name`` of ``stored`` (a walk state)."""
+    if stored is _STORED_LEAF or stored is _NOT_STORED:
+        return stored
+    value = stored.get(name, _NOT_STORED)
+    if value is _NOT_STORED:
+        return _NOT_STORED
+    return value if isinstance(value, Mapping) and value else _STORED_LEAF
 
 
 class Layering(Generic[T]):
@@ -204,9 +277,12 @@ class Layering(Generic[T]):
     ) -> list[Override]:
         """The overrides at fault: those naming a refused field, then those that break
         the document on their own (a rule across fields), else all of them."""
+        # Linear in the refused fields: each is held against the key's few overrides.
         paths = [e.path for e in errors]
-        blamed = [o for o in found if _covers([p for p in paths if p], o.dotted)]
-        unexplained = [p for p in paths if not p or not _covers([o.dotted for o in blamed], p)]
+        named = [p for p in paths if p]
+        blamed = [o for o in found if _covers(named, o.dotted)]
+        blamed_paths = [o.dotted for o in blamed]
+        unexplained = [p for p in paths if not p or not _covers(blamed_paths, p)]
         if unexplained:
             for o in found:
                 if o in blamed:
@@ -224,21 +300,49 @@ class Layering(Generic[T]):
     def explain(
         self, key: str, value: T, stored: dict[str, Any], *, version: int
     ) -> list[FieldSource]:
-        stored_paths = [p for p, _ in leaf_items(stored)]
+        """For each leaf of ``value``, the layer that set it and the layers it shadows.
+
+        One walk of the shown document, carrying along where the walk is in the stored
+        document and among the overrides: linear in the document's size (the number of
+        overrides of the key, set by the operator, is a small factor).
+        """
         found = self.overrides(key)
         shown = mask_document(value.model_dump(mode="python"))
+        database = (Layer.DATABASE, f"v{version}")
         result: list[FieldSource] = []
-        for path, leaf in leaf_items(shown):
-            setters: list[tuple[Layer, str]] = []
-            if _covers(stored_paths, path):
-                setters.append((Layer.DATABASE, f"v{version}"))
-            setters.extend((o.layer, o.origin) for o in found if _covers([o.dotted], path))
-            if not setters:
-                result.append(FieldSource(path, Layer.DEFAULT, None, leaf))
-                continue
-            layer, detail = setters[-1]
-            shadows = tuple(
-                f"{lower_layer} ({lower_detail})" for lower_layer, lower_detail in setters[:-1]
-            )
-            result.append(FieldSource(path, layer, detail, leaf, shadows))
+        none: tuple[int, ...] = ()
+        # Each frame: path prefix, members left, stored state, override node (or None),
+        # overrides ending above this path.
+        stack: list[
+            tuple[str, Iterator[tuple[str, Any]], Any, _OverrideTrie | None, tuple[int, ...]]
+        ]
+        stack = [("", iter(shown.items()), stored, _OverrideTrie.of(found), none)]
+        while stack:
+            prefix, members, at_stored, node, above = stack[-1]
+            for name, leaf in members:
+                path = f"{prefix}{name}"
+                here = _stored_below(at_stored, name)
+                child = None if node is None else node.children.get(name)
+                if isinstance(leaf, Mapping) and leaf:
+                    inherited = above if node is None else above + tuple(node.own)
+                    stack.append((path + ".", iter(leaf.items()), here, child, inherited))
+                    break
+                setters: list[tuple[Layer, str]] = []
+                if here is not _NOT_STORED:
+                    setters.append(database)
+                at = () if node is None else node.own
+                under = () if child is None else child.below
+                if above or at or under:  # most fields of most documents: no override
+                    covering = sorted((*above, *at, *under))
+                    setters.extend((found[i].layer, found[i].origin) for i in covering)
+                if not setters:
+                    result.append(FieldSource(path, Layer.DEFAULT, None, leaf))
+                    continue
+                layer, detail = setters[-1]
+                shadows = tuple(
+                    f"{lower_layer} ({lower_detail})" for lower_layer, lower_detail in setters[:-1]
+                )
+                result.append(FieldSource(path, layer, detail, leaf, shadows))
+            else:
+                stack.pop()
         return result

@@ -470,7 +470,7 @@ class ConfigurationManager(Generic[T]):
             raise TypeError(f"{self.namespace} is a singleton; use update()")
         return await self._write(
             key,
-            lambda _stored: self._apply_change(None, value, key),
+            lambda _stored: self._apply_change(None, value, key, source="create"),
             action=Action.CREATE,
             expected_version=None,
             origin=_Origin(actor, reason),
@@ -559,13 +559,20 @@ class ConfigurationManager(Generic[T]):
         return lock
 
     def _apply_change(
-        self, stored: dict[str, Any] | None, change: Change, key: str, *, replace: bool = False
+        self,
+        stored: dict[str, Any] | None,
+        change: Change,
+        key: str,
+        *,
+        replace: bool = False,
+        source: str = "update",
     ) -> dict[str, Any]:
         if isinstance(change, BaseModel):
             if not isinstance(change, self._model):
                 raise TypeError(f"expected {self._model.__name__}, got {type(change).__name__}")
             return plain_document(change.model_dump(mode="python", exclude_unset=True))
         if isinstance(change, Mapping):
+            self._check_limits(change, key, source=source)
             unknown = unknown_fields(self._model, dict(change))
             if unknown:
                 self.stats.validation_failures += 1
@@ -573,7 +580,7 @@ class ConfigurationManager(Generic[T]):
                     self.namespace,
                     key,
                     [FieldError(p, f"{self._model.__name__} has no such field") for p in unknown],
-                    source="update",
+                    source=source,
                 )
             if replace:  # the whole document: null is a value here, not a removal
                 return copy.deepcopy(dict(change))
@@ -591,6 +598,8 @@ class ConfigurationManager(Generic[T]):
 
     def _candidate(self, key: str, plain: dict[str, Any] | None, *, source: str) -> _Candidate[T]:
         """Validate a would-be stored document; compute what would be stored and seen."""
+        if plain is not None:
+            self._check_limits(plain, key, source=source)
         nul = nul_paths(plain) if plain is not None else []
         if nul:
             self.stats.validation_failures += 1
@@ -627,6 +636,14 @@ class ConfigurationManager(Generic[T]):
             encrypt_document(raw, self.hub.keyring),
             mask_document(raw),
         )
+
+    def _check_limits(self, doc: Mapping[str, Any], key: str, *, source: str) -> None:
+        """Refuse a document or patch past the hub's `Limits`, before anything recursive
+        (copying, merging, pydantic) touches it."""
+        refused = self.hub.limits.check(doc)
+        if refused is not None:
+            self.stats.validation_failures += 1
+            raise ValidationFailed(self.namespace, key, [refused], source=source)
 
     def _effective(self, key: str, plain: dict[str, Any], source: str) -> T:
         return self._layering.effective(key, plain, stored_source=source)

@@ -18,16 +18,24 @@ Document = dict[str, Any]
 
 def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> Document:
     """Return ``target`` with ``patch`` applied (RFC 7386); neither input is changed."""
+    # One deep copy of the target, then the patch applied in place: copying again at
+    # every level the patch descends would cost the document's size once per level.
     result: Document = copy.deepcopy(dict(target))
+    _apply(result, patch)
+    return result
+
+
+def _apply(target: Document, patch: Mapping[str, Any]) -> None:
     for name, value in patch.items():
         if value is None:
-            result.pop(name, None)
+            target.pop(name, None)
         elif isinstance(value, Mapping):
-            base = result.get(name)
-            result[name] = merge_patch(base if isinstance(base, Mapping) else {}, value)
+            base = target.get(name)
+            if not isinstance(base, dict):
+                base = target[name] = dict(base) if isinstance(base, Mapping) else {}
+            _apply(base, value)
         else:
-            result[name] = copy.deepcopy(value)
-    return result
+            target[name] = copy.deepcopy(value)
 
 
 def overlay(base: Mapping[str, Any], top: Mapping[str, Any]) -> Document:
@@ -46,13 +54,22 @@ def overlay(base: Mapping[str, Any], top: Mapping[str, Any]) -> Document:
 
 
 def leaf_items(doc: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Yield ``(dotted path, value)`` for every non-object value; empty objects are leaves."""
-    for name, value in doc.items():
-        path = f"{prefix}{name}"
-        if isinstance(value, Mapping) and value:
-            yield from leaf_items(value, path + ".")
-        else:
+    """Yield ``(dotted path, value)`` for every non-object value; empty objects are leaves.
+
+    In document order, without recursion (a stack of member iterators), so any depth
+    is walked in time linear in the document's size.
+    """
+    stack: list[tuple[str, Iterator[tuple[str, Any]]]] = [(prefix, iter(doc.items()))]
+    while stack:
+        base, members = stack[-1]
+        for name, value in members:
+            path = f"{base}{name}"
+            if isinstance(value, Mapping) and value:
+                stack.append((path + ".", iter(value.items())))
+                break
             yield path, value
+        else:
+            stack.pop()
 
 
 def changed_paths(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:

@@ -141,7 +141,13 @@ class KeyRing:
             ) from None
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})  # JSON as they are: no ABC checks, no copy
+
+
 def _walk(value: Any, on_secret: Callable[[str], Any]) -> Any:
+    # Linear in the document; the exact-type test first keeps the common leaf cheap.
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, SecretStr):
         return on_secret(value.get_secret_value())
     if isinstance(value, SecretBytes):

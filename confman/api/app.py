@@ -11,14 +11,17 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from confman import ConfigHub, NotFound, __version__
+from confman.limits import DEFAULT_MAX_BODY_BYTES
 
 from . import documents, events, operations
 from .metrics import Metrics
 from .openapi import keep_openapi_31
-from .problems import install_handlers
+from .problems import install_handlers, problem_response
 from .stream import StreamLimits
 from .tokens import ApiTokenManager
 
@@ -79,11 +82,57 @@ class _CountRequests:
                 metrics.requests.labels(method, template, str(status)).inc()
 
 
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive``: FastAPI passes HTTP exceptions from reading the body on,
+    so the problem handlers answer it like any other 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit:,} bytes (the limit)")
+
+
+class _LimitBody:
+    """Refuses request bodies over ``limit`` bytes with 413, never buffering one.
+
+    A declared ``Content-Length`` over the limit is answered at once, before the app
+    runs; otherwise bytes are counted as they arrive (chunked bodies included), and the
+    read that passes the limit fails.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            error = _BodyTooLarge(self.limit)
+            # Close the connection: the unread body must not be taken for the next request.
+            response = problem_response(413, error.detail, headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def create_app(
     hub: HubSource,
     *,
     on_start: Callable[[ConfigHub], Awaitable[None]] | None = None,
     stream_limits: StreamLimits | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The API, stream, metrics and dashboard over ``hub``.
 
@@ -96,7 +145,15 @@ def create_app(
         on_start: awaited once the hub is ready, before the first request.
         stream_limits: the bounds of each ``/api/v1/events`` stream; by default
             `StreamLimits` with any ``CONFMAN_STREAM_*`` environment variables applied.
+        max_body_bytes: larger request bodies are refused with 413 (see
+            `confman.limits`); document size and depth are the hub's `Limits`.
     """
+    if (
+        isinstance(max_body_bytes, bool)
+        or not isinstance(max_body_bytes, int)
+        or max_body_bytes < 1
+    ):
+        raise ValueError(f"max_body_bytes must be a positive integer, not {max_body_bytes!r}")
     limits = stream_limits or StreamLimits.from_environ()
 
     @asynccontextmanager
@@ -143,5 +200,6 @@ def create_app(
     app.mount(
         "/static", _DashboardFiles(directory=STATIC_DIRECTORY, check_dir=False), name="static"
     )
-    app.add_middleware(_CountRequests)
+    app.add_middleware(_LimitBody, limit=max_body_bytes)
+    app.add_middleware(_CountRequests)  # outermost: counts the 413s too
     return app

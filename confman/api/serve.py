@@ -14,6 +14,7 @@ from collections.abc import Callable
 import uvicorn
 
 from confman import ConcurrencyConflict, ConfigHub, ConfmanError
+from confman.limits import DEFAULT_MAX_BODY_BYTES
 
 from .app import create_app
 from .stream import StreamLimits
@@ -85,6 +86,7 @@ async def serve(
     command: Callable[[str], str] = _command,
     sock: socket.socket | None = None,
     stream_limits: StreamLimits | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
     """Bind, then serve until SIGINT or SIGTERM; ``hub`` stays the caller's to close.
 
@@ -94,6 +96,8 @@ async def serve(
         sock: a socket from `bind` (the caller binds before it does anything else);
             closed when serving ends. Without it, `serve` binds ``host:port`` itself.
         stream_limits: bound each event stream (default: `StreamLimits.from_environ`).
+        max_body_bytes: bounds request bodies (413 past it); the document limits are
+            the hub's (``ConfigHub.connect(limits=...)``).
 
     Raises:
         CannotStart: see `bind`; nothing has been printed then.
@@ -117,7 +121,9 @@ async def serve(
             out(f"confman serve: log in with a token (`{create}` makes one)")
 
     config = uvicorn.Config(
-        create_app(hub, on_start=started, stream_limits=stream_limits),
+        create_app(
+            hub, on_start=started, stream_limits=stream_limits, max_body_bytes=max_body_bytes
+        ),
         host=host,
         port=bound_port,
         log_config=None,  # keep the CLI's logging set-up
