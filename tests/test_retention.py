@@ -13,6 +13,7 @@ import pytest
 from confman import ConfmanError, LocalBus
 from confman.cluster import ClusterOptions
 from confman.retention import prune_change_log
+from confman.store import store as store_module
 
 from .cluster.models import CountersManager
 from .support import connect
@@ -105,3 +106,33 @@ async def test_prune_change_log_by_url_and_by_store(
             await prune_change_log(hub.store, older_than=timedelta(seconds=-1))
         with pytest.raises(ConfmanError, match="takes no part in retention"):
             await hub.run_housekeeping()
+
+
+async def test_a_long_log_is_pruned_in_batches(
+    database_url: str, hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches of 3 rows, so pruning 3 documents x 5 old versions takes several
+    # transactions; interleaved writes put every document's rows in every batch.
+    monkeypatch.setattr(store_module, "PRUNE_BATCH", 3)
+    async with connect(
+        database_url, hub_env, managers=[CountersManager], bus=LocalBus(uuid.uuid4().hex),
+        cluster_options=ClusterOptions(leader_election=False),
+    ) as hub:  # fmt: skip
+        counters = hub.manager(CountersManager)
+        keys = ("a", "b", "c")
+        for key in keys:
+            await counters.create(key, {"value": 0})
+        for i in range(1, 6):
+            for key in keys:
+                await counters.update({"value": i}, key=key)
+        assert await prune_change_log(hub.store, keep_versions=2, older_than=None) == 12
+        for key in keys:
+            assert [c.version for c in await counters.history(key)] == [6, 5]
+        # The leader's fenced prune goes batch by batch the same way.
+        deleted = await hub.store.prune_changes(
+            cluster=f"batches-{uuid.uuid4().hex}", token=1, holder="t",
+            keep_versions=1, older_than=None,
+        )  # fmt: skip
+        assert deleted == 3
+        for key in keys:
+            assert [c.version for c in await counters.history(key)] == [6]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
 import time
@@ -19,12 +20,13 @@ from typing import Any, NoReturn, TypeVar, cast
 from sqlalchemy import (
     CTE,
     ClauseElement,
-    Delete,
+    ColumnElement,
     Insert,
     Integer,
     Row,
     Select,
     String,
+    and_,
     bindparam,
     delete,
     func,
@@ -54,6 +56,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Change-log rows retention deletes per transaction: a long log is pruned in steps, each
+#: well within the database deadline, instead of one transaction that never finishes.
+PRUNE_BATCH = 5_000
 
 
 class FencingTokenRejected(ConfmanError):
@@ -1011,7 +1017,7 @@ class ConfigStore:
 
     def _expired_changes(
         self, keep_versions: int | None, older_than: datetime | None
-    ) -> Delete | None:
+    ) -> ColumnElement[bool] | None:
         """Retention: rows older than ``older_than`` or not among the newest
         ``keep_versions`` of their document; never a document's newest version."""
         c, d = config_changes.c, config_documents.c
@@ -1025,19 +1031,39 @@ class ConfigStore:
             expired.append(c.committed_at < older_than)
         if not expired:
             return None
-        return delete(config_changes).where(c.version < newest, or_(*expired))
+        return and_(c.version < newest, or_(*expired))
+
+    async def _prune_batch(
+        self, conn: AsyncConnection, expired: ColumnElement[bool], after: int
+    ) -> tuple[int, int | None]:
+        """Delete the first `PRUNE_BATCH` expired rows above seq ``after``; returns how
+        many went and the highest seq looked at (``None``: nothing left to prune).
+
+        In seq order, so every expired row up to that seq is gone and the next batch
+        starts above it; a range delete needs no list of ids as bind parameters.
+        """
+        c = config_changes.c
+        first = select(c.seq).where(expired, c.seq > after).order_by(c.seq).limit(PRUNE_BATCH)
+        high = await conn.scalar(select(func.max(first.subquery().c.seq)))
+        if high is None:
+            return 0, None
+        doomed = delete(config_changes).where(expired, c.seq > after, c.seq <= high)
+        return int((await conn.execute(doomed)).rowcount or 0), int(high)
 
     async def prune_expired(self, *, keep_versions: int | None, older_than: datetime | None) -> int:
         """Change-log retention now, unfenced (an operator's one-off prune); returns how
         many rows were deleted. What goes: as in `prune_changes`."""
-        statement = self._expired_changes(keep_versions, older_than)
-        if statement is None:
+        expired = self._expired_changes(keep_versions, older_than)
+        if expired is None:
             return 0
-
-        async def work(conn: AsyncConnection) -> int:
-            return int((await conn.execute(statement)).rowcount or 0)
-
-        return await self._run(work, write=True)
+        total, after = 0, 0
+        while True:
+            batch = functools.partial(self._prune_batch, expired=expired, after=after)
+            deleted, high = await self._run(batch, write=True)
+            total += deleted
+            if high is None:
+                return total
+            after = high
 
     async def prune_changes(
         self,
@@ -1052,19 +1078,26 @@ class ConfigStore:
 
         A row goes when it is older than ``older_than`` or not among the newest
         ``keep_versions`` of its document; the newest version of a document always
-        stays. Fenced: refused with `FencingTokenRejected` (nothing deleted) if a leader
-        with a higher ``token`` has acted on this database.
+        stays. Rows go in batches of `PRUNE_BATCH`, one transaction each, so a long
+        log is pruned within the database deadline, batch by batch. Fenced: each batch
+        is refused with `FencingTokenRejected` (nothing more deleted) once a leader with
+        a higher ``token`` has acted on this database.
         """
-        statement = self._expired_changes(keep_versions, older_than)
-        for attempt in range(2):
-            try:
-                async with self._connect(write=True) as conn:
-                    await self._fence(conn, cluster, token, holder)
-                    if statement is None:
-                        return 0
-                    result = await conn.execute(statement)
-                    return int(result.rowcount or 0)
-            except IntegrityError:  # two leaders inserted the first fencing row at once
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        expired = self._expired_changes(keep_versions, older_than)
+        total, after = 0, 0
+        while True:
+            for attempt in range(2):
+                try:
+                    async with self._connect(write=True) as conn:
+                        await self._fence(conn, cluster, token, holder)
+                        if expired is None:
+                            return 0
+                        deleted, high = await self._prune_batch(conn, expired, after)
+                    break
+                except IntegrityError:  # two leaders inserted the first fencing row at once
+                    if attempt:
+                        raise
+            total += deleted
+            if high is None:
+                return total
+            after = high
