@@ -7,11 +7,19 @@ import contextlib
 import importlib
 import os
 import socket
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import click
 
+from ..limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    MAX_DEPTH_CEILING,
+    Limits,
+)
 from ..store.engine import sqlite_path
 from .context import Context, pass_context, report_problems, shared_options
 from .errors import EXIT_OK, CannotStart, CliError, UsageError
@@ -50,6 +58,30 @@ CLUSTER_VARIABLE = "CONFMAN_CLUSTER"
     help="when no API token exists, create an admin token and print it once "
     "(default: on for embedded SQLite only)",
 )
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BODY_BYTES,
+    envvar="CONFMAN_MAX_BODY_BYTES",
+    show_default=True,
+    help="larger request bodies are refused with 413 ($CONFMAN_MAX_BODY_BYTES)",
+)
+@click.option(
+    "--max-document-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_DOCUMENT_BYTES,
+    envvar="CONFMAN_MAX_DOCUMENT_BYTES",
+    show_default=True,
+    help="larger documents (compact JSON) are refused with 422 ($CONFMAN_MAX_DOCUMENT_BYTES)",
+)
+@click.option(
+    "--max-depth",
+    type=click.IntRange(1, MAX_DEPTH_CEILING),
+    default=DEFAULT_MAX_DEPTH,
+    envvar="CONFMAN_MAX_DEPTH",
+    show_default=True,
+    help="documents nested deeper are refused with 422 ($CONFMAN_MAX_DEPTH)",
+)
 @shared_options
 @pass_context
 def serve(
@@ -59,9 +91,24 @@ def serve(
     redis_url: str | None,
     cluster: str | None,
     bootstrap_token: bool | None,
+    max_body_bytes: int,
+    max_document_bytes: int,
+    max_depth: int,
 ) -> int:
-    """Serve the HTTP API, live change stream and dashboard (needs the api extra)."""
-    return asyncio.run(_serve(ctx, host, port, redis_url, cluster, bootstrap_token))
+    """Serve the HTTP API, live change stream and dashboard (needs the api extra).
+
+    Database deadlines and stream bounds are read from the environment
+    (CONFMAN_DATABASE_TIMEOUT, CONFMAN_READINESS_TIMEOUT, CONFMAN_STREAM_*; see
+    docs/api.md).
+    """
+    limits = _Limits(max_body_bytes, Limits(max_document_bytes, max_depth))
+    return asyncio.run(_serve(ctx, host, port, redis_url, cluster, bootstrap_token, limits))
+
+
+@dataclass(frozen=True)
+class _Limits:
+    body_bytes: int
+    documents: Limits
 
 
 async def _serve(
@@ -71,6 +118,7 @@ async def _serve(
     redis_url: str | None,
     cluster: str | None,
     bootstrap_token: bool | None,
+    limits: _Limits,
 ) -> int:
     try:
         serving = importlib.import_module("confman.api.serve")
@@ -90,7 +138,9 @@ async def _serve(
     except serving.CannotStart as e:
         raise CannotStart(str(e)) from None
     with contextlib.closing(sock):
-        return await _serve_on(ctx, serving, sock, host, port, redis_url, cluster, bootstrap_token)
+        return await _serve_on(
+            ctx, serving, sock, host, port, redis_url, cluster, bootstrap_token, limits
+        )
 
 
 async def _serve_on(
@@ -102,6 +152,7 @@ async def _serve_on(
     redis_url: str | None,
     cluster: str | None,
     bootstrap_token: bool | None,
+    limits: _Limits,
 ) -> int:
     created = ctx.create_sqlite_file()
     if created is not None:
@@ -113,7 +164,7 @@ async def _serve_on(
     embedded = sqlite_path(ctx.database_url) is not None
     bootstrap = bootstrap_token if bootstrap_token is not None else embedded
     managers = [*ctx.known.values(), token_manager()]
-    options: dict[str, Any] = {"redis_url": redis_url}
+    options: dict[str, Any] = {"redis_url": redis_url, "limits": limits.documents}
     cluster = cluster or os.environ.get(CLUSTER_VARIABLE)
     if cluster:
         options["cluster"] = cluster
@@ -129,6 +180,7 @@ async def _serve_on(
             verbosity=ctx.verbosity,
             command=lambda arguments: ctx.hint(arguments, portable=True),
             sock=sock,
+            max_body_bytes=limits.body_bytes,
         )
     return EXIT_OK
 

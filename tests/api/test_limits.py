@@ -183,3 +183,21 @@ def test_a_declared_length_past_the_limit_is_refused_at_once(sqlite_server: Serv
     assert_problem(answer, 413)
     assert httpx.get(f"{sqlite_server.url}/healthz", timeout=10).status_code == 200
     assert sqlite_server.server_errors() == []
+
+
+def test_serve_takes_its_limits_from_flags_and_the_environment(
+    spawn: Any, database_url: str
+) -> None:
+    server = spawn(database_url, "--max-body-bytes", "2000", "--max-depth", "4")
+    with server.client("editor") as client:
+        assert_problem(client.patch(CACHE, json=ttl_patch(200)), 413)  # ~4 KB of body
+        refused = assert_problem(client.patch(CACHE, json={"ttl_by_model": nested(5)}), 422)
+        assert "depth limit" in json.dumps(refused)
+        assert client.patch(CACHE, json=ttl_patch(10)).status_code == 200
+    server.stop()
+    env = {**server.env, "CONFMAN_MAX_DOCUMENT_BYTES": "300"}
+    server = spawn(database_url, env=env)
+    with server.client("editor") as client:
+        refused = assert_problem(client.patch(CACHE, json=ttl_patch(20)), 422)
+        assert "300 bytes" in json.dumps(refused)
+    server.cli("serve", "--max-depth", "201", code=2)
