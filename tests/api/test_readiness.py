@@ -141,7 +141,7 @@ def test_serve_refuses_an_unmigrated_sqlite_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.db"
     path.touch()  # exists, so serve does not create and migrate it
     result = confman(
-        "serve", "--database-url", f"sqlite+aiosqlite:///{path}", "--port", "1",
+        "serve", "--database-url", f"sqlite+aiosqlite:///{path}", "--port", "0",
         env=server_env(), cwd=tmp_path, code=1, timeout=30,
     )  # fmt: skip
     assert "confman db upgrade" in result.stderr
@@ -151,7 +151,7 @@ def test_serve_refuses_an_unmigrated_postgresql_database(pg_template: str, tmp_p
     name = run(new_pg_database())  # empty: never migrated
     try:
         result = confman(
-            "serve", "--database-url", pg_url(name), "--port", "1",
+            "serve", "--database-url", pg_url(name), "--port", "0",
             env=server_env(), cwd=tmp_path, code=1, timeout=30,
         )  # fmt: skip
         assert "confman db upgrade" in result.stderr
