@@ -27,11 +27,22 @@ def _as_31(document: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(operation, dict):
                 continue
             for response in operation.get("responses", {}).values():
-                for media in response.get("content", {}).values():
+                for media_type, media in response.get("content", {}).items():
                     for field, extension in _FIELDS_32.items():
                         if field in media:
                             media[extension] = media.pop(field)
+                    _stream_items(media_type, media)
     return document
+
+
+def _stream_items(media_type: str, media: dict[str, Any]) -> None:
+    """A stream route declared with a response model (as the events route is, so its
+    schema is in the components) gets that model as the schema of the whole body; it
+    describes each event, so it moves to ``x-itemSchema`` and the body is a string."""
+    schema = media.get("schema")
+    if media_type == "text/event-stream" and isinstance(schema, dict) and "$ref" in schema:
+        media.setdefault("x-itemSchema", {"$ref": schema["$ref"]})
+        media["schema"] = {"type": "string"}
 
 
 def keep_openapi_31(app: FastAPI) -> None:

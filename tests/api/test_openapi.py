@@ -16,3 +16,5 @@ def test_the_served_document_validates(sqlite_server: Server) -> None:
     # The stream still says what each event is, in a field 3.1 allows.
     stream = document["paths"]["/api/v1/events"]["get"]["responses"]["200"]["content"]
     assert "x-itemSchema" in stream["text/event-stream"]
+    item = stream["text/event-stream"]["x-itemSchema"]["$ref"]
+    assert item.removeprefix("#/components/schemas/") in document["components"]["schemas"]
