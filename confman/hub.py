@@ -461,6 +461,16 @@ class ConfigHub:
             else:
                 return low
 
+    @property
+    def caught_up_seq(self) -> int:
+        """Catch-up has read every change-log row up to this seq (or it was never there).
+
+        Unlike `applied_seq` it ignores what notices and own writes applied: a later
+        catch-up run still reads the rows above it. A manager that remembers which rows
+        it has emitted forgets them only below this mark.
+        """
+        return min([self._seq, *(s - 1 for s in self._gaps)])
+
     def _applied(self, seq: int) -> None:
         """A change was applied outside catch-up (an own write, a notice)."""
         if seq > self._seq or seq in self._gaps:

@@ -764,7 +764,7 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
         logged = await self.hub.store.change_at(self.namespace, key, notice.version)
         async with self._lock(key):
             known = self._cached(key) is not None or key in self._pending
-            if not known and notice.seq <= self.hub.applied_seq:
+            if not known and notice.seq <= self.hub.caught_up_seq:
                 return  # catch-up has already handled (and emitted) this row
             self._apply_logged(key, logged)
 
@@ -777,7 +777,9 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
             if seq <= done:
                 del self._pending[key]
         await super()._catch_up(logged)
-        self._caught_up_to = self.hub.applied_seq
+        # Not `applied_seq`: an own write or a notice applied while this run waited for
+        # a lock moves that past rows the next run still reads (and would emit again).
+        self._caught_up_to = self.hub.caught_up_seq
 
     def _close(self) -> None:
         for task in list(self._loading.values()):

@@ -325,6 +325,29 @@ async def test_revocation_reaches_an_instance_through_catch_up(
         assert len(seen.changes) == 5
 
 
+async def test_an_own_write_during_a_catch_up_run_is_emitted_once(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    # A catch-up run reads another instance's row and waits for that key's lock; an own
+    # write commits meanwhile, which moves applied_seq past what catch-up has read. The
+    # next run reads the own write's row and must know it was emitted already.
+    async with (
+        isolated(database_url, hub_env, "a") as a,
+        isolated(database_url, hub_env, "b") as b,
+    ):
+        remote = await vk(b).issue({"name": "remote"})
+        seen = record_changes(vk(a))
+        async with vk(a)._lock(remote.key_id):
+            run = asyncio.create_task(a.catch_up())
+            await asyncio.sleep(0.5)  # the run has read the row and waits for the lock
+            own = await vk(a).issue({"name": "own"})
+        await run
+        await a.catch_up()
+        await a.catch_up()
+        assert seen.versions(own.key_id) == [1]
+        assert seen.versions(remote.key_id) == [1]
+
+
 async def test_own_changes_are_emitted_once_even_after_eviction(ghub: ConfigHub) -> None:
     keys = vk(ghub)
     seen = record_changes(keys)
