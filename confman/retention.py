@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .exceptions import ConfmanError, StoreUnavailable
-from .store import ConfigStore, FencingTokenRejected, check_schema, create_engine, normalize_url
+from .store import ConfigStore, FencingTokenRejected, create_engine, normalize_url
 
 __all__ = [
     "DEFAULT_HOUSEKEEPING_INTERVAL",
@@ -80,8 +80,8 @@ async def prune_change_log(
         return await database.prune_expired(keep_versions=keep_versions, older_than=cutoff)
     engine = create_engine(normalize_url(database))
     try:
-        await check_schema(engine)
         store = ConfigStore(engine)
+        await store.check_schema()  # under the store's deadline, as every call after it
         return await store.prune_expired(keep_versions=keep_versions, older_than=cutoff)
     finally:
         await engine.dispose()

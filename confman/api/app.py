@@ -114,6 +114,12 @@ class _LimitBody:
             await response(scope, receive, send)
             return
         received = 0
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
         async def counted() -> Message:
             nonlocal received
@@ -121,10 +127,14 @@ class _LimitBody:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    if started:
+                        # Too late for a 413 (a stream answered already, and reads on
+                        # only to see the client leave): the client is treated as gone.
+                        return {"type": "http.disconnect"}
                     raise _BodyTooLarge(self.limit)
             return message
 
-        await self.app(scope, counted, send)
+        await self.app(scope, counted, sending)
 
 
 def create_app(

@@ -201,3 +201,31 @@ def test_serve_takes_its_limits_from_flags_and_the_environment(
         refused = assert_problem(client.patch(CACHE, json=ttl_patch(20)), 422)
         assert "300 bytes" in json.dumps(refused)
     server.cli("serve", "--max-depth", "201", code=2)
+
+
+def test_a_body_past_the_limit_after_a_stream_started_ends_it_quietly(
+    spawn: Any, database_url: str
+) -> None:
+    # The events route has answered 200 before it reads the body (only to see the client
+    # leave): past the limit then, it is too late for a 413, and no traceback may follow.
+    server = spawn(database_url, "--max-body-bytes", "1000")
+    request = (
+        "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {server.tokens['viewer']}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
+        conn.sendall(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(65536)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        for _ in range(4):
+            conn.sendall(b"400\r\n" + b"x" * 1024 + b"\r\n")
+        conn.settimeout(30)
+        while conn.recv(65536):  # the server ends the stream
+            pass
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    assert server.server_errors() == []
