@@ -503,6 +503,7 @@ class ConfigStore:
         self._pid = os.getpid()
         self._failed_at: float | None = None
         self._last_error = ""
+        self._failures = 0  # how many calls failed as unavailable, ever
         dialect = engine.dialect
         self._postgres = dialect.name == "postgresql"
         # PostgreSQL runs a single statement atomically on its own: reads of one
@@ -547,6 +548,7 @@ class ConfigStore:
             detail = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         self._last_error = detail
         self._failed_at = time.monotonic()
+        self._failures += 1
         return StoreUnavailable(f"database unavailable ({self._last_error})")
 
     def _deadline(self, timeout: float | None) -> tuple[float, str]:
@@ -679,11 +681,13 @@ class ConfigStore:
         leaves `available` as it was: a database slower than the probe's deadline may
         still answer writes within theirs, which must not fail fast because of it.
         """
-        failed_at, last_error = self._failed_at, self._last_error
+        failed_at, last_error, failures = self._failed_at, self._last_error, self._failures
         try:
             await self._read(check_schema_on, timeout=timeout)
         except StoreUnavailable:
-            if probe:
+            # Undo the probe's own mark only: if another call failed meanwhile, its
+            # fail-fast state stands.
+            if probe and self._failures == failures + 1:
                 self._failed_at, self._last_error = failed_at, last_error
             raise
 
