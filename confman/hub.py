@@ -363,6 +363,8 @@ class ConfigHub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._retention is not None:
+            await self._retention.release()  # the next instance need not wait out the lease
         await self.bus.close()
         for manager in self._managers.values():
             manager._close()

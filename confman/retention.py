@@ -129,7 +129,16 @@ class DatabaseRetention:
 
     @property
     def lease(self) -> str:
+        """The name of the lease row in ``config_fencing``."""
         return f"{self.cluster}:retention"
+
+    async def release(self) -> None:
+        """Give the lease up if this instance holds it (at close), so another instance
+        takes it at its next run instead of after three intervals; best effort."""
+        try:
+            await self.store.release_lease(self.lease, self.holder)
+        except StoreUnavailable as e:
+            log.info("could not release the retention lease (%s); it runs out by itself", e)
 
     async def run(self) -> int | None:
         """One run: prune if this instance holds the lease (taking it if free); returns
@@ -156,6 +165,8 @@ class DatabaseRetention:
         return deleted
 
     async def run_forever(self) -> None:
+        """`run` every ``interval`` seconds until cancelled; a failed run is logged and
+        the next one tries again."""
         while True:
             await asyncio.sleep(self.interval)
             try:

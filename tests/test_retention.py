@@ -136,3 +136,26 @@ async def test_a_long_log_is_pruned_in_batches(
         assert deleted == 3
         for key in keys:
             assert [c.version for c in await counters.history(key)] == [6]
+
+
+async def test_a_closing_owner_hands_the_retention_lease_on_at_once(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    slow = ClusterOptions(housekeeping_interval=600, retention_keep_versions=2)
+    bus = f"retention-{uuid.uuid4().hex}"
+    owner, other = [
+        await connect(
+            database_url, hub_env, managers=[CountersManager], instance_id=name,
+            bus=LocalBus(bus), cluster_options=slow,
+        )
+        for name in ("owner", "other")
+    ]  # fmt: skip
+    try:
+        await owner.run_housekeeping()
+        with pytest.raises(ConfmanError, match="holds the retention lease"):
+            await other.run_housekeeping()
+        await owner.close()  # without the hand-over, the lease would run for 30 minutes
+        assert await other.run_housekeeping() == 0
+    finally:
+        await owner.close()
+        await other.close()

@@ -1019,6 +1019,24 @@ class ConfigStore:
         except IntegrityError:  # another holder inserted the row at this moment
             return None
 
+    async def release_lease(self, name: str, holder: str) -> None:
+        """End ``holder``'s lease ``name`` now (`hold_lease`): anyone may take it next.
+
+        The row and its token stay, so the next holder's token is still higher and the
+        released holder's late work is still refused.
+        """
+        f = config_fencing.c
+        expired = datetime(1970, 1, 1, tzinfo=UTC)
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(config_fencing)
+                .where(f.cluster == name, f.holder == holder)
+                .values(updated_at=expired)
+            )
+
+        await self._run(work, write=True)
+
     def _expired_changes(
         self, keep_versions: int | None, older_than: datetime | None
     ) -> ColumnElement[bool] | None:
