@@ -311,6 +311,11 @@ async def _discard(conn: AsyncConnection) -> None:
         terminate = getattr(driver, "terminate", None)  # asyncpg; aiosqlite has none
         if callable(terminate):
             terminate()
+        # aiosqlite: the statement still runs on the driver's thread (a busy wait, a long
+        # DELETE), and closing queues behind it; interrupting it is thread-safe.
+        sqlite = getattr(driver, "_conn", None)
+        if isinstance(sqlite, sqlite3.Connection):
+            sqlite.interrupt()
     with contextlib.suppress(Exception):
         await conn.invalidate()
 
