@@ -71,7 +71,7 @@ def registered_managers() -> list[type[ConfigurationManager[Any]]]:
 
 
 #: The transports ``ConfigHub.connect(bus=...)`` builds by name.
-BUS_NAMES = ("local", "redis", "postgres")
+BUS_NAMES = ("local", "redis", "postgres", "mqtt")
 
 
 def _build_bus(
@@ -97,6 +97,10 @@ def _build_bus(
         from .bus.postgres import PostgresBus  # the optional ``postgres`` extra
 
         return PostgresBus(database_url, prefix=cluster)
+    if name == "mqtt":
+        from .bus.mqtt import MqttBus  # the optional ``mqtt`` extra
+
+        return MqttBus.from_environment(environment, prefix=cluster)
     raise ConfmanError(f"unknown bus {name!r}; one of {', '.join(BUS_NAMES)}, or a ChangeBus")
 
 
@@ -222,7 +226,8 @@ class ConfigHub:
                 default every manager registered under the ``confman.managers`` entry
                 points, confman's own included.
             bus: a `ChangeBus`, or the name of one: ``"postgres"`` (LISTEN/NOTIFY on
-                this PostgreSQL database, no other server), ``"redis"`` (needs
+                this PostgreSQL database, no other server), ``"mqtt"`` (an MQTT broker,
+                configured by ``CONFMAN_MQTT_*`` in ``env``), ``"redis"`` (needs
                 ``redis_url``) or ``"local"``. By default `RedisBus` with a
                 ``redis_url``, else a `LocalBus` shared by the hubs of this process on
                 the same database. See docs/cluster.md.

@@ -1,4 +1,4 @@
-"""Process helpers for the multi-process tests: worker processes and own redis-servers."""
+"""Process helpers for the multi-process tests: worker processes, own redis-servers and brokers."""
 
 from __future__ import annotations
 
@@ -200,6 +200,68 @@ class RedisServer:
 @contextlib.contextmanager
 def own_redis() -> Iterator[RedisServer]:
     server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+class MosquittoServer:
+    """A mosquitto broker of our own on a free port, for tests that kill the broker."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+        )
+        if binary is None:
+            message = "mosquitto is not installed (scripts/services installs it)"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        self.binary = binary
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="confman-mosquitto-")
+        self.config = Path(self.dir) / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return
+            time.sleep(0.05)
+        raise AssertionError("own mosquitto did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def own_mosquitto() -> Iterator[MosquittoServer]:
+    server = MosquittoServer()
     try:
         server.start()
         yield server
