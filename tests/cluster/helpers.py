@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import json
 import os
 import queue
@@ -20,7 +22,10 @@ from typing import Any
 
 import pytest
 
-from tests.support import IN_CI
+from confman.testing import record_changes
+from tests.support import IN_CI, connect
+
+from .models import CountersManager
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -267,3 +272,35 @@ def own_mosquitto() -> Iterator[MosquittoServer]:
         yield server
     finally:
         server.cleanup()
+
+
+# ------------------------------------------------------- the fleet's history checker
+
+KEYS = [f"k{i}" for i in range(10)]
+PER_KEY = 100  # 10 keys x 100 versions = 1,000 changes
+
+
+def assert_strictly_increasing(result: dict[str, Any], expected: dict[str, int]) -> None:
+    seen: dict[str, list[int]] = result["seen"]
+    for key, final in expected.items():
+        versions = seen.get(key, [])
+        assert versions, f"{result['instance_id']} never saw {key}"
+        assert all(a < b for a, b in itertools.pairwise(versions)), (
+            f"{result['instance_id']} emitted {key} out of order: {versions}"
+        )
+        assert versions[-1] == final, (result["instance_id"], key, versions[-3:])
+        assert result["final"][key] == final
+
+
+async def write_changes(database_url: str, env: dict[str, str], **options: Any) -> dict[str, int]:
+    async with connect(database_url, env, managers=[CountersManager], **options) as hub:
+        counters = hub.manager(CountersManager)
+        seen = record_changes(counters)
+        for key in KEYS:
+            await counters.create(key, {"value": 0})
+        for i in range(1, PER_KEY):
+            await asyncio.gather(*(counters.update({"value": i}, key=key) for key in KEYS))
+        # The origin instance emits every version.
+        for key in KEYS:
+            assert seen.versions(key) == list(range(1, PER_KEY + 1))
+    return {f"counters/{k}": PER_KEY for k in KEYS}
