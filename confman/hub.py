@@ -279,16 +279,23 @@ class ConfigHub:
         )
         hub.cluster_name = cluster
         hub.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
+        node: dict[str, Any] = {
+            "prefix": cluster,
+            "instance_id": hub.instance_id,
+            "store": hub.store,
+            "describe": hub._describe,
+            "options": cluster_options,
+        }
         if redis_url is not None:
-            from .cluster import ClusterNode  # the optional ``redis`` extra
+            from .cluster import ClusterNode
 
-            hub._cluster = ClusterNode(
-                redis_url,
-                prefix=cluster,
-                instance_id=hub.instance_id,
-                store=hub.store,
-                describe=hub._describe,
-                options=cluster_options,
+            hub._cluster = ClusterNode.with_redis(redis_url, **node)
+        elif engine.dialect.name == "postgresql" and not isinstance(bus, LocalBus):
+            # A fleet bus without Redis: PostgreSQL elects and keeps the fleet's state.
+            from .cluster import ClusterNode
+
+            hub._cluster = ClusterNode.with_postgres(
+                url.render_as_string(hide_password=False), **node
             )
         elif cluster_options is None or cluster_options.leader_election:
             hub._retention = DatabaseRetention.from_options(
@@ -482,10 +489,14 @@ class ConfigHub:
         """Live instances, the leader and drift, as Redis and the database see them.
 
         Raises:
-            ConfmanError: the hub has no ``redis_url`` (a lone instance has no fleet).
+            ConfmanError: the hub has no fleet: neither a ``redis_url`` nor, on
+                PostgreSQL, a fleet bus (``bus="postgres"`` or ``"mqtt"``).
         """
         if self._cluster is None:
-            raise ConfmanError("cluster_status() needs ConfigHub.connect(..., redis_url=...)")
+            raise ConfmanError(
+                "cluster_status() needs a fleet: ConfigHub.connect(..., redis_url=...), or "
+                'on PostgreSQL bus="postgres" (or "mqtt")'
+            )
         return await self._cluster.status()
 
     async def run_housekeeping(self) -> int:

@@ -789,6 +789,33 @@ class ConfigStore:
 
         return await self._read(work)
 
+    async def fencing_holder(self, cluster: str) -> tuple[int, str]:
+        """The highest fencing token recorded for ``cluster`` and who recorded it
+        (``(0, "")``: none yet; holder ``""``: released by its leader)."""
+        f = config_fencing.c
+
+        async def work(conn: AsyncConnection) -> tuple[int, str]:
+            row = (
+                await conn.execute(select(f.token, f.holder).where(f.cluster == cluster))
+            ).first()
+            return (0, "") if row is None else (int(row[0]), str(row[1]))
+
+        return await self._read(work)
+
+    async def release_fencing_token(self, cluster: str, token: int) -> None:
+        """A leader leaving cleanly: mark its ``token`` released (holder ``""``), so the
+        next leader need not wait for it to stop."""
+        f = config_fencing.c
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(config_fencing)
+                .where(f.cluster == cluster, f.token == token)
+                .values(holder="", updated_at=datetime.now(UTC))
+            )
+
+        await self._run(work, write=True)
+
     async def claim_fencing_token(self, cluster: str, token: int, holder: str) -> int:
         """Record a new leader's ``token`` if it is above every token recorded for
         ``cluster``; returns the highest recorded before (0: none), so a caller whose

@@ -304,3 +304,16 @@ async def write_changes(database_url: str, env: dict[str, str], **options: Any) 
         for key in KEYS:
             assert seen.versions(key) == list(range(1, PER_KEY + 1))
     return {f"counters/{k}": PER_KEY for k in KEYS}
+
+
+async def first_leader(candidates: list[Any], timeout: float = 30.0) -> tuple[Any, int]:
+    """The first candidate to announce ``LEADER True <token>``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for w in candidates:
+            for line in w.drain():
+                if line.startswith("LEADER True"):
+                    return w, int(line.split()[2])
+        await asyncio.sleep(0.01)
+    raise AssertionError("no leader")

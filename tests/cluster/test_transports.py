@@ -31,6 +31,7 @@ from .helpers import (
     KEYS,
     PER_KEY,
     assert_strictly_increasing,
+    first_leader,
     own_mosquitto,
     own_redis,
     workers,
@@ -285,3 +286,34 @@ async def test_writer_dying_between_commit_and_notice(
     assert result["seen"]["counters/c"] == [2]
     notified_by_commit = transport.name == "postgres"
     assert result["stats"]["notices_received"] == (1 if notified_by_commit else 0)
+
+
+async def test_leader_kill_9_and_failover_within_a_lease(
+    transport: Transport,
+    worker_config: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """The leader's process dies without releasing. Redis elects through its lease; a
+    PostgreSQL or MQTT fleet through the database's advisory lock. Either way a follower
+    leads within the documented ``lease_ttl + campaign_interval``, with a higher token."""
+    ttl = 2.0
+    options = {"lease_ttl": ttl, "heartbeat_interval": 0.5, "housekeeping_interval": 3600}
+    configs = [
+        worker_config(f"cand{i}", cluster_options=options, **transport.config) for i in range(3)
+    ]
+    with workers(configs, tmp_path) as fleet:
+        for w in fleet:
+            w.expect("READY")
+        leader, token = await first_leader(fleet)
+        await asyncio.sleep(ttl / 2)  # let the leader renew (or probe) at least once
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time()
+        leader.kill()
+        _successor, new_token = await first_leader([w for w in fleet if w is not leader])
+        took = loop.time() - killed_at
+        assert new_token > token
+        # The bound is the promise (plus scheduling slack), not a speed measurement.
+        assert took < ttl + ttl / 10 + 1.0, took
+        for w in fleet:
+            if w is not leader:
+                w.stop()
