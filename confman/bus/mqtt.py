@@ -270,6 +270,7 @@ class MqttBus:
 
     async def _listen(self) -> None:
         delay = self.reconnect_min
+        failing = False
         while not self._stopping:
             try:
                 async with self._new_client() as client:
@@ -280,6 +281,7 @@ class MqttBus:
                     if self.stats.connects > 1:
                         log.info("resubscribed to %s; catching up", self.subscription)
                     delay = self.reconnect_min
+                    failing = False
                     self._reconnected()
                     async for message in client.messages:
                         self._deliver(message.payload)
@@ -291,6 +293,17 @@ class MqttBus:
                     log.warning(
                         "lost %s (%s: %s); reconnecting", self.subscription, type(e).__name__, e
                     )
+                elif not failing:
+                    # Say it once per streak: a wrong password or address must not be
+                    # silent, nor flood the log while the broker stays away.
+                    log.warning(
+                        "cannot reach the MQTT broker %s:%s (%s: %s); retrying",
+                        self.host,
+                        self.port,
+                        type(e).__name__,
+                        e,
+                    )
+                failing = True
             except Exception:
                 log.exception("MqttBus listener failed unexpectedly; restarting it")
             finally:

@@ -189,6 +189,7 @@ class PostgresBus:
         import asyncpg
 
         delay = self.reconnect_min
+        failing = False
         while not self._stopping:
             conn: Any = None
             try:
@@ -207,6 +208,7 @@ class PostgresBus:
                 if self.stats.connects > 1:
                     log.info("listening on %s again; catching up", self.channel)
                 delay = self.reconnect_min
+                failing = False
                 self._reconnected()
                 while not self._stopping and not lost.is_set():
                     try:
@@ -223,6 +225,11 @@ class PostgresBus:
                 if self._listening.is_set():
                     self.stats.disconnects += 1
                     log.warning("lost %s (%s: %s); reconnecting", self.channel, type(e).__name__, e)
+                elif not failing:  # once per streak: never silent, never a flood
+                    log.warning(
+                        "cannot listen on %s (%s: %s); retrying", self.channel, type(e).__name__, e
+                    )
+                failing = True
                 self._listening.clear()
             except Exception:
                 self._listening.clear()

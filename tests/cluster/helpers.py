@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import itertools
 import json
 import os
@@ -215,7 +216,7 @@ def own_redis() -> Iterator[RedisServer]:
 class MosquittoServer:
     """A mosquitto broker of our own on a free port, for tests that kill the broker."""
 
-    def __init__(self) -> None:
+    def __init__(self, users: dict[str, str] | None = None) -> None:
         binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
         )
@@ -228,9 +229,27 @@ class MosquittoServer:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="confman-mosquitto-")
         self.config = Path(self.dir) / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        )
+        # Run as ourselves: mosquitto started as root would switch to its own user, which
+        # cannot read our private temporary directory.
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "persistence false",
+            f"user {getpass.getuser()}",
+        ]
+        if users:
+            # Only these users may connect (mosquitto_passwd hashes the passwords).
+            passwords = Path(self.dir) / "passwd"
+            passwords.touch(mode=0o600)
+            for user, password in users.items():
+                subprocess.run(
+                    ["mosquitto_passwd", "-b", str(passwords), user, password],
+                    check=True,
+                    capture_output=True,
+                )
+            lines += ["allow_anonymous false", f"password_file {passwords}"]
+        else:
+            lines.append("allow_anonymous true")
+        self.config.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -265,8 +284,8 @@ class MosquittoServer:
 
 
 @contextlib.contextmanager
-def own_mosquitto() -> Iterator[MosquittoServer]:
-    server = MosquittoServer()
+def own_mosquitto(users: dict[str, str] | None = None) -> Iterator[MosquittoServer]:
+    server = MosquittoServer(users)
     try:
         server.start()
         yield server

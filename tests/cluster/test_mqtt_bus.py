@@ -171,3 +171,27 @@ async def test_broker_down_then_back(
                 await asyncio.sleep(0.05)
             await a.manager(LimitsManager).update({"high": 14})
             await seen.wait_for(version=4, timeout=20)
+
+
+async def test_broker_credentials_come_from_the_environment(
+    database_url: str, cluster: str, hub_env: dict[str, str]
+) -> None:
+    """A broker that refuses anonymous clients: the hubs connect with the user and
+    password of their environment; a wrong password never connects (and is never shown)."""
+    with own_mosquitto(users={"fleet": "pw-right-9"}) as server:
+        env = {**hub_env, "CONFMAN_MQTT_USERNAME": "fleet", "CONFMAN_MQTT_PASSWORD": "pw-right-9"}
+        async with (
+            mqtt_hub(database_url, env, server.url, cluster, "a") as a,
+            mqtt_hub(database_url, env, server.url, cluster, "b") as b,
+        ):
+            assert isinstance(a.bus, MqttBus) and a.bus.connected
+            seen = record_changes(b.manager(LimitsManager))
+            await a.manager(LimitsManager).update({"high": 21})
+            await seen.wait_for(version=1, timeout=10)
+            assert b.stats.notices_received >= 1
+        wrong = {**env, "CONFMAN_MQTT_PASSWORD": "pw-wrong-1"}
+        async with mqtt_hub(database_url, wrong, server.url, cluster, "c") as c:
+            assert isinstance(c.bus, MqttBus)
+            await asyncio.sleep(0.5)
+            assert not c.bus.connected and c.bus.stats.connects == 0
+            assert "pw-wrong" not in repr(c.bus)
