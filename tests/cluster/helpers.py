@@ -216,7 +216,7 @@ def own_redis() -> Iterator[RedisServer]:
 class MosquittoServer:
     """A mosquitto broker of our own on a free port, for tests that kill the broker."""
 
-    def __init__(self, users: dict[str, str] | None = None) -> None:
+    def __init__(self, users: dict[str, str] | None = None, *, tls: bool = False) -> None:
         binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
         )
@@ -249,12 +249,60 @@ class MosquittoServer:
             lines += ["allow_anonymous false", f"password_file {passwords}"]
         else:
             lines.append("allow_anonymous true")
+        self.tls = tls
+        self.ca_file = Path(self.dir) / "ca.pem"
+        if tls:
+            self._make_certificates()
+            lines += [
+                f"cafile {self.ca_file}",
+                f"certfile {self.dir}/server.pem",
+                f"keyfile {self.dir}/server.key",
+            ]
         self.config.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def _make_certificates(self) -> None:
+        """A throw-away CA and a server certificate for 127.0.0.1 (openssl)."""
+        d = self.dir
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=confman-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        )
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        )
+        (Path(d) / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "1", "-extfile", "san.ext",
+                "-out", "server.pem")  # fmt: skip
+
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -284,8 +332,10 @@ class MosquittoServer:
 
 
 @contextlib.contextmanager
-def own_mosquitto(users: dict[str, str] | None = None) -> Iterator[MosquittoServer]:
-    server = MosquittoServer(users)
+def own_mosquitto(
+    users: dict[str, str] | None = None, *, tls: bool = False
+) -> Iterator[MosquittoServer]:
+    server = MosquittoServer(users, tls=tls)
     try:
         server.start()
         yield server

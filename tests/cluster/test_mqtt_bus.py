@@ -195,3 +195,24 @@ async def test_broker_credentials_come_from_the_environment(
             await asyncio.sleep(0.5)
             assert not c.bus.connected and c.bus.stats.connects == 0
             assert "pw-wrong" not in repr(c.bus)
+
+
+async def test_tls_broker_trusting_the_configured_ca(
+    database_url: str, cluster: str, hub_env: dict[str, str]
+) -> None:
+    """``mqtts://`` with ``CONFMAN_MQTT_CA_FILE``: changes flow over TLS; without that CA
+    the certificate is refused and the bus never connects."""
+    with own_mosquitto(tls=True) as server:
+        env = {**hub_env, "CONFMAN_MQTT_CA_FILE": str(server.ca_file)}
+        async with (
+            mqtt_hub(database_url, env, server.url, cluster, "a") as a,
+            mqtt_hub(database_url, env, server.url, cluster, "b") as b,
+        ):
+            assert isinstance(a.bus, MqttBus) and a.bus.connected and "mqtts://" in repr(a.bus)
+            seen = record_changes(b.manager(LimitsManager))
+            await a.manager(LimitsManager).update({"high": 31})
+            await seen.wait_for(version=1, timeout=10)
+        async with mqtt_hub(database_url, hub_env, server.url, cluster, "c") as c:
+            assert isinstance(c.bus, MqttBus)
+            await asyncio.sleep(0.5)
+            assert not c.bus.connected  # the system's CAs do not know ours
