@@ -66,6 +66,7 @@ class MqttBusStats:
     publish_failures: int = 0
     received: int = 0
     duplicates: int = 0  # deliveries of a notice already delivered (QoS 1 redelivery)
+    republished: int = 0  # notices sent again after the broker came back
     malformed: int = 0
     connects: int = 0  # successful (re)subscriptions, the first included
     disconnects: int = 0
@@ -168,6 +169,13 @@ class MqttBus:
         self._stopping = False
         self._seen: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
         self._seen_max = 4096
+        # Notices that could not be published (the broker was away), newest per
+        # document, sent once the bus is connected again: instances that resubscribed
+        # and caught up before this writer was back would otherwise wait for their
+        # periodic catch-up to see them.
+        self._unsent: OrderedDict[tuple[str, str], ChangeNotice] = OrderedDict()
+        self._unsent_max = 1000
+        self._flush_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str], **options: Any) -> MqttBus:
@@ -227,19 +235,40 @@ class MqttBus:
         topic = notice_topic(self.prefix, notice)
         if client is None:
             self.stats.publish_failures += 1
-            log.warning("MQTT broker not connected; dropped the notice on %s", topic)
+            self._keep_unsent(notice)
+            log.warning("MQTT broker not connected; the notice on %s waits for it", topic)
             return
         try:
             await client.publish(topic, encode_notice(notice), qos=self.qos, timeout=self.timeout)
             self.stats.published += 1
         except (aiomqtt.MqttError, OSError, TimeoutError) as e:
             self.stats.publish_failures += 1
+            self._keep_unsent(notice)
             log.warning(
-                "publishing on %s failed (%s: %s); instances will catch up",
+                "publishing on %s failed (%s: %s); sent again on reconnect",
                 topic,
                 type(e).__name__,
                 e,
             )
+
+    def _keep_unsent(self, notice: ChangeNotice) -> None:
+        slot = (notice.namespace, notice.key)
+        held = self._unsent.get(slot)
+        if held is None or held.version < notice.version:
+            self._unsent[slot] = notice
+        self._unsent.move_to_end(slot)
+        while len(self._unsent) > self._unsent_max:
+            self._unsent.popitem(last=False)  # catch-up still brings it
+
+    async def _flush_unsent(self) -> None:
+        """Publish what failed while the broker was away (newest per document)."""
+        while self._unsent and self._client is not None:
+            _, notice = self._unsent.popitem(last=False)
+            failures = self.stats.publish_failures
+            await self.publish(notice)  # on failure it is kept again
+            if self.stats.publish_failures != failures:
+                return  # the broker is away again: the next connect retries
+            self.stats.republished += 1
 
     async def close(self) -> None:
         self._handler = None
@@ -283,6 +312,9 @@ class MqttBus:
                     delay = self.reconnect_min
                     failing = False
                     self._reconnected()
+                    self._flush_task = asyncio.get_running_loop().create_task(
+                        self._flush_unsent(), name="confman-mqtt-republish"
+                    )
                     async for message in client.messages:
                         self._deliver(message.payload)
             except asyncio.CancelledError:
@@ -309,6 +341,9 @@ class MqttBus:
             finally:
                 self._client = None
                 self._subscribed.clear()
+                if self._flush_task is not None:
+                    self._flush_task.cancel()
+                    self._flush_task = None
             if self._stopping:
                 break
             await asyncio.sleep(delay * (0.5 + random.random()))
