@@ -1,12 +1,17 @@
 """B4: propagation. A commit on one process until the `ConfigChange` on another.
 
-confman: this process runs a hub (Redis bus) and updates the cache policy; a listener
+Per transport (Redis; PostgreSQL LISTEN/NOTIFY when the database is PostgreSQL; MQTT
+when a broker answers), each next to a prototype of its own transport, in the same run.
+
+confman: this process runs a hub on that bus and updates the cache policy; a listener
 process runs a hub on the same database and cluster and prints the time of every
 `ConfigChange` it emits.
 
-Prototype, in the same run: the raw transaction of B2 (asyncpg), then ``PUBLISH`` of the
-same small notice; a listener process receives it, re-reads the change-log row, validates
-it with the same pydantic model and prints the time.
+Prototype: the raw transaction of B2 (asyncpg), then the same small notice by hand on
+the same transport (Redis ``PUBLISH``; ``pg_notify`` inside the transaction; an MQTT
+QoS 1 publish that waits for the broker's acknowledgement, as confman's does); a
+listener process receives it, re-reads the change-log row, validates it with the same
+pydantic model and prints the time.
 
 Both sides are timed from the start of their write (see ``ConfmanWriter.write``): the
 moment of commit is not observable from outside confman, and the writes cost the same
@@ -19,9 +24,10 @@ is the latency of a change, not of a queue. Sides alternate in blocks; timestamp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .common import Check, Context, FigureResult, Worker, latency, percentile, workers
@@ -67,11 +73,17 @@ class ConfmanWriter:
         return change.version, started
 
 
-class PrototypeWriter:
-    """Raw transaction + PUBLISH: the floor a hand-written propagation path reaches."""
+Send = Callable[[str], Awaitable[Any]]
 
-    def __init__(self, raw: Any, redis: Any, channel: str) -> None:
-        self.raw, self.redis, self.channel = raw, redis, channel
+
+class PrototypeWriter:
+    """Raw transaction + a hand-written notice: the floor a propagation path reaches.
+
+    ``send`` publishes the notice after the commit (Redis, MQTT); ``notify`` instead
+    names a PostgreSQL channel to NOTIFY inside the transaction."""
+
+    def __init__(self, raw: Any, send: Send | None, notify: str | None = None) -> None:
+        self.raw, self.send, self.notify = raw, send, notify
         self.version = 1
 
     async def write(self, i: int) -> tuple[int, int]:
@@ -87,15 +99,17 @@ class PrototypeWriter:
             [FIELD],
             "bench",
             "b4",
+            **({"notify": self.notify} if self.notify else {}),
         )
-        notice = {
-            "namespace": "bench_proto",
-            "key": "default",
-            "version": self.version,
-            "seq": seq,
-            "origin": "prototype",
-        }
-        await self.redis.publish(self.channel, json.dumps(notice, separators=(",", ":")))
+        if self.send is not None:
+            notice = {
+                "namespace": "bench_proto",
+                "key": "default",
+                "version": self.version,
+                "seq": seq,
+                "origin": "prototype",
+            }
+            await self.send(json.dumps(notice, separators=(",", ":")))
         return self.version, started
 
 
@@ -111,69 +125,157 @@ async def measure(write: Write, listeners: list[Worker], n: int, start: int) -> 
     return out
 
 
+#: Per transport: what its prototype does, for the measurement's name.
+PROTOTYPES = {
+    "redis": "commit -> PUBLISH -> receive -> re-read -> validate",
+    "postgres": "commit with NOTIFY -> receive -> re-read -> validate",
+    "mqtt": "commit -> PUBLISH QoS 1 -> receive -> re-read -> validate",
+}
+
+
+def transports(ctx: Context, backend: str) -> list[str]:
+    """The transports this machine can measure (Redis first, as before)."""
+    found: list[str] = []
+    if ctx.redis_reachable():
+        found.append("redis")
+    if backend == "postgresql":
+        found.append("postgres")
+    if ctx.mqtt_reachable():
+        try:
+            import confman.bus.mqtt  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            found.append("mqtt")
+    return found
+
+
+def confman_name(transport: str) -> str:
+    return f"confman {transport}: commit -> remote ConfigChange"
+
+
 async def run(ctx: Context, result: FigureResult) -> None:
-    require_redis_bus()
-    ctx.require_redis()
+    from .common import Skipped
+
     backend = "postgresql" if ctx.postgres_reachable() else "sqlite"
+    found = transports(ctx, backend)
+    if "redis" in found:
+        require_redis_bus()
+    if not found:
+        raise Skipped("no transport reachable (Redis, PostgreSQL or an MQTT broker)")
     total = ctx.scale(100, 5_000)
     block = ctx.scale(50, 500)
     warmup = ctx.scale(10, 50)
     result.facts["database"] = backend
     result.facts["changes_per_side"] = total
-    samples = await propagation(ctx, backend, total, block, warmup)
-    confman = result.add(latency("confman: commit -> remote ConfigChange", samples["confman"]))
-    proto = result.add(
-        latency(
-            "prototype: commit -> PUBLISH -> receive -> re-read -> validate",
-            samples["prototype"],
-            kind="baseline",
+    result.facts["transports"] = ", ".join(found)
+    for transport in found:
+        samples = await propagation(ctx, backend, total, block, warmup, transport)
+        confman = result.add(latency(confman_name(transport), samples["confman"]))
+        proto = result.add(
+            latency(
+                f"prototype {transport}: {PROTOTYPES[transport]}",
+                samples["prototype"],
+                kind="baseline",
+            )
         )
-    )
-    assert confman.p99 is not None and proto.p99 is not None
-    result.check(Check.at_most("confman p99 / prototype p99", confman.p99 / proto.p99, 2.0))
-    result.check(
-        Check("confman p50 / prototype p50", confman.value / proto.value, "reported", None)
-    )
+        assert confman.p99 is not None and proto.p99 is not None
+        result.check(
+            Check.at_most(f"{transport}: confman p99 / prototype p99", confman.p99 / proto.p99, 2.0)
+        )
+        result.check(
+            Check(
+                f"{transport}: confman p50 / prototype p50",
+                confman.value / proto.value,
+                "reported",
+                None,
+            )
+        )
+
+
+def transport_options(ctx: Context, transport: str, cluster: str) -> dict[str, Any]:
+    """`ConfigHub.connect` options of a hub on ``transport``."""
+    if transport == "postgres":
+        return {"bus": "postgres", "cluster": cluster}
+    if transport == "mqtt":
+        from confman.bus.mqtt import MqttBus
+
+        return {"bus": MqttBus(ctx.mqtt_url, prefix=f"confman/{cluster}"), "cluster": cluster}
+    return {"redis_url": ctx.redis_url, "cluster": cluster}
+
+
+@contextlib.asynccontextmanager
+async def prototype_sender(
+    ctx: Context, transport: str, raw: Any, channel: str
+) -> AsyncIterator[PrototypeWriter]:
+    """The prototype writer of ``transport``, with its own connection to it."""
+    if transport == "postgres":
+        yield PrototypeWriter(raw, None, notify=channel)
+    elif transport == "mqtt":
+        import aiomqtt
+
+        host, port = ctx.mqtt_url.split("//", 1)[1].rsplit(":", 1)
+        async with aiomqtt.Client(host, int(port)) as client:
+
+            async def publish(payload: str) -> None:
+                await client.publish(channel, payload, qos=1)
+
+            yield PrototypeWriter(raw, publish)
+    else:
+        from redis.asyncio import Redis
+
+        redis: Redis = Redis.from_url(ctx.redis_url)
+        try:
+
+            async def send(payload: str) -> None:
+                await redis.publish(channel, payload)
+
+            yield PrototypeWriter(raw, send)
+        finally:
+            await redis.aclose()
 
 
 async def propagation(
-    ctx: Context, backend: str, total: int, block: int, warmup: int
+    ctx: Context, backend: str, total: int, block: int, warmup: int, transport: str = "redis"
 ) -> dict[str, list[int]]:
     """Run both sides in alternating blocks; latencies in ns per side."""
-    from redis.asyncio import Redis
-
     from confman import ConfigHub
 
     from .raw import open_writer
 
     cluster = ctx.cluster("b4")
-    channel = f"{cluster}:prototype"
+    # A channel (Redis, PostgreSQL) or a topic (MQTT) of the prototype's own.
+    channel = f"{cluster}/prototype" if transport == "mqtt" else f"{cluster}:prototype"
     async with ctx.database(backend) as url:
-        common = {"db": url, "key": ctx.encryption_key, "redis": ctx.redis_url}
+        common = {
+            "db": url, "key": ctx.encryption_key, "redis": ctx.redis_url, "mqtt": ctx.mqtt_url,
+            "transport": transport,
+        }  # fmt: skip
         configs = [
             {**common, "role": "listen", "name": "b4-listener", "cluster": cluster},
             {**common, "role": "proto-listen", "name": "b4-proto-listener", "channel": channel},
         ]
         raw = await open_writer(url)
-        redis: Redis = Redis.from_url(ctx.redis_url)
         try:
             await raw.create("bench_proto", "default", {FIELD: 1})
             with workers(configs) as (listener, proto_listener):
                 for w in (listener, proto_listener):
                     await w.aexpect("READY")
-                async with ConfigHub.connect(
-                    url,
-                    managers=[_cache_manager()],
-                    redis_url=ctx.redis_url,
-                    cluster=cluster,
-                    instance_id="b4-writer",
-                    **ctx.hub_options(),
-                ) as hub:
+                async with (
+                    prototype_sender(ctx, transport, raw, channel) as prototype,
+                    ConfigHub.connect(
+                        url,
+                        managers=[_cache_manager()],
+                        instance_id="b4-writer",
+                        **transport_options(ctx, transport, cluster),
+                        **ctx.hub_options(),
+                    ) as hub,
+                ):
                     wait = getattr(hub.bus, "wait_connected", None)
                     if wait is not None:
                         await wait(10)
                     sides: dict[str, tuple[Write, Worker]] = {
-                        "prototype": (PrototypeWriter(raw, redis, channel).write, proto_listener),
+                        "prototype": (prototype.write, proto_listener),
                         "confman": (ConfmanWriter(hub).write, listener),
                     }
                     for write, w in sides.values():
@@ -190,7 +292,6 @@ async def propagation(
                 proto_listener.stop()
         finally:
             await raw.close()
-            await redis.aclose()
     return samples
 
 

@@ -40,6 +40,10 @@ REDIS_URL = os.environ.get(
     "CONFMAN_BENCH_REDIS_URL", os.environ.get("CONFMAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 )
 
+MQTT_URL = os.environ.get(
+    "CONFMAN_BENCH_MQTT_URL", os.environ.get("CONFMAN_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+)
+
 Status = Literal["ok", "not available", "skipped", "error"]
 
 
@@ -196,6 +200,7 @@ class Context:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     postgres_admin_url: str = POSTGRES_ADMIN_URL
     redis_url: str = REDIS_URL
+    mqtt_url: str = MQTT_URL
     encryption_key: str = ""
     results: dict[str, FigureResult] = field(default_factory=dict)
     _pg_template: str | None = None
@@ -217,6 +222,9 @@ class Context:
     def require_postgres(self) -> None:
         if not self.postgres_reachable():
             raise Skipped(f"PostgreSQL is not reachable at {_host_port(self.postgres_admin_url)}")
+
+    def mqtt_reachable(self) -> bool:
+        return _reachable_url(self.mqtt_url, 1883)
 
     def require_redis(self) -> None:
         if not self.redis_reachable():

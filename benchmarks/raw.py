@@ -97,7 +97,10 @@ class PostgresWriter:
         changed: list[str],
         actor: str,
         reason: str,
+        notify: str | None = None,
     ) -> int:
+        """Commit the write; with ``notify`` (a channel), NOTIFY its notice in the same
+        transaction, as a hand-written LISTEN/NOTIFY service would."""
         now = datetime.now(UTC)
         payload = _dumps(data)
         async with self.conn.transaction():
@@ -121,6 +124,10 @@ class PostgresWriter:
                 "raw",
                 now,
             )
+            if notify is not None:
+                notice = {"namespace": namespace, "key": key, "version": version, "seq": seq,
+                          "origin": "prototype"}  # fmt: skip
+                await self.conn.execute("SELECT pg_notify($1, $2)", notify, _dumps(notice))
         return seq
 
     async def read_change(self, namespace: str, key: str, version: int) -> dict[str, Any]:

@@ -7,12 +7,13 @@ Roles (``config["role"]``):
     times with ``update(fn, retries=...)``; prints ``READY``, waits for ``GO`` on stdin,
     prints ``DONE <json>`` (commits, conflicts, seconds).
 ``listen``
-    B4/B8: a hub (Redis bus) whose manager prints ``CHG <version> <perf_counter_ns>`` for
-    every `ConfigChange` it emits; prints ``READY`` once subscribed.
+    B4/B8: a hub (``transport``: the Redis bus by default, ``postgres`` or ``mqtt``)
+    whose manager prints ``CHG <version> <perf_counter_ns>`` for every `ConfigChange`
+    it emits; prints ``READY`` once subscribed.
 ``proto-listen``
-    B4's prototype receiver: Redis SUBSCRIBE, then for each message re-read the
-    change-log row with asyncpg (or aiosqlite), validate it with the model, and print
-    ``CHG <version> <perf_counter_ns>``.
+    B4's prototype receiver on its transport (Redis SUBSCRIBE, PostgreSQL LISTEN, or an
+    MQTT subscription): for each notice re-read the change-log row with asyncpg (or
+    aiosqlite), validate it with the model, and print ``CHG <version> <perf_counter_ns>``.
 
 Every role stops on ``STOP`` (or EOF) on stdin.
 """
@@ -58,7 +59,16 @@ def hub_options(config: dict[str, Any]) -> dict[str, Any]:
         "encryption_keys": [config["key"]],
         "instance_id": config["name"],
     }
-    if config.get("redis"):
+    transport = config.get("transport", "redis")
+    if transport == "postgres":
+        options["bus"] = "postgres"
+        options["cluster"] = config["cluster"]
+    elif transport == "mqtt":
+        from confman.bus.mqtt import MqttBus
+
+        options["bus"] = MqttBus(config["mqtt"], prefix=f"confman/{config['cluster']}")
+        options["cluster"] = config["cluster"]
+    elif config.get("redis"):
         options["redis_url"] = config["redis"]
         options["cluster"] = config["cluster"]
     options.update(config.get("hub", {}))
@@ -127,35 +137,69 @@ async def listen(config: dict[str, Any], lines: asyncio.Queue[str]) -> None:
 
 
 async def proto_listen(config: dict[str, Any], lines: asyncio.Queue[str]) -> None:
-    from redis.asyncio import Redis
-
     from confman.managers.cache import CacheConfig
 
     from .raw import open_writer
 
     clock = time.perf_counter_ns
     reader = await open_writer(config["db"])
-    client: Redis = Redis.from_url(config["redis"])
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(config["channel"])
+    notices: asyncio.Queue[bytes | str] = asyncio.Queue(maxsize=10_000)
+    transport = config.get("transport", "redis")
 
-    async def receive() -> None:
-        async for message in pubsub.listen():
-            if message.get("type") != "message":
-                continue
-            notice = json.loads(message["data"])
-            data = await reader.read_change(notice["namespace"], notice["key"], notice["version"])
-            CacheConfig.model_validate(data)
-            say(f"CHG {notice['version']} {clock()}")
+    async def handle(raw: bytes | str) -> None:
+        notice = json.loads(raw)
+        data = await reader.read_change(notice["namespace"], notice["key"], notice["version"])
+        CacheConfig.model_validate(data)
+        say(f"CHG {notice['version']} {clock()}")
 
-    task = asyncio.create_task(receive())
-    say("READY")
-    await wait_for_line(lines, "STOP")
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
-    await client.aclose()
+    async with contextlib.AsyncExitStack() as stack:
+        if transport == "postgres":
+            import asyncpg  # type: ignore[import-untyped]
+
+            conn = await asyncpg.connect(config["db"].replace("+asyncpg", ""))
+            stack.push_async_callback(conn.close)
+            await conn.add_listener(config["channel"], lambda *a: notices.put_nowait(a[3]))
+        elif transport == "mqtt":
+            import aiomqtt
+
+            host, port = config["mqtt"].split("//", 1)[1].rsplit(":", 1)
+            client = await stack.enter_async_context(aiomqtt.Client(host, int(port)))
+            await client.subscribe(config["channel"], qos=1)
+
+            async def pump_mqtt() -> None:
+                async for message in client.messages:
+                    assert isinstance(message.payload, bytes)
+                    await handle(message.payload)
+
+            pump = asyncio.create_task(pump_mqtt())
+            stack.callback(pump.cancel)
+        else:
+            from redis.asyncio import Redis
+
+            redis_client: Redis = Redis.from_url(config["redis"])
+            stack.push_async_callback(redis_client.aclose)
+            pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(config["channel"])
+            stack.push_async_callback(pubsub.aclose)
+
+            async def pump_redis() -> None:
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        await handle(message["data"])
+
+            pump = asyncio.create_task(pump_redis())
+            stack.callback(pump.cancel)
+
+        async def receive() -> None:  # PostgreSQL: its callback queues the notices
+            while True:
+                await handle(await notices.get())
+
+        task = asyncio.create_task(receive())
+        say("READY")
+        await wait_for_line(lines, "STOP")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await reader.close()
 
 

@@ -31,10 +31,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .bus import ChangeBus, ChangeNotice, LocalBus, ReconnectingBus
+from .bus import ChangeBus, ChangeNotice, CommitNotifyingBus, LocalBus, ReconnectingBus
 from .change import ChangeRecord
 from .exceptions import ConfmanError, NotFound, StoreUnavailable
 from .limits import DEFAULT_LIMITS, Limits
@@ -96,12 +97,38 @@ def registered_managers() -> list[type[ConfigurationManager[Any]]]:
     return found
 
 
-def _default_bus(local_channel: str, redis_url: str | None, cluster: str) -> ChangeBus:
-    if redis_url is None:
-        return LocalBus(local_channel)
-    from .bus.redis import RedisBus  # the optional ``redis`` extra
+#: The transports ``ConfigHub.connect(bus=...)`` builds by name.
+BUS_NAMES = ("local", "redis", "postgres", "mqtt")
 
-    return RedisBus(redis_url, prefix=cluster)
+
+def _build_bus(
+    name: str | None,
+    *,
+    database_url: str,
+    redis_url: str | None,
+    cluster: str,
+    environment: Mapping[str, str],
+) -> ChangeBus:
+    """The bus named ``name``; without a name, Redis with a ``redis_url``, else local."""
+    if name is None:
+        name = "local" if redis_url is None else "redis"
+    if name == "local":
+        return LocalBus(make_url(database_url).render_as_string(hide_password=True))
+    if name == "redis":
+        if redis_url is None:
+            raise ConfmanError('bus="redis" needs redis_url="redis://..."')
+        from .bus.redis import RedisBus  # the optional ``redis`` extra
+
+        return RedisBus(redis_url, prefix=cluster)
+    if name == "postgres":
+        from .bus.postgres import PostgresBus  # the optional ``postgres`` extra
+
+        return PostgresBus(database_url, prefix=cluster)
+    if name == "mqtt":
+        from .bus.mqtt import MqttBus  # the optional ``mqtt`` extra
+
+        return MqttBus.from_environment(environment, prefix=cluster)
+    raise ConfmanError(f"unknown bus {name!r}; one of {', '.join(BUS_NAMES)}, or a ChangeBus")
 
 
 _live_hubs: weakref.WeakSet[ConfigHub] = weakref.WeakSet()
@@ -160,6 +187,9 @@ class ConfigHub:
         self.store = ConfigStore(engine, timeout=database_timeout)
         self.readiness_timeout = readiness_timeout
         self.bus = bus
+        if isinstance(bus, CommitNotifyingBus):
+            # The database sends each write's notice at its commit: no publish after it.
+            self.store.notify_on_commit(bus.notify_channel)
         self.sources = tuple(sources)
         self.keyring = keyring
         self.instance_id = instance_id
@@ -205,7 +235,7 @@ class ConfigHub:
         env_files: Sequence[str | Path] = (".env", "local.env"),
         instance_id: str | None = None,
         managers: Iterable[type[ConfigurationManager[Any]]] | None = None,
-        bus: ChangeBus | None = None,
+        bus: ChangeBus | str | None = None,
         encryption_keys: Sequence[str] | None = None,
         catch_up_interval: float = 2.0,
         gap_timeout: float = 60.0,
@@ -231,8 +261,12 @@ class ConfigHub:
             managers: managers to load at start (and the managers they require); by
                 default every manager registered under the ``confman.managers`` entry
                 points, confman's own included.
-            bus: a `ChangeBus`; by default a `LocalBus` shared by the hubs of this
-                process on the same database.
+            bus: a `ChangeBus`, or the name of one: ``"postgres"`` (LISTEN/NOTIFY on
+                this PostgreSQL database, no other server), ``"mqtt"`` (an MQTT broker,
+                configured by ``CONFMAN_MQTT_*`` in ``env``), ``"redis"`` (needs
+                ``redis_url``) or ``"local"``. By default `RedisBus` with a
+                ``redis_url``, else a `LocalBus` shared by the hubs of this process on
+                the same database. See docs/cluster.md.
             encryption_keys: Fernet keys, newest first; by default from
                 ``CONFMAN_ENCRYPTION_KEY``, or for SQLite a key file beside the database.
             catch_up_interval: seconds between change-log reads in the background.
@@ -279,9 +313,17 @@ class ConfigHub:
         )
         url = normalize_url(database_url)
         engine = create_engine(url, timeout=timeout, **dict(engine_options or {}))
+        if bus is None or isinstance(bus, str):
+            bus = _build_bus(
+                bus,
+                database_url=url.render_as_string(hide_password=False),
+                redis_url=redis_url,
+                cluster=cluster,
+                environment=environment,
+            )
         hub = cls(
             engine,
-            bus=bus or _default_bus(url.render_as_string(hide_password=True), redis_url, cluster),
+            bus=bus,
             sources=sources,
             keyring=keyring,
             instance_id=instance_id or _default_instance_id(),
@@ -293,16 +335,23 @@ class ConfigHub:
         hub.cluster_name = cluster
         hub.limits = limits or DEFAULT_LIMITS
         hub.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
+        node: dict[str, Any] = {
+            "prefix": cluster,
+            "instance_id": hub.instance_id,
+            "store": hub.store,
+            "describe": hub._describe,
+            "options": cluster_options,
+        }
         if redis_url is not None:
-            from .cluster import ClusterNode  # the optional ``redis`` extra
+            from .cluster import ClusterNode
 
-            hub._cluster = ClusterNode(
-                redis_url,
-                prefix=cluster,
-                instance_id=hub.instance_id,
-                store=hub.store,
-                describe=hub._describe,
-                options=cluster_options,
+            hub._cluster = ClusterNode.with_redis(redis_url, **node)
+        elif engine.dialect.name == "postgresql" and not isinstance(bus, LocalBus):
+            # A fleet bus without Redis: PostgreSQL elects and keeps the fleet's state.
+            from .cluster import ClusterNode
+
+            hub._cluster = ClusterNode.with_postgres(
+                url.render_as_string(hide_password=False), **node
             )
         elif cluster_options is None or cluster_options.leader_election:
             hub._retention = DatabaseRetention.from_options(
@@ -535,10 +584,14 @@ class ConfigHub:
         """Live instances, the leader and drift, as Redis and the database see them.
 
         Raises:
-            ConfmanError: the hub has no ``redis_url`` (a lone instance has no fleet).
+            ConfmanError: the hub has no fleet: neither a ``redis_url`` nor, on
+                PostgreSQL, a fleet bus (``bus="postgres"`` or ``"mqtt"``).
         """
         if self._cluster is None:
-            raise ConfmanError("cluster_status() needs ConfigHub.connect(..., redis_url=...)")
+            raise ConfmanError(
+                "cluster_status() needs a fleet: ConfigHub.connect(..., redis_url=...), or "
+                'on PostgreSQL bus="postgres" (or "mqtt")'
+            )
         return await self._cluster.status()
 
     async def run_housekeeping(self) -> int:
@@ -703,6 +756,8 @@ class ConfigHub:
     # ----------------------------------------------------------------- fan-out
 
     async def _publish(self, notice: ChangeNotice) -> None:
+        if self.store.notify_channel is not None:
+            return  # sent by the database in the write's own transaction
         try:
             await self.bus.publish(notice)
         except Exception:

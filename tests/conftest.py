@@ -23,6 +23,7 @@ from confman.managers import CacheConfigurationManager
 from confman.secrets import generate_key
 
 from .support import (
+    MQTT_URL,
     REDIS_URL,
     RUN_ID,
     own_database,
@@ -83,6 +84,15 @@ def redis_url() -> str:
     host, _, port = host_port.rpartition(":")
     require_service("Redis", host or "127.0.0.1", int(port or 6379))
     return REDIS_URL
+
+
+@pytest.fixture
+def mqtt_url() -> str:
+    """The shared Mosquitto (tests isolate themselves by topic prefix: the cluster)."""
+    host_port = MQTT_URL.split("//", 1)[1]
+    host, _, port = host_port.rpartition(":")
+    require_service("Mosquitto", host or "127.0.0.1", int(port or 1883))
+    return MQTT_URL
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "CONFMAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("CONFMAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+MQTT_URL = os.environ.get("CONFMAN_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 RUN_ID = uuid.uuid4().hex[:8]
 

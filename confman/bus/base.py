@@ -6,7 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["ChangeBus", "ChangeNotice", "NoticeHandler", "ReconnectHandler", "ReconnectingBus"]
+__all__ = [
+    "ChangeBus",
+    "ChangeNotice",
+    "CommitNotifyingBus",
+    "NoticeHandler",
+    "ReconnectHandler",
+    "ReconnectingBus",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +58,21 @@ class ReconnectingBus(ChangeBus, Protocol):
 
     def set_reconnect_handler(self, handler: ReconnectHandler) -> None:
         """Call ``handler`` after each (re)connect; ``None``-safe to call before start."""
+
+
+@runtime_checkable
+class CommitNotifyingBus(ChangeBus, Protocol):
+    """A bus whose notices the database itself sends, in the committing transaction.
+
+    Optional: the hub checks ``isinstance(bus, CommitNotifyingBus)`` and, if so, has
+    the store send each write's notice with ``NOTIFY`` on `notify_channel` inside the
+    write's own transaction (PostgreSQL delivers it at COMMIT, exactly when the change
+    becomes visible, and never for a write that rolled back), and then does not call
+    `publish` for its writes. A writer dying after its commit has therefore already
+    told everyone.
+    """
+
+    @property
+    def notify_channel(self) -> str:
+        """The PostgreSQL channel the store notifies and the bus listens on."""
+        ...

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .base import ChangeNotice, NoticeHandler, ReconnectHandler
+from .wire import decode_notice, encode_notice
 
 __all__ = ["RedisBus", "RedisBusStats", "decode_notice", "encode_notice"]
 
@@ -44,34 +44,6 @@ class RedisBusStats:
     malformed: int = 0
     connects: int = 0  # successful (re)subscriptions, the first included
     disconnects: int = 0
-
-
-def encode_notice(notice: ChangeNotice) -> str:
-    return json.dumps(
-        {
-            "namespace": notice.namespace,
-            "key": notice.key,
-            "version": notice.version,
-            "seq": notice.seq,
-            "origin": notice.origin,
-        },
-        separators=(",", ":"),
-    )
-
-
-def decode_notice(raw: bytes | str) -> ChangeNotice:
-    """Parse a notice; raises ``ValueError`` (or ``KeyError``/``TypeError``) if malformed."""
-    data = json.loads(raw)
-    notice = ChangeNotice(
-        namespace=str(data["namespace"]),
-        key=str(data["key"]),
-        version=int(data["version"]),
-        seq=int(data["seq"]),
-        origin=str(data["origin"]),
-    )
-    if notice.version < 1 or notice.seq < 1:
-        raise ValueError("version and seq must be positive")
-    return notice
 
 
 def redis_client(url: str, **options: Any) -> Redis:

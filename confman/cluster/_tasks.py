@@ -1,12 +1,34 @@
-"""Stopping background tasks that talk to Redis, robustly."""
+"""Stopping background tasks that talk to Redis or PostgreSQL, robustly; the errors a
+fleet's coordination may meet and survive."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 log = logging.getLogger("confman.cluster")
+
+
+def _transient() -> tuple[type[BaseException], ...]:
+    """Connection-level failures of the coordination backends that are installed."""
+    from ..exceptions import ConfmanError
+
+    found: list[type[BaseException]] = [OSError, TimeoutError, ConfmanError]
+    with contextlib.suppress(ImportError):
+        from redis.exceptions import RedisError
+
+        found.append(RedisError)
+    with contextlib.suppress(ImportError):
+        import asyncpg  # type: ignore[import-untyped]
+
+        found += [asyncpg.PostgresError, asyncpg.InterfaceError]
+    return tuple(found)
+
+
+#: What heartbeats, replies and status calls catch and count rather than raise.
+TRANSIENT = _transient()
 
 
 async def stop_task(task: asyncio.Task[Any] | None, timeout: float = 2.0) -> None:

@@ -26,21 +26,23 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from ._tasks import TRANSIENT, stop_task
 
-from ._tasks import stop_task
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = [
     "AckWriter",
     "Drift",
+    "FleetRegistry",
     "FleetReport",
     "InstanceInfo",
     "InstanceReply",
     "NamespaceDigest",
     "Registry",
+    "wait_for_replies",
 ]
 
 log = logging.getLogger("confman.cluster")
@@ -164,6 +166,29 @@ def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+class FleetRegistry(Protocol):
+    """Where a fleet's heartbeats and replies live: Redis (`Registry`) or PostgreSQL
+    NOTIFY (`confman.cluster.pg_fleet.NotifyRegistry`)."""
+
+    async def beat(self, info: InstanceInfo) -> None: ...
+
+    async def leave(self, instance_id: str) -> None: ...
+
+    async def instances(self) -> list[InstanceInfo]: ...
+
+    async def acknowledge(
+        self, replies: Iterable[tuple[str, str, int, str | None]], instance_id: str
+    ) -> None: ...
+
+    async def replies(self, namespace: str, key: str) -> dict[str, tuple[int, str | None]]: ...
+
+    async def wait_for(
+        self, namespace: str, key: str, version: int, *, origin: str, timeout: float
+    ) -> FleetReport: ...
+
+    async def close(self) -> None: ...
+
+
 class Registry:
     """Heartbeats and replies of one cluster in Redis."""
 
@@ -217,7 +242,7 @@ class Registry:
             # Only forget members that have been silent for long: a member whose key
             # expired a moment ago may beat again (a paused process).
             cutoff = int((time.time() - 10 * self.heartbeat_ttl) * 1000)
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*TRANSIENT):
                 await self.redis.zremrangebyscore(self.index, "-inf", cutoff)
         return sorted(live, key=lambda i: i.instance_id)
 
@@ -246,51 +271,60 @@ class Registry:
         return found
 
     async def wait_for(
-        self,
-        namespace: str,
-        key: str,
-        version: int,
-        *,
-        origin: str,
-        timeout: float,
-        poll: float = 0.05,
+        self, namespace: str, key: str, version: int, *, origin: str, timeout: float
     ) -> FleetReport:
-        """Wait up to ``timeout`` seconds for every live instance to answer ``version``."""
-        deadline = time.monotonic() + timeout
+        return await wait_for_replies(self, namespace, key, version, origin=origin, timeout=timeout)
+
+    async def close(self) -> None:
+        """Nothing of its own: the node owns the Redis client."""
+
+
+async def wait_for_replies(
+    registry: FleetRegistry,
+    namespace: str,
+    key: str,
+    version: int,
+    *,
+    origin: str,
+    timeout: float,
+    poll: float = 0.05,
+) -> FleetReport:
+    """Wait up to ``timeout`` seconds for every live instance to answer ``version``."""
+    deadline = time.monotonic() + timeout
+    try:
+        members = {i.instance_id for i in await registry.instances()} - {origin}
+    except TRANSIENT as e:
+        log.warning("cannot list the fleet (%s); reporting the writer only", e)
+        members = set()
+    answered: dict[str, tuple[int, str | None]] = {}
+    while True:
         try:
-            members = {i.instance_id for i in await self.instances()} - {origin}
-        except (RedisError, OSError) as e:
-            log.warning("cannot list the fleet (%s); reporting the writer only", e)
-            members = set()
-        answered: dict[str, tuple[int, str | None]] = {}
-        while True:
-            try:
-                replies = await self.replies(namespace, key)
-            except (RedisError, OSError) as e:
-                log.warning("cannot read replies (%s)", e)
-                replies = {}
-            answered = {i: r for i, r in replies.items() if i in members and r[0] >= version}
-            if len(answered) == len(members) or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
-        applied = [InstanceReply(origin, version)]
-        refused: list[InstanceReply] = []
-        for instance, (held, reason) in sorted(answered.items()):
-            (refused if reason else applied).append(InstanceReply(instance, held, reason))
-        return FleetReport(
-            namespace,
-            key,
-            version,
-            applied=tuple(applied),
-            refused=tuple(refused),
-            missing=tuple(sorted(members - answered.keys())),
-        )
+            replies = await registry.replies(namespace, key)
+        except TRANSIENT as e:
+            log.warning("cannot read replies (%s)", e)
+            replies = {}
+        answered = {i: r for i, r in replies.items() if i in members and r[0] >= version}
+        if len(answered) == len(members) or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+    applied = [InstanceReply(origin, version)]
+    refused: list[InstanceReply] = []
+    for instance, (held, reason) in sorted(answered.items()):
+        (refused if reason else applied).append(InstanceReply(instance, held, reason))
+    return FleetReport(
+        namespace,
+        key,
+        version,
+        applied=tuple(applied),
+        refused=tuple(refused),
+        missing=tuple(sorted(members - answered.keys())),
+    )
 
 
 class AckWriter:
     """Sends this instance's replies in the background, coalesced per document."""
 
-    def __init__(self, registry: Registry, instance_id: str) -> None:
+    def __init__(self, registry: FleetRegistry, instance_id: str) -> None:
         self.registry = registry
         self.instance_id = instance_id
         self.failures = 0
@@ -323,7 +357,7 @@ class AckWriter:
                 await self.registry.acknowledge(
                     [(ns, key, v, r) for (ns, key), (v, r) in batch.items()], self.instance_id
                 )
-            except (RedisError, OSError) as e:
+            except TRANSIENT as e:
                 self.failures += 1
                 log.debug("cannot send replies (%s)", e)
 

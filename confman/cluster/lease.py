@@ -367,6 +367,10 @@ class LeaderLease:
         if announced:
             self.leadership.on_next(False)
 
+    def step_down(self, why: str) -> None:
+        """Stop leading now; the lease is left to expire (or be released at close)."""
+        self._step_down(why)
+
     def check(self) -> None:
         """Step down now if the lease has run out (called before leader work)."""
         if self._token is not None and time.monotonic() >= self._valid_until:

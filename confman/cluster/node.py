@@ -1,5 +1,8 @@
 """`ClusterNode`: one instance's membership of a fleet — heartbeats, replies, the leader
-lease and the leader's housekeeping. The hub owns one when it has a ``redis_url``."""
+lease and the leader's housekeeping. The hub owns one when it has a ``redis_url``
+(`ClusterNode.with_redis`), or without one on PostgreSQL with a fleet bus
+(`ClusterNode.with_postgres`). Leadership (`Leadership`) and the registry of
+heartbeats and replies (`FleetRegistry`) are injected, as a bus is into the hub."""
 
 from __future__ import annotations
 
@@ -9,20 +12,18 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from reactivex import Observable
-from redis.exceptions import RedisError
 
-from ..bus.redis import redis_client
 from ..exceptions import StoreUnavailable
 from ..retention import DEFAULT_HOUSEKEEPING_INTERVAL, DEFAULT_KEEP_VERSIONS, DEFAULT_MAX_AGE
 from ..store import ConfigStore, FencingTokenRejected
-from ._tasks import stop_task
-from .fleet import AckWriter, Drift, FleetReport, InstanceInfo, NamespaceDigest, Registry
-from .lease import LeaderLease
+from ._tasks import TRANSIENT, stop_task
+from .fleet import AckWriter, Drift, FleetRegistry, FleetReport, InstanceInfo, NamespaceDigest
+from .leadership import Leadership
 
 __all__ = ["ClusterNode", "ClusterOptions", "ClusterStatus", "InstanceState"]
 
@@ -99,38 +100,29 @@ class ClusterStatus:
 
 
 class ClusterNode:
+    """One instance's membership of a fleet. Build it with `with_redis` or
+    `with_postgres`; ``lease`` and ``registry`` are the pluggable parts."""
+
     def __init__(
         self,
-        redis_url: str,
         *,
         prefix: str,
         instance_id: str,
         store: ConfigStore,
         describe: Callable[[], InstanceState],
+        lease: Leadership,
+        registry: FleetRegistry,
         options: ClusterOptions | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.options = opts = options or ClusterOptions()
+        self.options = options or ClusterOptions()
         self.prefix = prefix
         self.instance_id = instance_id
         self.store = store
         self.describe = describe
-        self.redis = redis_client(redis_url)
-        self.registry = Registry(
-            self.redis,
-            prefix=prefix,
-            heartbeat_ttl=opts.heartbeat_ttl or 3 * opts.heartbeat_interval,
-            ack_ttl=opts.ack_ttl,
-        )
-        self.lease = LeaderLease(
-            self.redis,
-            prefix=prefix,
-            holder=instance_id,
-            ttl=opts.lease_ttl,
-            renew_interval=opts.renew_interval,
-            campaign_interval=opts.campaign_interval,
-            fence_ttl=opts.fence_ttl,
-            claim=lambda token: store.claim_fencing_token(prefix, token, instance_id),
-        )
+        self.registry = registry
+        self.lease = lease
+        self._on_close = on_close
         self.acks = AckWriter(self.registry, instance_id)
         self.host = socket.gethostname()
         self.pid = os.getpid()
@@ -140,6 +132,83 @@ class ClusterNode:
         self.pruned = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+
+    @classmethod
+    def with_redis(
+        cls,
+        redis_url: str,
+        *,
+        prefix: str,
+        instance_id: str,
+        store: ConfigStore,
+        describe: Callable[[], InstanceState],
+        options: ClusterOptions | None = None,
+    ) -> ClusterNode:
+        """Lease, heartbeats and replies in Redis (docs/cluster.md)."""
+        from ..bus.redis import redis_client  # the optional ``redis`` extra
+        from .fleet import Registry
+        from .lease import LeaderLease
+
+        opts = options or ClusterOptions()
+        redis = redis_client(redis_url)
+        lease = LeaderLease(
+            redis,
+            prefix=prefix,
+            holder=instance_id,
+            ttl=opts.lease_ttl,
+            renew_interval=opts.renew_interval,
+            campaign_interval=opts.campaign_interval,
+            fence_ttl=opts.fence_ttl,
+            claim=lambda token: store.claim_fencing_token(prefix, token, instance_id),
+        )
+        registry = Registry(
+            redis,
+            prefix=prefix,
+            heartbeat_ttl=opts.heartbeat_ttl or 3 * opts.heartbeat_interval,
+            ack_ttl=opts.ack_ttl,
+        )
+        node = cls(
+            prefix=prefix, instance_id=instance_id, store=store, describe=describe,
+            lease=lease, registry=registry, options=opts, on_close=redis.aclose,
+        )  # fmt: skip
+        node.redis = redis  # type: ignore[attr-defined]  # tests reach the client
+        return node
+
+    @classmethod
+    def with_postgres(
+        cls,
+        database_url: str,
+        *,
+        prefix: str,
+        instance_id: str,
+        store: ConfigStore,
+        describe: Callable[[], InstanceState],
+        options: ClusterOptions | None = None,
+    ) -> ClusterNode:
+        """No Redis: an advisory-lock election, heartbeats and replies on NOTIFY."""
+        from .pg_fleet import NotifyRegistry
+        from .pg_lease import PostgresLeaderLease
+
+        opts = options or ClusterOptions()
+        lease = PostgresLeaderLease(
+            database_url,
+            cluster=prefix,
+            holder=instance_id,
+            store=store,
+            ttl=opts.lease_ttl,
+            renew_interval=opts.renew_interval,
+            campaign_interval=opts.campaign_interval,
+        )
+        registry = NotifyRegistry(
+            database_url,
+            prefix=prefix,
+            heartbeat_ttl=opts.heartbeat_ttl or 3 * opts.heartbeat_interval,
+            ack_ttl=opts.ack_ttl,
+        )
+        return cls(
+            prefix=prefix, instance_id=instance_id, store=store, describe=describe,
+            lease=lease, registry=registry, options=opts,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- leadership
 
@@ -160,7 +229,7 @@ class ClusterNode:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.acks.start()
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
+        with contextlib.suppress(*TRANSIENT):
             await asyncio.wait_for(self._beat(), 2.0)
         self._tasks.append(loop.create_task(self._heartbeats(), name="confman-heartbeat"))
         if self.options.leader_election:
@@ -174,10 +243,13 @@ class ClusterNode:
         self._tasks.clear()
         await self.lease.close()
         await self.acks.close()
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
+        with contextlib.suppress(*TRANSIENT):
             await asyncio.wait_for(self.registry.leave(self.instance_id), 2.0)
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.aclose()
+        with contextlib.suppress(*TRANSIENT):
+            await self.registry.close()
+        if self._on_close is not None:
+            with contextlib.suppress(*TRANSIENT):
+                await self._on_close()
 
     # ----------------------------------------------------------------- heartbeats
 
@@ -201,11 +273,15 @@ class ClusterNode:
         await self.registry.beat(self.info())
 
     async def _heartbeats(self) -> None:
+        wake = getattr(self.registry, "wants_beat", None)
+        asked = wake() if wake is not None else asyncio.Event()
         while not self._stopping:
-            await asyncio.sleep(self.options.heartbeat_interval)
+            # A newcomer's hello (NOTIFY registry) makes everyone beat at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asked.wait(), self.options.heartbeat_interval)
             try:
                 await self._beat()
-            except (RedisError, OSError) as e:
+            except TRANSIENT as e:
                 self.heartbeat_failures += 1
                 log.debug("heartbeat failed (%s)", e)
             except Exception:
@@ -262,13 +338,13 @@ class ClusterNode:
                 older_than=older_than,
             )
         except FencingTokenRejected:
-            self.lease._step_down("a newer leader has acted (fencing token rejected)")
+            self.lease.step_down("a newer leader has acted (fencing token rejected)")
             raise
         self.housekeeping_runs += 1
         self.pruned += deleted
         if deleted:
             log.info("retention removed %d change-log rows (token %d)", deleted, token)
-        with contextlib.suppress(RedisError, OSError, StoreUnavailable):
+        with contextlib.suppress(*TRANSIENT):
             for drift in (await self.status()).drift:
                 log.warning("drift in %s: %s", self.prefix, drift)
         return deleted
@@ -276,7 +352,7 @@ class ClusterNode:
     # ----------------------------------------------------------------- status
 
     async def status(self) -> ClusterStatus:
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*TRANSIENT):
             await self._beat()  # our own entry is fresh
         instances = await self.registry.instances()
         holder = await self.lease.current_leader()

@@ -26,16 +26,19 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    Text,
     and_,
     bindparam,
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     tuple_,
     update,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -255,6 +258,26 @@ _PG_CREATE_LOGGED = _log_after(_CREATE.returning(_d.version).cte("written"))
 _PG_UPDATE_LOGGED = _log_after(_UPDATE.returning(_d.version).cte("written"))
 
 
+def _notify_after(logged: Insert) -> Select[Any]:
+    """PostgreSQL: the logged write that also sends its notice (``NOTIFY`` on the
+    channel ``w_channel``) in the same statement, hence in the committing transaction:
+    PostgreSQL delivers it at COMMIT, exactly when the change becomes visible, and
+    never for a write that rolls back. The payload is `confman.bus.ChangeNotice` as
+    JSON; it names the document, never its value."""
+    row = logged.returning(_c.namespace, _c.key, _c.version, _c.origin).cte("logged")
+    fields = [
+        part
+        for name in ("namespace", "key", "version", "seq", "origin")
+        for part in (literal_column(f"'{name}'"), row.c[name])
+    ]
+    payload = sql_cast(func.json_build_object(*fields), Text)
+    return select(row.c.seq, func.pg_notify(bindparam("w_channel", type_=Text), payload))
+
+
+_PG_CREATE_NOTIFIED = _notify_after(_PG_CREATE_LOGGED)
+_PG_UPDATE_NOTIFIED = _notify_after(_PG_UPDATE_LOGGED)
+
+
 def _utc(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; everything confman stores is UTC.
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -381,6 +404,8 @@ class _Postgres(_DriverWriter):
     def __init__(self, dialect: Dialect) -> None:
         self.create = _compile(_PG_CREATE_LOGGED, dialect)
         self.update = _compile(_PG_UPDATE_LOGGED, dialect)
+        self.create_notified = _compile(_PG_CREATE_NOTIFIED, dialect)
+        self.update_notified = _compile(_PG_UPDATE_NOTIFIED, dialect)
         self.version = _compile(_WRITTEN_VERSION, dialect)
         self.change = _compile(_CHANGE_AT, dialect)
 
@@ -405,7 +430,11 @@ class _Postgres(_DriverWriter):
             raise DBAPIError(None, None, e) from e
 
     async def write(self, conn: AsyncConnection, w: Write, values: Mapping[str, Any]) -> int:
-        statement = self.create if w.expected_version == 0 else self.update
+        first = w.expected_version == 0
+        if values.get("w_channel") is None:
+            statement = self.create if first else self.update
+        else:
+            statement = self.create_notified if first else self.update_notified
 
         async def run(pg: Any) -> tuple[int | None, int]:
             seq = await pg.fetchval(statement.sql, *statement.args(values))
@@ -523,6 +552,22 @@ class ConfigStore:
         self._driver: _DriverWriter | None = self._postgres_driver
         if dialect.name == "sqlite" and dialect.driver == "aiosqlite":
             self._driver = _Sqlite(dialect)
+        # PostgreSQL only: every write also sends its notice with NOTIFY on this channel,
+        # in the committing transaction (see `notify_on_commit`).
+        self.notify_channel: str | None = None
+
+    def notify_on_commit(self, channel: str) -> None:
+        """Send every write's notice with ``NOTIFY channel`` in its own transaction.
+
+        Raises:
+            ConfmanError: the database is not PostgreSQL (SQLite has no NOTIFY).
+        """
+        if not self._postgres:
+            raise ConfmanError(
+                f"NOTIFY needs PostgreSQL; this database is {self.engine.dialect.name} "
+                "(SQLite instances share one host and learn of changes by catch-up)"
+            )
+        self.notify_channel = channel
 
     @property
     def available(self) -> bool:
@@ -764,6 +809,8 @@ class ConfigStore:
             "w_changed": list(w.changed),
             "w_origin": w.origin,
         }
+        if self.notify_channel is not None:
+            values["w_channel"] = self.notify_channel
         driver = self._driver
         try:
             if driver is not None:
@@ -790,7 +837,9 @@ class ConfigStore:
         the caller's transaction; returns its seq."""
         first = w.expected_version == 0
         seq: int | None
-        if self._postgres:
+        if self._postgres and values.get("w_channel") is not None:
+            seq = await conn.scalar(_PG_CREATE_NOTIFIED if first else _PG_UPDATE_NOTIFIED, values)
+        elif self._postgres:
             seq = await conn.scalar(_PG_CREATE_LOGGED if first else _PG_UPDATE_LOGGED, values)
         elif first:
             await conn.execute(_CREATE, values)
@@ -968,6 +1017,33 @@ class ConfigStore:
             return int(await conn.scalar(select(f.token).where(f.cluster == cluster)) or 0)
 
         return await self._read(work)
+
+    async def fencing_holder(self, cluster: str) -> tuple[int, str]:
+        """The highest fencing token recorded for ``cluster`` and who recorded it
+        (``(0, "")``: none yet; holder ``""``: released by its leader)."""
+        f = config_fencing.c
+
+        async def work(conn: AsyncConnection) -> tuple[int, str]:
+            row = (
+                await conn.execute(select(f.token, f.holder).where(f.cluster == cluster))
+            ).first()
+            return (0, "") if row is None else (int(row[0]), str(row[1]))
+
+        return await self._read(work)
+
+    async def release_fencing_token(self, cluster: str, token: int) -> None:
+        """A leader leaving cleanly: mark its ``token`` released (holder ``""``), so the
+        next leader need not wait for it to stop."""
+        f = config_fencing.c
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(config_fencing)
+                .where(f.cluster == cluster, f.token == token)
+                .values(holder="", updated_at=datetime.now(UTC))
+            )
+
+        await self._run(work, write=True)
 
     async def claim_fencing_token(self, cluster: str, token: int, holder: str) -> int:
         """Record a new leader's ``token`` if it is above every token recorded for

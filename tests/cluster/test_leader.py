@@ -15,7 +15,7 @@ from confman.cluster import ClusterOptions
 from confman.store import FencingTokenRejected
 
 from ..support import connect
-from .helpers import own_redis, workers
+from .helpers import first_leader, own_redis, workers
 from .models import CountersManager
 
 FAST = ClusterOptions(lease_ttl=1.0, heartbeat_interval=0.2, housekeeping_interval=3600)
@@ -191,19 +191,6 @@ async def test_kill_9_of_the_leader_process(
         for w in fleet:
             if w is not leader:
                 w.stop()
-
-
-async def first_leader(candidates: list[Any], timeout: float = 30.0) -> tuple[Any, int]:
-    """The first candidate to announce ``LEADER True <token>``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        for w in candidates:
-            for line in w.drain():
-                if line.startswith("LEADER True"):
-                    return w, int(line.split()[2])
-        await asyncio.sleep(0.01)
-    raise AssertionError("no leader")
 
 
 async def test_tokens_keep_increasing_when_redis_loses_its_data(

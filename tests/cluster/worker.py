@@ -5,9 +5,11 @@ prints one line per event on stdout (``READY``, ``CONVERGED``, ``DONE ...``, ``L
 ...``) and obeys lines on stdin (``STOP``; EOF means stop too). On stop it writes what it
 saw to ``config["out"]`` as JSON.
 
-Config keys: ``db``, ``redis`` (optional), ``cluster``, ``instance_id``, ``env`` (override
-variables), ``role`` (``listen``, ``increment``), ``bus`` (``redis``, ``drop_half``,
-``no_publish``, ``local``), ``hub`` (extra `ConfigHub.connect` options), ``expect``
+Config keys: ``db``, ``redis`` (optional), ``mqtt`` (a broker URL, for ``bus="mqtt"``),
+``cluster``, ``instance_id``, ``env`` (override variables), ``role`` (``listen``,
+``increment``, ``crash_after_commit``), ``bus`` (``redis``, ``postgres``, ``mqtt``,
+``drop_half``, ``no_publish``, ``local``), ``drop_received`` (deliver only every Nth
+notice received; 0: none), ``hub`` (extra `ConfigHub.connect` options), ``expect``
 (``{"ns/key": version}`` to announce ``CONVERGED``), ``increments``, ``key``.
 """
 
@@ -23,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confman import ChangeNotice, ConfigChange, ConfigHub
+from confman import ChangeBus, ChangeNotice, ConfigChange, ConfigHub
+from confman.bus import NoticeHandler
 from confman.bus.redis import RedisBus
 from confman.cluster import ClusterOptions
 
@@ -46,6 +49,36 @@ class DroppingBus(RedisBus):
             await super().publish(notice)
 
 
+def drop_received(bus: ChangeBus, keep_every: int) -> None:
+    """Make ``bus`` hand the hub only every ``keep_every``-th notice it receives (none
+    for 0): notices lost on the way, whatever the transport."""
+    start = bus.start
+    received = 0
+
+    async def filtered_start(handler: NoticeHandler) -> None:
+        def filtered(notice: ChangeNotice) -> None:
+            nonlocal received
+            received += 1
+            if keep_every and received % keep_every == 0:
+                handler(notice)
+
+        await start(filtered)
+
+    bus.start = filtered_start  # type: ignore[method-assign]
+
+
+def transport_bus(mode: str, config: dict[str, Any]) -> ChangeBus:
+    if mode == "postgres":
+        from confman.bus.postgres import PostgresBus
+
+        return PostgresBus(config["db"], prefix=config["cluster"])
+    if mode == "mqtt":
+        from confman.bus.mqtt import MqttBus
+
+        return MqttBus(config["mqtt"], prefix=f"confman/{config['cluster']}")
+    return RedisBus(config["redis"], prefix=config["cluster"])
+
+
 def say(*parts: object) -> None:
     print(*parts, flush=True)
 
@@ -64,8 +97,12 @@ async def main(config: dict[str, Any]) -> None:
         options["bus"] = DroppingBus(
             redis_url, prefix=config["cluster"], keep_every=2 if bus_mode == "drop_half" else 0
         )
-    elif bus_mode == "redis":
-        options["redis_url"] = redis_url
+    elif bus_mode in ("redis", "postgres", "mqtt"):
+        if bus_mode == "redis":
+            options["redis_url"] = redis_url
+        options["bus"] = transport_bus(bus_mode, config)
+    if "drop_received" in config:
+        drop_received(options["bus"], int(config["drop_received"]))
     if "cluster_options" in config:
         options["cluster_options"] = ClusterOptions(**config["cluster_options"])
     env = dict(config.get("env", {}))
