@@ -49,6 +49,9 @@ FIGURES = [
     "b6_catchup",
     "b7_virtual_key",
     "b8_fleet",
+    "e1_writes",
+    "e2_propagation",
+    "e3_catchup",
     "startup",
 ]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
