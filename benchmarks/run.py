@@ -52,6 +52,9 @@ FIGURES = [
     "e1_writes",
     "e2_propagation",
     "e3_catchup",
+    "s1_startup_scale",
+    "s2_catchup_scale",
+    "s3_listing_scale",
     "startup",
 ]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
