@@ -55,6 +55,7 @@ FIGURES = [
     "s1_startup_scale",
     "s2_catchup_scale",
     "s3_listing_scale",
+    "a1_http_reads",
     "startup",
 ]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"

@@ -18,6 +18,9 @@ Roles (``config["role"]``):
     each put it decodes the value with the same pydantic model and prints
     ``CHG <mod_revision> <perf_counter_ns>``; ``READY`` once the watch is created.
 
+``serve``, ``load``
+    A1's HTTP server and load generator (see `benchmarks.http_roles`).
+
 Every role stops on ``STOP`` (or EOF) on stdin.
 """
 
@@ -209,6 +212,10 @@ async def main(config: dict[str, Any]) -> None:
         await proto_listen(config, lines)
     elif role == "etcd-watch":
         await etcd_watch(config, lines)
+    elif role in ("serve", "load"):
+        from . import http_roles
+
+        await getattr(http_roles, role)(config, lines)
     else:
         raise SystemExit(f"unknown role {role!r}")
 
