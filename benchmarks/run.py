@@ -56,6 +56,7 @@ FIGURES = [
     "s2_catchup_scale",
     "s3_listing_scale",
     "a1_http_reads",
+    "a2_http_writes",
     "startup",
 ]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
