@@ -123,3 +123,34 @@ async def load(config: dict[str, Any], lines: asyncio.Queue[str]) -> None:
     result.update(p50_ms=pct(50), p99_ms=pct(99))
     say("DONE " + json.dumps(result))
     await wait_for_line(lines, "STOP")
+
+
+async def sse(config: dict[str, Any], lines: asyncio.Queue[str]) -> None:
+    """``streams`` SSE clients on ``url``; ``READY`` once each got its ``ready`` event;
+    on ``COUNT`` prints ``COUNTS <json list>``: change events received per stream."""
+    import httpx
+
+    counts = [0] * config["streams"]
+    ready = [asyncio.Event() for _ in counts]
+    timeout = httpx.Timeout(10, read=None)  # a quiet stream is not a failure
+    limits = httpx.Limits(max_connections=len(counts), max_keepalive_connections=0)
+
+    async def stream(http: httpx.AsyncClient, i: int) -> None:
+        async with http.stream("GET", config["url"], timeout=timeout) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if line == "event: ready":
+                    ready[i].set()
+                elif line.startswith("event: ") and ready[i].is_set():
+                    counts[i] += 1
+
+    async with httpx.AsyncClient(headers=config.get("headers", {}), limits=limits) as http:
+        tasks = [asyncio.create_task(stream(http, i)) for i in range(len(counts))]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 60)
+        say("READY")
+        while (line := await lines.get()) != "STOP":
+            if line == "COUNT":
+                say("COUNTS " + json.dumps(counts))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -57,6 +57,7 @@ FIGURES = [
     "s3_listing_scale",
     "a1_http_reads",
     "a2_http_writes",
+    "a3_http_streams",
     "startup",
 ]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"

@@ -18,8 +18,8 @@ Roles (``config["role"]``):
     each put it decodes the value with the same pydantic model and prints
     ``CHG <mod_revision> <perf_counter_ns>``; ``READY`` once the watch is created.
 
-``serve``, ``load``
-    A1's HTTP server and load generator (see `benchmarks.http_roles`).
+``serve``, ``load``, ``sse``
+    the HTTP figures' server, load generator and SSE clients (`benchmarks.http_roles`).
 
 Every role stops on ``STOP`` (or EOF) on stdin.
 """
@@ -212,7 +212,7 @@ async def main(config: dict[str, Any]) -> None:
         await proto_listen(config, lines)
     elif role == "etcd-watch":
         await etcd_watch(config, lines)
-    elif role in ("serve", "load"):
+    elif role in ("serve", "load", "sse"):
         from . import http_roles
 
         await getattr(http_roles, role)(config, lines)
