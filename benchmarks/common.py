@@ -207,6 +207,8 @@ class Context:
     _pg_databases: list[str] = field(default_factory=list)
     _clusters: list[str] = field(default_factory=list)
     _sqlite_count: int = 0
+    _etcd: Any = None  # benchmarks.etcd.EtcdServer, started by the first figure needing it
+    _etcd_failure: str | None = None
 
     def scale(self, quick: int, full: int) -> int:
         return quick if self.quick else full
@@ -229,6 +231,21 @@ class Context:
     def require_redis(self) -> None:
         if not self.redis_reachable():
             raise Skipped(f"Redis is not reachable at {_host_port(self.redis_url)}")
+
+    async def etcd(self) -> Any:
+        """This run's etcd server (`benchmarks.etcd.EtcdServer`), started on first use;
+        `Skipped` with the reason when it cannot start (and for every later figure)."""
+        from .etcd import EtcdServer
+
+        if self._etcd_failure is not None:
+            raise Skipped(self._etcd_failure)
+        if self._etcd is None:
+            try:
+                self._etcd = await EtcdServer.start()
+            except Skipped as e:
+                self._etcd_failure = str(e)
+                raise
+        return self._etcd
 
     def pg_url(self, database: str) -> str:
         base = self.postgres_admin_url.rsplit("/", 1)[0]
@@ -306,6 +323,9 @@ class Context:
         }
 
     async def cleanup(self) -> None:
+        if self._etcd is not None:
+            self._etcd.stop()
+            self._etcd = None
         for name in list(self._pg_databases):
             with contextlib.suppress(Exception):
                 await self._pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -14,6 +14,13 @@ Roles (``config["role"]``):
     B4's prototype receiver on its transport (Redis SUBSCRIBE, PostgreSQL LISTEN, or an
     MQTT subscription): for each notice re-read the change-log row with asyncpg (or
     aiosqlite), validate it with the model, and print ``CHG <version> <perf_counter_ns>``.
+``etcd-watch``
+    E2's peer receiver: an etcd watch on one key (JSON gateway, `benchmarks.etcd`); for
+    each put it decodes the value with the same pydantic model and prints
+    ``CHG <mod_revision> <perf_counter_ns>``; ``READY`` once the watch is created.
+
+``serve``, ``load``, ``sse``
+    the HTTP figures' server, load generator and SSE clients (`benchmarks.http_roles`).
 
 Every role stops on ``STOP`` (or EOF) on stdin.
 """
@@ -203,6 +210,41 @@ async def proto_listen(config: dict[str, Any], lines: asyncio.Queue[str]) -> Non
     await reader.close()
 
 
+async def etcd_watch(config: dict[str, Any], lines: asyncio.Queue[str]) -> None:
+    from confman.managers.cache import CacheConfig
+
+    from .etcd import EtcdClient, event_value
+
+    clock = time.perf_counter_ns
+    client = EtcdClient(config["etcd"], connections=1)
+    ready = asyncio.Event()
+
+    async def receive() -> None:
+        async with client.watch(config["etcd_key"]) as batches:
+            ready.set()
+            async for batch in batches:
+                for event in batch:
+                    _, value, revision = event_value(event)
+                    CacheConfig.model_validate_json(value)
+                    say(f"CHG {revision} {clock()}")
+
+    task = asyncio.create_task(receive())
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():  # the watch failed (or ended) before it was created
+        task.result()
+        raise SystemExit("etcd watch ended")
+    if not ready.is_set():
+        raise SystemExit("etcd watch not created within 30 s")
+    say("READY")
+    await wait_for_line(lines, "STOP")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await client.close()
+
+
 async def main(config: dict[str, Any]) -> None:
     lines = stdin_queue(asyncio.get_running_loop())
     role = config["role"]
@@ -212,6 +254,12 @@ async def main(config: dict[str, Any]) -> None:
         await listen(config, lines)
     elif role == "proto-listen":
         await proto_listen(config, lines)
+    elif role == "etcd-watch":
+        await etcd_watch(config, lines)
+    elif role in ("serve", "load", "sse"):
+        from . import http_roles
+
+        await getattr(http_roles, role)(config, lines)
     else:
         raise SystemExit(f"unknown role {role!r}")
 
