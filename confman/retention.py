@@ -110,6 +110,8 @@ class DatabaseRetention:
     #: Runs done as the lease's holder, and the rows they deleted.
     runs: int = 0
     pruned: int = 0
+    #: Whether the last run took or renewed the lease.
+    holding: bool = False
 
     @classmethod
     def from_options(
@@ -135,6 +137,9 @@ class DatabaseRetention:
     async def release(self) -> None:
         """Give the lease up if this instance holds it (at close), so another instance
         takes it at its next run instead of after three intervals; best effort."""
+        if not self.holding:
+            return  # nothing to give up (and the database may not even have the table)
+        self.holding = False
         try:
             await self.store.release_lease(self.lease, self.holder)
         except StoreUnavailable as e:
@@ -149,6 +154,7 @@ class DatabaseRetention:
             FencingTokenRejected: another instance took the lease meanwhile.
         """
         token = await self.store.hold_lease(self.lease, self.holder, ttl=3 * self.interval)
+        self.holding = token is not None
         if token is None:
             return None
         deleted = await self.store.prune_changes(
