@@ -271,6 +271,14 @@ class MqttBus:
             self.stats.republished += 1
 
     async def close(self) -> None:
+        if self._unsent and self._task is not None and not self._stopping:
+            # Notices that failed while the broker was away: give the listener one
+            # deadline to reconnect and send them, so that instances which caught up
+            # before this writer's last commits need not wait for their periodic run.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timeout):
+                    await self._subscribed.wait()
+                    await self._flush_unsent()
         self._handler = None
         self._stopping = True
         task, self._task = self._task, None
