@@ -39,7 +39,7 @@ import aiomqtt
 
 from ..exceptions import ConfmanError
 from .base import ChangeNotice, NoticeHandler, ReconnectHandler
-from .wire import decode_notice, encode_notice
+from .wire import decode_received, deliver, encode_notice, reconnected
 
 __all__ = [
     "BASE_ENVIRONMENT",
@@ -358,23 +358,15 @@ class MqttBus:
             delay = min(delay * 2, self.reconnect_max)
 
     def _reconnected(self) -> None:
-        callback = self._on_reconnect
-        if callback is None:
-            return
-        try:
-            callback()
-        except Exception:
-            log.exception("reconnect handler failed")
+        reconnected(self._on_reconnect)
 
     def _deliver(self, payload: Any) -> None:
         handler = self._handler
         if handler is None:
             return
-        try:
-            notice = decode_notice(payload if isinstance(payload, (bytes, str)) else b"")
-        except (ValueError, KeyError, TypeError):
-            self.stats.malformed += 1
-            log.warning("ignoring a malformed notice under %s", self.subscription)
+        raw = payload if isinstance(payload, (bytes, str)) else b""
+        notice = decode_received(raw, self.stats, self.subscription)
+        if notice is None:
             return
         mark = (notice.namespace, notice.key, notice.version, notice.seq)
         if mark in self._seen:
@@ -383,8 +375,4 @@ class MqttBus:
         self._seen[mark] = None
         if len(self._seen) > self._seen_max:
             self._seen.popitem(last=False)
-        self.stats.received += 1
-        try:
-            handler(notice)
-        except Exception:
-            log.exception("notice handler failed for %s", notice)
+        deliver(handler, notice, self.stats)

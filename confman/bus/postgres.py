@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from ..exceptions import ConfmanError
 from .base import ChangeNotice, NoticeHandler, ReconnectHandler
-from .wire import decode_notice, encode_notice
+from .wire import decode_received, deliver, encode_notice, reconnected
 
 __all__ = ["PostgresBus", "PostgresBusStats", "listen_dsn"]
 
@@ -243,26 +243,12 @@ class PostgresBus:
             delay = min(delay * 2, self.reconnect_max)
 
     def _reconnected(self) -> None:
-        callback = self._on_reconnect
-        if callback is None:
-            return
-        try:
-            callback()
-        except Exception:
-            log.exception("reconnect handler failed")
+        reconnected(self._on_reconnect)
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         handler = self._handler
         if handler is None:
             return
-        try:
-            notice = decode_notice(payload)
-        except (ValueError, KeyError, TypeError):
-            self.stats.malformed += 1
-            log.warning("ignoring a malformed notice on %s", self.channel)
-            return
-        self.stats.received += 1
-        try:
-            handler(notice)
-        except Exception:
-            log.exception("notice handler failed for %s", notice)
+        notice = decode_received(payload, self.stats, self.channel)
+        if notice is not None:
+            deliver(handler, notice, self.stats)

@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .base import ChangeNotice, NoticeHandler, ReconnectHandler
-from .wire import decode_notice, encode_notice
+from .wire import decode_notice, decode_received, deliver, encode_notice, reconnected
 
 __all__ = ["RedisBus", "RedisBusStats", "decode_notice", "encode_notice"]
 
@@ -198,26 +198,12 @@ class RedisBus:
             delay = min(delay * 2, self.reconnect_max)
 
     def _reconnected(self) -> None:
-        callback = self._on_reconnect
-        if callback is None:
-            return
-        try:
-            callback()
-        except Exception:
-            log.exception("reconnect handler failed")
+        reconnected(self._on_reconnect)
 
     def _deliver(self, raw: bytes | str) -> None:
         handler = self._handler
         if handler is None:
             return
-        try:
-            notice = decode_notice(raw)
-        except (ValueError, KeyError, TypeError):
-            self.stats.malformed += 1
-            log.warning("ignoring a malformed notice on %s", self.channel)
-            return
-        self.stats.received += 1
-        try:
-            handler(notice)
-        except Exception:
-            log.exception("notice handler failed for %s", notice)
+        notice = decode_received(raw, self.stats, self.channel)
+        if notice is not None:
+            deliver(handler, notice, self.stats)

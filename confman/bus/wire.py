@@ -4,10 +4,21 @@ origin}`` as JSON. It names a document, never its value, so no secret ever trave
 from __future__ import annotations
 
 import json
+import logging
+from typing import Protocol
 
-from .base import ChangeNotice
+from .base import ChangeNotice, NoticeHandler, ReconnectHandler
 
-__all__ = ["decode_notice", "encode_notice"]
+__all__ = ["decode_notice", "decode_received", "deliver", "encode_notice", "reconnected"]
+
+log = logging.getLogger("confman.bus")
+
+
+class ReceiveCounts(Protocol):
+    """The counters every bus keeps of what it received."""
+
+    malformed: int
+    received: int
 
 
 def encode_notice(notice: ChangeNotice) -> str:
@@ -36,3 +47,33 @@ def decode_notice(raw: bytes | str) -> ChangeNotice:
     if notice.version < 1 or notice.seq < 1:
         raise ValueError("version and seq must be positive")
     return notice
+
+
+def decode_received(raw: bytes | str, stats: ReceiveCounts, where: str) -> ChangeNotice | None:
+    """A notice received on ``where``, or ``None`` for a malformed one (counted and
+    logged: someone else's message on our channel must not stop the bus)."""
+    try:
+        return decode_notice(raw)
+    except (ValueError, KeyError, TypeError):
+        stats.malformed += 1
+        log.warning("ignoring a malformed notice on %s", where)
+        return None
+
+
+def deliver(handler: NoticeHandler, notice: ChangeNotice, stats: ReceiveCounts) -> None:
+    """Hand ``notice`` to the hub; a handler that raises is logged, never the bus's end."""
+    stats.received += 1
+    try:
+        handler(notice)
+    except Exception:
+        log.exception("notice handler failed for %s", notice)
+
+
+def reconnected(callback: ReconnectHandler | None) -> None:
+    """Tell the hub the bus (re)subscribed, so it catches up on what it missed."""
+    if callback is None:
+        return
+    try:
+        callback()
+    except Exception:
+        log.exception("reconnect handler failed")
