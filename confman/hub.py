@@ -10,6 +10,11 @@ remembers every id it skipped over (a *gap*) and asks for those again until they
 or ``gap_timeout`` passes (an id whose transaction rolled back never appears). Managers
 apply a row only if its version is newer than what they hold, so reading a change twice
 never emits it twice.
+
+Why one long module: start-up, catch-up with its gap tracking, notice coalescing and
+snapshotting all order their work on the same seq cursor and locks. The planned split (a
+pure ``ChangeLogCursor`` and ``snapshot.py``, ``shared/STYLE.md`` item 5) moves them out
+once the backend seam exists.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ Define one in three lines::
         keyed = False
 
 and get it, loaded, from a hub: ``hub.manager(FlagsManager)``.
+
+Why one long module: the read path, the write path (patch, validate, limits, no-op
+check, commit, emit) and the apply path (notices, catch-up) share the per-key entries and
+their invariants (strictly increasing versions, one emission per version), and are kept
+together until the entry-storage strategy planned in ``shared/STYLE.md`` separates them.
 """
 
 from __future__ import annotations

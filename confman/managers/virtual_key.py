@@ -40,6 +40,9 @@ credentials all the time. An entry is not served past the TTL, but cachetools fr
 expired entries only when the memo is next written to or `cache_info` runs (each
 ``/metrics`` scrape of ``confman serve`` calls it), so on an idle instance they can stay
 longer. ``key_id_memo_size = 0`` turns the memo off: every request then hashes.
+
+Why a long module: the lazy, bounded caches, the single-flight loads and the
+key-id memo are what make ``authenticate`` cheap; they belong to this manager alone.
 """
 
 from __future__ import annotations

@@ -2,6 +2,11 @@
 
 The statements confman runs on every write and every notice are built once, below, with
 bind parameters: building a SQLAlchemy statement costs more CPU than running it.
+
+Why one long module: every statement confman runs is here, beside the deadline machinery
+that runs it and the driver fast paths that mirror the hottest ones, so that a query and
+its fast path change in one place. The planned split (fast paths into ``store/drivers.py``,
+the lease and retention queries into a module of their own) is in ``shared/STYLE.md``.
 """
 
 from __future__ import annotations
