@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -386,3 +387,26 @@ async def first_leader(candidates: list[Any], timeout: float = 30.0) -> tuple[An
                     return w, int(line.split()[2])
         await asyncio.sleep(0.01)
     raise AssertionError("no leader")
+
+
+async def write_late_change(raw: Any) -> int:
+    """In ``raw``'s open transaction (an asyncpg connection), write counters/x v2 (value 7)
+    with its change-log row as confman does, and return the row's seq: a "slow writer"
+    whose id is handed out now but becomes visible only at its commit."""
+    await raw.execute(
+        "UPDATE config_documents SET data = $1::jsonb, version = 2 "
+        "WHERE namespace = 'counters' AND key = 'x' AND version = 1",
+        json.dumps({"value": 7}),
+    )
+    return int(
+        await raw.fetchval(
+            "INSERT INTO config_changes (namespace, key, version, action, actor, reason, "
+            "before, after, changed, data, origin, committed_at) VALUES ('counters', 'x', "
+            "2, 'update', 'slow', NULL, $1::jsonb, $2::jsonb, $3::jsonb, $2::jsonb, "
+            "'slow-writer', $4) RETURNING seq",
+            json.dumps({"value": 0}),
+            json.dumps({"value": 7}),
+            json.dumps(["value"]),
+            datetime.now(UTC),
+        )
+    )

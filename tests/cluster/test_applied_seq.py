@@ -4,9 +4,7 @@ and catch-up, and never passes a change-log id that is still missing (an open ga
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from confman.snapshot import read_snapshot
 from confman.testing import record_changes
 
 from ..support import connect
+from .helpers import write_late_change
 from .models import CountersManager
 from .test_catch_up import asyncpg_dsn
 
@@ -90,21 +89,7 @@ async def test_notices_do_not_move_applied_seq_past_an_open_gap(
         try:
             tx = raw.transaction()
             await tx.start()
-            await raw.execute(
-                "UPDATE config_documents SET data = $1::jsonb, version = 2 "
-                "WHERE namespace = 'counters' AND key = 'x' AND version = 1",
-                json.dumps({"value": 7}),
-            )
-            late_seq = await raw.fetchval(
-                "INSERT INTO config_changes (namespace, key, version, action, actor, reason, "
-                "before, after, changed, data, origin, committed_at) VALUES ('counters', 'x', "
-                "2, 'update', 'slow', NULL, $1::jsonb, $2::jsonb, $3::jsonb, $2::jsonb, "
-                "'slow-writer', $4) RETURNING seq",
-                json.dumps({"value": 0}),
-                json.dumps({"value": 7}),
-                json.dumps(["value"]),
-                datetime.now(UTC),
-            )
+            late_seq = await write_late_change(raw)
             change_y = await counters.update({"value": 1}, key="y")
             assert change_y.seq > late_seq
             await seen.wait_for(key="y", version=2)

@@ -4,10 +4,8 @@ publishing."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from confman import LocalBus
 from confman.testing import record_changes
 
 from ..support import connect
-from .helpers import workers
+from .helpers import workers, write_late_change
 from .models import CountersManager
 
 
@@ -58,21 +56,7 @@ async def test_late_commit_with_lower_seq_is_applied_once(
         try:
             tx = raw.transaction()
             await tx.start()
-            await raw.execute(
-                "UPDATE config_documents SET data = $1::jsonb, version = 2 "
-                "WHERE namespace = 'counters' AND key = 'x' AND version = 1",
-                json.dumps({"value": 7}),
-            )
-            late_seq = await raw.fetchval(
-                "INSERT INTO config_changes (namespace, key, version, action, actor, reason, "
-                "before, after, changed, data, origin, committed_at) VALUES ('counters', 'x', "
-                "2, 'update', 'slow', NULL, $1::jsonb, $2::jsonb, $3::jsonb, $2::jsonb, "
-                "'slow-writer', $4) RETURNING seq",
-                json.dumps({"value": 0}),
-                json.dumps({"value": 7}),
-                json.dumps(["value"]),
-                datetime.now(UTC),
-            )
+            late_seq = await write_late_change(raw)
             # A later id commits first.
             change_y = await counters_a.update({"value": 1}, key="y")
             assert change_y.seq > late_seq

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from .helpers import (
     own_redis,
     workers,
     write_changes,
+    write_late_change,
 )
 from .models import CountersManager
 
@@ -227,21 +226,7 @@ async def test_late_commit_with_lower_seq_is_applied_once(
         try:
             tx = raw.transaction()
             await tx.start()
-            await raw.execute(
-                "UPDATE config_documents SET data = $1::jsonb, version = 2 "
-                "WHERE namespace = 'counters' AND key = 'x' AND version = 1",
-                json.dumps({"value": 7}),
-            )
-            late_seq = await raw.fetchval(
-                "INSERT INTO config_changes (namespace, key, version, action, actor, reason, "
-                "before, after, changed, data, origin, committed_at) VALUES ('counters', 'x', "
-                "2, 'update', 'slow', NULL, $1::jsonb, $2::jsonb, $3::jsonb, $2::jsonb, "
-                "'slow-writer', $4) RETURNING seq",
-                json.dumps({"value": 0}),
-                json.dumps({"value": 7}),
-                json.dumps(["value"]),
-                datetime.now(UTC),
-            )
+            late_seq = await write_late_change(raw)
             received = b.stats.notices_received
             change_y = await counters_a.update({"value": 1}, key="y")
             assert change_y.seq > late_seq
