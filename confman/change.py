@@ -12,7 +12,11 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from .cluster.fleet import FleetReport
 
-__all__ = ["Action", "ChangeRecord", "ConfigChange", "FieldSource", "Layer"]
+__all__ = ["BASE", "Action", "ChangeRecord", "ConfigChange", "FieldSource", "Layer"]
+
+BASE = ""
+"""How the store spells the base (the documents every environment inherits). Public
+APIs say ``None`` for it: ``update(..., environment=None)`` writes the base."""
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -62,6 +66,10 @@ class ConfigChange(Generic[T]):
     """With ``update(..., wait_for_instances=...)``: which instances took the change."""
     unchanged: bool = False
     """The write stored nothing: the document already was what it asked for."""
+    environment: str | None = None
+    """Whose document changed: ``None`` for the base, else that environment's overlay
+    (or, in a namespace that does not inherit, that environment's own document).
+    ``version`` counts per (environment, namespace, key)."""
 
     @property
     def effective(self) -> bool:
@@ -87,6 +95,7 @@ class ChangeRecord:
     changed: tuple[str, ...]
     origin: str
     committed_at: datetime
+    environment: str | None = None  # None: the base
 
 
 class Layer(enum.StrEnum):

@@ -79,11 +79,15 @@ class ValidationFailed(ConfmanError):
         errors: Iterable[FieldError],
         *,
         source: str,
+        environment: str | None = None,
     ) -> None:
         self.namespace = namespace
         self.key = key
         self.errors: tuple[FieldError, ...] = tuple(errors)
         self.source = source
+        #: The environment whose effective value the change would make invalid (a base
+        #: write refused because of an overlay); None: the document itself.
+        self.environment = environment
         details = "; ".join(str(e) for e in self.errors) or "invalid"
         super().__init__(f"{namespace}/{key} refused (source: {source}): {details}")
 
@@ -97,7 +101,9 @@ class ValidationFailed(ConfmanError):
         errors = tuple(e.seen_by(may_read) for e in self.errors)
         if all(a is b for a, b in zip(errors, self.errors, strict=True)):
             return self
-        return type(self)(self.namespace, self.key, errors, source=self.source)
+        return type(self)(
+            self.namespace, self.key, errors, source=self.source, environment=self.environment
+        )
 
 
 class ConfigSourceError(ValidationFailed):

@@ -41,13 +41,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .bus import ChangeBus, ChangeNotice, CommitNotifyingBus, LocalBus, ReconnectingBus
-from .change import ChangeRecord
+from .change import BASE, ChangeRecord
+from .environments import (
+    ENVIRONMENT_VARIABLE,
+    ENVIRONMENTS_NAMESPACE,
+    Environment,
+    UnknownEnvironment,
+    check_environment_name,
+    list_environments,
+)
 from .exceptions import ConfmanError, NotFound, StoreUnavailable
 from .limits import DEFAULT_LIMITS, Limits
 from .retention import DatabaseRetention
 from .secrets import KeyRing
 from .sources import DotEnvSource, EnvironmentSource, OverrideSource
-from .store import DEFAULT_DATABASE_URL, ConfigStore, LoggedChange, create_engine
+from .store import DEFAULT_DATABASE_URL, ConfigStore, LoggedChange, StoredDocument, create_engine
 from .store.engine import DEFAULT_DATABASE_TIMEOUT, normalize_url, sqlite_path
 
 if TYPE_CHECKING:
@@ -55,6 +63,7 @@ if TYPE_CHECKING:
 
     from .change import ConfigChange
     from .cluster import ClusterNode, ClusterOptions, ClusterStatus, FleetReport, InstanceState
+    from .compare import Comparison
     from .manager import ConfigurationManager, Problem
     from .snapshot import Snapshot
 
@@ -205,7 +214,7 @@ class ConfigHub:
         self._by_namespace: dict[str, ConfigurationManager[Any]] = {}
         self._seq = 0
         self._gaps: dict[int, float] = {}  # skipped seq -> give up at (monotonic)
-        self._pending_notices: dict[tuple[str, str], ChangeNotice] = {}
+        self._pending_notices: dict[tuple[str, str, str], ChangeNotice] = {}
         self._late_gaps: dict[int, float] = {}  # expired gaps, still looked for now and then
         # Seqs applied outside catch-up (own writes, notices), above the catch-up cursor:
         # they count toward `applied_seq` once every seq below them is accounted for.
@@ -225,6 +234,12 @@ class ConfigHub:
         self._snapshot: Snapshot | None = None  # set while degraded (database unreachable)
         self._snapshot_lock = asyncio.Lock()
         self.started_at = time.time()
+        #: The environment this instance runs in (None: the base alone). Set before any
+        #: manager is made: each reads it to know which documents it holds.
+        self.environment: str | None = None
+        #: The environments the registry lists, as last read (start-up, catch-up, and
+        #: again whenever a name is not among them).
+        self.known_environments: frozenset[str] = frozenset()
         self._cluster: ClusterNode | None = None  # with a redis_url: fleet membership
         self._retention: DatabaseRetention | None = None  # without: database-owned retention
         self._idle_leadership: Any = None
@@ -237,7 +252,8 @@ class ConfigHub:
         database_url: str = DEFAULT_DATABASE_URL,
         *,
         env: Mapping[str, str] | None = None,
-        env_files: Sequence[str | Path] = (".env", "local.env"),
+        env_files: Sequence[str | Path] | None = None,
+        environment: str | None = None,
         instance_id: str | None = None,
         managers: Iterable[type[ConfigurationManager[Any]]] | None = None,
         bus: ChangeBus | str | None = None,
@@ -261,7 +277,13 @@ class ConfigHub:
             env: the process environment to read overrides (and
                 ``CONFMAN_ENCRYPTION_KEY``) from; ``os.environ`` when ``None``.
             env_files: env files in ascending precedence, relative to the working
-                directory; missing files are skipped.
+                directory; missing files are skipped. By default ``.env``, then
+                ``.env.<environment>`` (with an environment), then ``local.env``.
+            environment: the environment this instance runs in (``production``, say):
+                it applies the base and that environment's overlays, nothing of any
+                other. By default ``CONFMAN_ENVIRONMENT`` from ``env``; without either,
+                the base alone (as before environments existed). It must exist (see
+                `create_environment`): a typo is an error, never a new environment.
             instance_id: this instance's name in change records; unique by default.
             managers: managers to load at start (and the managers they require); by
                 default every manager registered under the ``confman.managers`` entry
@@ -300,21 +322,25 @@ class ConfigHub:
         Raises:
             ConfmanError: a timeout that is not a positive number of seconds.
         """
-        environment = dict(os.environ if env is None else env)
+        variables = dict(os.environ if env is None else env)
+        stage = environment if environment is not None else variables.get(ENVIRONMENT_VARIABLE)
+        stage = check_environment_name(stage) if stage else None
+        if env_files is None:
+            env_files = (".env", *((f".env.{stage}",) if stage else ()), "local.env")
         sources: list[OverrideSource] = [DotEnvSource(p) for p in env_files]
-        sources.append(EnvironmentSource(environment))
+        sources.append(EnvironmentSource(variables))
         db_file = sqlite_path(database_url)
         key_file = db_file.with_suffix(".key") if db_file is not None else None
         keyring = (
             KeyRing(encryption_keys, key_file=key_file)
             if encryption_keys is not None
-            else KeyRing.from_environment(environment, key_file=key_file)
+            else KeyRing.from_environment(variables, key_file=key_file)
         )
         timeout = _seconds(
-            database_timeout, environment, DATABASE_TIMEOUT_VARIABLE, DEFAULT_DATABASE_TIMEOUT
+            database_timeout, variables, DATABASE_TIMEOUT_VARIABLE, DEFAULT_DATABASE_TIMEOUT
         )
         ready_timeout = _seconds(
-            readiness_timeout, environment, READINESS_TIMEOUT_VARIABLE, DEFAULT_READINESS_TIMEOUT
+            readiness_timeout, variables, READINESS_TIMEOUT_VARIABLE, DEFAULT_READINESS_TIMEOUT
         )
         url = normalize_url(database_url)
         engine = create_engine(url, timeout=timeout, **dict(engine_options or {}))
@@ -324,7 +350,7 @@ class ConfigHub:
                 database_url=url.render_as_string(hide_password=False),
                 redis_url=redis_url,
                 cluster=cluster,
-                environment=environment,
+                environment=variables,
             )
         hub = cls(
             engine,
@@ -338,6 +364,7 @@ class ConfigHub:
             readiness_timeout=ready_timeout,
         )
         hub.cluster_name = cluster
+        hub.environment = stage
         hub.limits = limits or DEFAULT_LIMITS
         hub.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
         node: dict[str, Any] = {
@@ -405,6 +432,87 @@ class ConfigHub:
         # A transaction may still be committing below that mark: treat recent holes as gaps.
         low = max(0, self._seq - 1000)
         self._note_gaps(await self.store.seqs_between(low, self._seq), low=low, high=self._seq)
+        await self._read_environments()
+        if self.environment is not None and self.environment not in self.known_environments:
+            raise UnknownEnvironment(self.environment, sorted(self.known_environments))
+
+    # ----------------------------------------------------------------- environments
+
+    async def _read_environments(self) -> list[Environment]:
+        found = await list_environments(self.store)
+        self.known_environments = frozenset(e.name for e in found)
+        return found
+
+    async def environments(self) -> list[Environment]:
+        """Every environment, by name, with its description (read from the database)."""
+        return await self._read_environments()
+
+    async def check_environment(self, name: str) -> None:
+        """Return if ``name`` is an environment; else raise `UnknownEnvironment`
+        (listing the known ones). Reads the database only for a name not yet known.
+        """
+        if name in self.known_environments:
+            return
+        check_environment_name(name)
+        if name not in {e.name for e in await self._read_environments()}:
+            raise UnknownEnvironment(name, sorted(self.known_environments))
+
+    async def create_environment(
+        self, name: str, *, description: str = "", actor: str | None = None
+    ) -> Environment:
+        """Create the environment ``name`` (audited in the change log).
+
+        Raises:
+            ValidationFailed: ``name`` cannot name an environment.
+            ConcurrencyConflict: it exists already.
+        """
+        from .environments import create_environment
+
+        created = await create_environment(self, name, description=description, actor=actor)
+        await self._read_environments()
+        return created
+
+    async def delete_environment(
+        self,
+        name: str,
+        *,
+        force: bool = False,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> int:
+        """Delete the environment ``name``; returns how many of its documents went with it.
+
+        Raises:
+            UnknownEnvironment: no such environment.
+            EnvironmentNotEmpty: it holds documents and ``force`` is not set. With
+                ``force``, every one is deleted in the same transaction, each audited.
+        """
+        from .environments import delete_environment
+
+        removed = await delete_environment(self, name, force=force, actor=actor, reason=reason)
+        await self._read_environments()
+        return removed
+
+    async def compare(
+        self,
+        left: str | None,
+        right: str | None,
+        *,
+        namespaces: Iterable[str] | None = None,
+        everything: bool = False,
+    ) -> Comparison:
+        """Field by field, the stored effective values of two environments (``None``: the
+        base) and the layer each came from: only the differences unless ``everything``.
+        Secrets are compared by a fingerprint valid for this comparison only, never
+        shown. Every loaded manager's namespace, or only ``namespaces``.
+
+        Raises:
+            UnknownEnvironment: either side names no environment.
+            NotFound: a namespace no loaded manager owns.
+        """
+        from .compare import compare
+
+        return await compare(self, left, right, namespaces=namespaces, everything=everything)
 
     async def close(self) -> None:
         """Stop every background task and release the bus and the engine. Idempotent."""
@@ -537,6 +645,7 @@ class ConfigHub:
         after_seq: int,
         *,
         namespaces: Iterable[str] | None = None,
+        environments: Iterable[str | None] | None = None,
         limit: int = 1000,
         with_values: bool = True,
     ) -> list[ChangeRecord]:
@@ -548,8 +657,13 @@ class ConfigHub:
         page costs the same whatever the length of the log.
         Without ``with_values`` the records' ``before`` and ``after`` are None (cheaper).
         """
+        where = None if environments is None else [BASE if e is None else e for e in environments]
         return await self.store.change_records(
-            after_seq, namespaces=namespaces, limit=limit, with_values=with_values
+            after_seq,
+            namespaces=namespaces,
+            environments=where,
+            limit=limit,
+            with_values=with_values,
         )
 
     async def change_log_bounds(self) -> tuple[int, int] | None:
@@ -640,11 +754,17 @@ class ConfigHub:
             missing=(),
         )
 
-    def _acknowledge(self, manager: ConfigurationManager[Any], key: str) -> None:
-        """Tell a waiting writer which version of ``key`` we hold and whether we use it."""
+    def _acknowledge(
+        self, manager: ConfigurationManager[Any], key: str, environment: str = BASE
+    ) -> None:
+        """Tell a waiting writer which version of ``key``'s document in ``environment``
+        we hold and whether we use it."""
         if self._cluster is None:
             return
-        version = manager.version(key)
+        slot = manager._slot_of(environment)
+        if slot is None:
+            return
+        version = manager._version_in(manager._entries.get(key), slot)
         if version == 0:
             return
         problem = manager._problems.get(key)
@@ -703,30 +823,50 @@ class ConfigHub:
         )
 
     def _build_snapshot(self) -> Snapshot:
-        from .secrets import encrypt_document
         from .snapshot import Snapshot
-        from .store import StoredDocument
 
         now = datetime.now(UTC)
         documents: list[StoredDocument] = []
         for manager in self._managers.values():
             for key, entry in list(manager._entries.items()):
-                if entry.version == 0:
-                    continue  # defaults only, nothing stored
-                data = None
-                if entry.stored is not None:
-                    try:
-                        value = manager._model.model_validate(entry.stored)
-                    except ValueError:
-                        continue  # a refused document is no "last known good"
-                    raw = value.model_dump(mode="python", exclude_unset=True)
-                    data = encrypt_document(raw, self.keyring)
-                documents.append(
-                    StoredDocument(
-                        manager.namespace, key, data, entry.version, entry.updated_at or now, None
+                base = self._snapshot_base(manager, key, entry, now)
+                if base is not None:
+                    documents.append(base)
+                if entry.overlay_version and manager._overlay_env is not None:
+                    documents.append(
+                        StoredDocument(
+                            manager.namespace,
+                            key,
+                            entry.overlay_raw,
+                            entry.overlay_version,
+                            entry.updated_at or now,
+                            None,
+                            manager._overlay_env,
+                        )
                     )
-                )
         return Snapshot(self.applied_seq, now, self.instance_id, tuple(documents))
+
+    def _snapshot_base(
+        self, manager: ConfigurationManager[Any], key: str, entry: Any, now: datetime
+    ) -> StoredDocument | None:
+        """The snapshot's row for ``entry``'s own-scope document (None: nothing stored,
+        or a refused document, which is no "last known good")."""
+        from .secrets import encrypt_document
+
+        if entry.version == 0:
+            return None
+        data = None
+        if entry.stored is not None:
+            try:
+                value = manager._model.model_validate(entry.stored)
+            except ValueError:
+                return None
+            raw = value.model_dump(mode="python", exclude_unset=True)
+            data = encrypt_document(raw, self.keyring)
+        return StoredDocument(
+            manager.namespace, key, data, entry.version, entry.updated_at or now, None,
+            manager._scope,
+        )  # fmt: skip
 
     async def write_snapshot(self) -> None:
         """Write the snapshot file now (done on its own after every applied change)."""
@@ -773,13 +913,16 @@ class ConfigHub:
         if notice.origin == self.instance_id or self._closed:
             return
         self.stats.notices_received += 1
+        if notice.namespace == ENVIRONMENTS_NAMESPACE:
+            self._spawn(self._environments_changed(), name="confman-environments")
+            return
         manager = self._by_namespace.get(notice.namespace)
-        if manager is None:
+        if manager is None or not manager._concerns(notice.environment):
             return
         # One loader per key: notices arriving while it loads are coalesced into the
         # newest one (remote instances may skip intermediate versions), so a burst of
         # N changes to a key costs far fewer than N reads.
-        slot = (notice.namespace, notice.key)
+        slot = (notice.environment, notice.namespace, notice.key)
         pending = self._pending_notices.get(slot)
         if pending is not None:
             if notice.version > pending.version:
@@ -788,14 +931,18 @@ class ConfigHub:
         self._pending_notices[slot] = notice
         self._spawn(self._apply_notices(manager, slot), name="confman-notice")
 
+    async def _environments_changed(self) -> None:
+        with contextlib.suppress(StoreUnavailable):  # the next catch-up reads them again
+            await self._read_environments()
+
     async def _apply_notices(
-        self, manager: ConfigurationManager[Any], slot: tuple[str, str]
+        self, manager: ConfigurationManager[Any], slot: tuple[str, str, str]
     ) -> None:
         notice = self._pending_notices[slot]
         try:
             while True:
                 await self._apply_notice(manager, notice)
-                self._acknowledge(manager, notice.key)
+                self._acknowledge(manager, notice.key, notice.environment)
                 newest = self._pending_notices[slot]
                 if newest is notice:
                     return
@@ -897,12 +1044,14 @@ class ConfigHub:
         by_namespace: dict[str, list[LoggedChange]] = {}
         for change in batch:
             by_namespace.setdefault(change.record.namespace, []).append(change)
+        if by_namespace.pop(ENVIRONMENTS_NAMESPACE, None):
+            await self._read_environments()
         for namespace, changes in by_namespace.items():
             manager = self._by_namespace.get(namespace)
             if manager is not None:
                 await manager._catch_up(changes)
-                for key in {c.record.key for c in changes}:
-                    self._acknowledge(manager, key)
+                for environment, key in {(c.record.environment, c.record.key) for c in changes}:
+                    self._acknowledge(manager, key, environment or BASE)
 
     def _note_gaps(self, present: Iterable[int], *, low: int, high: int) -> None:
         have = set(present)

@@ -298,38 +298,46 @@ class Layering(Generic[T]):
         return tuple(p for p in paths if _covers(overridden, p))
 
     def explain(
-        self, key: str, value: T, stored: dict[str, Any], *, version: int
+        self, key: str, value: T, stored: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[FieldSource]:
         """For each leaf of ``value``, the layer that set it and the layers it shadows.
 
-        One walk of the shown document, carrying along where the walk is in the stored
+        ``stored`` are the stored documents under the overrides, lowest first, each with
+        how to name it: ``("base v7", base), ("production v3", overlay)``.
+
+        One walk of the shown document, carrying along where the walk is in each stored
         document and among the overrides: linear in the document's size (the number of
-        overrides of the key, set by the operator, is a small factor).
+        stored layers, at most two, and of the key's overrides, set by the operator, are
+        small factors).
         """
         found = self.overrides(key)
         shown = mask_document(value.model_dump(mode="python"))
-        database = (Layer.DATABASE, f"v{version}")
+        names = [(Layer.DATABASE, detail) for detail, _ in stored]
         result: list[FieldSource] = []
         none: tuple[int, ...] = ()
-        # Each frame: path prefix, members left, stored state, override node (or None),
-        # overrides ending above this path.
+        # Each frame: path prefix, members left, stored states (one per stored layer),
+        # override node (or None), overrides ending above this path.
         stack: list[
-            tuple[str, Iterator[tuple[str, Any]], Any, _OverrideTrie | None, tuple[int, ...]]
-        ]
-        stack = [("", iter(shown.items()), stored, _OverrideTrie.of(found), none)]
+            tuple[
+                str, Iterator[tuple[str, Any]], tuple[Any, ...], _OverrideTrie | None,
+                tuple[int, ...],
+            ]
+        ]  # fmt: skip
+        roots = tuple(doc for _, doc in stored)
+        stack = [("", iter(shown.items()), roots, _OverrideTrie.of(found), none)]
         while stack:
             prefix, members, at_stored, node, above = stack[-1]
             for name, leaf in members:
                 path = f"{prefix}{name}"
-                here = _stored_below(at_stored, name)
+                here = tuple(_stored_below(at, name) for at in at_stored)
                 child = None if node is None else node.children.get(name)
                 if isinstance(leaf, Mapping) and leaf:
                     inherited = above if node is None else above + tuple(node.own)
                     stack.append((path + ".", iter(leaf.items()), here, child, inherited))
                     break
-                setters: list[tuple[Layer, str]] = []
-                if here is not _NOT_STORED:
-                    setters.append(database)
+                setters: list[tuple[Layer, str]] = [
+                    names[i] for i, h in enumerate(here) if h is not _NOT_STORED
+                ]
                 at = () if node is None else node.own
                 under = () if child is None else child.below
                 if above or at or under:  # most fields of most documents: no override

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import enum
 import logging
 import re
 import typing
@@ -36,17 +37,26 @@ from pydantic import BaseModel
 from reactivex import Observable, abc
 
 from .bus import ChangeNotice
-from .change import Action, ChangeRecord, ConfigChange, FieldSource
+from .change import BASE, Action, ChangeRecord, ConfigChange, FieldSource, Layer
+from .environments import hidden, is_hidden
 from .exceptions import (
     ConcurrencyConflict,
     ConfigSourceError,
+    ConfmanError,
     FieldError,
     NotFound,
     SecretsUnavailable,
     ValidationFailed,
 )
 from .layers import Layering, unknown_fields
-from .patch import changed_paths, merge_patch, nul_paths
+from .patch import (
+    changed_paths,
+    diff_patch,
+    merge_patch,
+    nul_paths,
+    remove_paths,
+    restrict,
+)
 from .secrets import (
     decrypt_document,
     encrypt_document,
@@ -60,7 +70,7 @@ from .streams import IsolatingSubject
 if TYPE_CHECKING:
     from .hub import ConfigHub
 
-__all__ = ["DEFAULT_KEY", "ConfigurationManager", "ManagerStats", "Problem"]
+__all__ = ["DEFAULT_KEY", "OWN", "ConfigurationManager", "ManagerStats", "Problem", "Resolved"]
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
@@ -80,6 +90,17 @@ log = logging.getLogger("confman.manager")
 
 Change = Mapping[str, Any] | BaseModel | Callable[[Any], Any]
 """A partial document (merge patch), a whole value, or a function from value to value."""
+
+
+class _Own(enum.Enum):
+    OWN = "own"
+
+
+OWN = _Own.OWN
+"""``environment=OWN`` (the default of every read and write): the hub's own environment
+for this namespace; the base on a hub without one."""
+Environment = str | None | _Own
+"""Where a write goes: ``None`` the base, a name that environment, `OWN` the hub's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +138,28 @@ class _Entry(Generic[T]):
     # When the stored version was refused: (version, document) that ``effective`` came
     # from, so explain() tells the truth; None when ``effective`` is the stored version.
     serving: tuple[int, dict[str, Any] | None] | None = None
+    # The hub environment's overlay over ``stored`` (inheriting namespaces on a hub with
+    # an environment): its version, plain document (None: none), stored form (for the
+    # snapshot) and, as ``serving``, what ``effective`` came from while it is refused.
+    overlay_version: int = 0
+    overlay: dict[str, Any] | None = None
+    overlay_raw: dict[str, Any] | None = None
+    overlay_serving: tuple[int, dict[str, Any] | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved(Generic[T]):
+    """One key's stored effective value in one environment (defaults, base, overlay: no
+    instance's env files or variables), with where each field came from."""
+
+    namespace: str
+    key: str
+    environment: str | None
+    value: T | None  # None: no such item there (absent, deleted or hidden)
+    base_version: int
+    version: int  # the environment's own document (an overlay); 0: it has none
+    hidden: bool
+    sources: tuple[FieldSource, ...]
 
 
 @dataclass(slots=True)
@@ -203,6 +246,10 @@ class ConfigurationManager(Generic[T]):
     model: ClassVar[type[BaseModel]]
     keyed: ClassVar[bool] = False
     requires: ClassVar[tuple[type[ConfigurationManager[Any]], ...]] = ()
+    inherits: ClassVar[bool] = True
+    """Whether environments inherit the base's documents. ``False`` for credentials:
+    each environment then holds its own documents, and none of the base's (a key issued
+    in staging never authenticates in production)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -242,6 +289,13 @@ class ConfigurationManager(Generic[T]):
         self._subject: IsolatingSubject[ConfigChange[T]] = IsolatingSubject(
             self._count_subscriber_error
         )
+        # Which documents this instance holds: its own scope (the base, or for a
+        # namespace that does not inherit, the hub's environment) and, when it inherits
+        # on a hub with an environment, that environment's overlays on top.
+        own = hub.environment
+        self._scope: str = BASE if self.inherits or own is None else own
+        self._overlay_env: str | None = own if self.inherits else None
+        self._bare: Layering[T] | None = None  # no overrides: stored layers only
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} namespace={self.namespace!r}>"
@@ -294,23 +348,95 @@ class ConfigurationManager(Generic[T]):
         entry = self._entries.get(key) if isinstance(key, str) else None
         return entry is not None and entry.effective is not None
 
-    def version(self, key: str = DEFAULT_KEY) -> int:
-        """The stored version this instance has applied (0: never stored)."""
+    def version(self, key: str = DEFAULT_KEY, *, environment: Environment = OWN) -> int:
+        """The version this instance has applied of the document a write to
+        ``environment`` would change (0: never stored): by default its own environment's
+        overlay where it has one, else the base.
+
+        Raises:
+            ConfmanError: ``environment`` is one this instance does not hold.
+        """
+        slot = self._slot_of(self._target_name(environment))
+        if slot is None:
+            raise ConfmanError(
+                f"this instance holds {self._describe_scope()} of {self.namespace}, not "
+                f"{environment!r}; use await resolve(key, environment=...)"
+            )
         entry = self._entries.get(key)
-        return 0 if entry is None else entry.version
+        if entry is None:
+            return 0
+        return entry.version if slot == 0 else entry.overlay_version
+
+    @property
+    def environment(self) -> str | None:
+        """The environment whose documents this instance applies over the base (or, for
+        a namespace that does not inherit, instead of it); None: the base alone."""
+        return self.hub.environment
+
+    def _target_name(self, environment: Environment) -> str:
+        """A write's or read's environment as the store spells it."""
+        if environment is OWN:
+            own = self.hub.environment
+            return BASE if own is None else own
+        return BASE if environment is None else environment
+
+    def _slot_of(self, environment: str) -> int | None:
+        """0: this instance's own scope; 1: its overlays; None: not held here."""
+        if environment == self._scope:
+            return 0
+        if environment == self._overlay_env:
+            return 1
+        return None
+
+    def _concerns(self, environment: str) -> bool:
+        """Whether a change to ``environment``'s document changes what this instance
+        serves: the base and its own environment's, nothing of any other."""
+        return environment == self._scope or environment == self._overlay_env
+
+    def _describe_scope(self) -> str:
+        if self._overlay_env is not None:
+            return f"the base and {self._overlay_env}'s overlays"
+        return "the base" if self._scope == BASE else f"{self._scope}'s documents"
+
+    @staticmethod
+    def _label(environment: str, version: int) -> str:
+        return f"{environment or 'base'} v{version}"
 
     def problems(self) -> list[Problem]:
         """Stored documents or overrides this instance refused, newest first."""
         return sorted(self._problems.values(), key=lambda p: p.seen_at, reverse=True)
 
     def explain(self, key: str = DEFAULT_KEY) -> list[FieldSource]:
-        """For each effective field, the layer it came from (secrets masked)."""
+        """For each effective field, the layer it came from and the layers it hides
+        (secrets masked): ``database (base v7)``, ``database (production v3)``, an env
+        file, a variable. An item its environment hides explains as one entry saying so.
+        """
         entry = self._entries.get(key)
+        if entry is not None and entry.effective is None and is_hidden(entry.overlay):
+            assert self._overlay_env is not None
+            shadowed = (f"database ({self._label(BASE, entry.version)})",)
+            where = self._label(self._overlay_env, entry.overlay_version) + ", hidden"
+            return [FieldSource("", Layer.DATABASE, where, None, shadowed)]
         value = self.get(key)
-        version, stored = (0, None) if entry is None else (entry.version, entry.stored)
-        if entry is not None and entry.serving is not None:
-            version, stored = entry.serving
-        return self._layering.explain(key, value, stored or {}, version=version)
+        return self._layering.explain(key, value, self._layers_of(entry))
+
+    def _layers_of(self, entry: _Entry[T] | None) -> list[tuple[str, Mapping[str, Any]]]:
+        """The stored documents under ``entry``'s effective value, lowest first."""
+        if entry is None:
+            return []
+        version, stored = entry.serving if entry.serving is not None else (
+            entry.version, entry.stored
+        )  # fmt: skip
+        layers: list[tuple[str, Mapping[str, Any]]] = []
+        if stored is not None:
+            layers.append((self._label(self._scope, version), stored))
+        if self._overlay_env is not None:
+            over_version, over = entry.overlay_serving if entry.overlay_serving else (
+                entry.overlay_version, entry.overlay
+            )  # fmt: skip
+            if over is not None and not is_hidden(over):
+                layers.append((self._label(self._overlay_env, over_version), over))
+        return layers
 
     # ----------------------------------------------------------------- streams
 
@@ -382,16 +508,35 @@ class ConfigurationManager(Generic[T]):
         *,
         key: str = DEFAULT_KEY,
         replace: bool = False,
+        environment: Environment = OWN,
     ) -> T:
         """Preview: the effective value ``change`` would give ``key``; nothing is written.
+
+        ``environment`` must be one this instance holds (its own, or the base); see
+        `resolve` for the others.
 
         Raises:
             ValidationFailed: the change is refused (field paths and messages).
         """
+        slot = self._slot_of(self._target_name(environment))
+        if slot is None:
+            raise ConfmanError(f"this instance holds {self._describe_scope()}, not {environment!r}")
         entry = self._entries.get(key)
-        plain = self._apply_change(entry.stored if entry else None, change, key, replace=replace)
-        candidate = self._candidate(key, plain, source="validate")
-        assert candidate.effective is not None
+        if slot == 1:
+            parent = entry.stored if entry else None
+            before = entry.overlay if entry else None
+            plain = self._apply_change(
+                before, change, key, replace=replace, parent=parent, overlaying=True
+            )
+            candidate = self._candidate(key, plain, source="validate", parent=parent,
+                                        overlaying=True)  # fmt: skip
+        else:
+            plain = self._apply_change(entry.stored if entry else None, change, key,
+                                       replace=replace)  # fmt: skip
+            candidate = self._candidate(key, plain, source="validate",
+                                        overlay=entry.overlay if entry else None)  # fmt: skip
+        if candidate.effective is None:
+            raise NotFound(f"{self.namespace} has no item {key!r} there")
         return candidate.effective
 
     async def update(
@@ -405,8 +550,18 @@ class ConfigurationManager(Generic[T]):
         retries: int = 0,
         wait_for_instances: float | None = None,
         replace: bool = False,
+        environment: Environment = OWN,
     ) -> ConfigChange[T]:
         """Change ``key`` and return the committed change.
+
+        ``environment`` says which document: `OWN` (the default) the hub's own
+        environment's (its overlay, where the namespace inherits), ``None`` the base, a
+        name that environment's. A change to an overlay is a merge patch onto the
+        overlay (``null`` removes a field from it, so the field inherits again); a whole
+        ``T``, ``replace``, or a function stores only the fields that differ from the
+        base. Validation runs on the effective value of every environment the write
+        affects: a base write that would make an overlay's result invalid is refused,
+        naming the environment.
 
         A change that leaves the stored document as it is commits, publishes and logs
         nothing: it returns a `ConfigChange` with ``unchanged=True`` at the current
@@ -441,16 +596,21 @@ class ConfigurationManager(Generic[T]):
             try:
                 committed = await self._write(
                     key,
-                    lambda stored: self._apply_change(stored, change, key, replace=replace),
+                    lambda stored, parent, over: self._apply_change(
+                        stored, change, key, replace=replace, parent=parent, overlaying=over
+                    ),
                     action=Action.UPDATE,
                     expected_version=expected_version,
                     origin=_Origin(actor, reason),
                     must_exist=self.keyed,
+                    environment=environment,
                 )
             except ConcurrencyConflict:
                 if attempt + 1 == attempts:
                     raise
-                await self._refresh_from_store(key)
+                slot = self._slot_of(self._target_name(environment))
+                if slot is not None:
+                    await self._refresh_from_store(key, slot=slot)
                 continue
             if wait_for_instances is None or committed.unchanged:
                 return committed  # an unchanged write sent nothing for instances to take
@@ -465,21 +625,25 @@ class ConfigurationManager(Generic[T]):
         *,
         actor: str | None = None,
         reason: str | None = None,
+        environment: Environment = OWN,
     ) -> ConfigChange[T]:
-        """Create a collection item.
+        """Create a collection item (in ``environment``: see `update`).
 
         Raises:
-            ConcurrencyConflict: the item already exists.
+            ConcurrencyConflict: the item already exists there.
         """
         if not self.keyed:
             raise TypeError(f"{self.namespace} is a singleton; use update()")
         return await self._write(
             key,
-            lambda _stored: self._apply_change(None, value, key, source="create"),
+            lambda _stored, parent, over: self._apply_change(
+                None, value, key, source="create", replace=over, parent=parent, overlaying=over
+            ),
             action=Action.CREATE,
             expected_version=None,
             origin=_Origin(actor, reason),
             must_not_exist=True,
+            environment=environment,
         )
 
     async def delete(
@@ -489,15 +653,71 @@ class ConfigurationManager(Generic[T]):
         expected_version: int | None = None,
         actor: str | None = None,
         reason: str | None = None,
+        environment: Environment = OWN,
     ) -> ConfigChange[T]:
-        """Delete ``key``: a singleton falls back to its defaults; an item disappears."""
+        """Delete ``key``: a singleton falls back to its defaults; an item disappears.
+
+        In an environment over an inheriting base: an item the base holds is hidden
+        there (a tombstone overlay, which `explain` shows; `reset` brings it back), an
+        item only the environment holds is removed, and a singleton's overlay is
+        dropped (it inherits the base again).
+        """
+
+        def gone(_stored: Any, parent: dict[str, Any] | None, over: bool) -> Any:
+            return hidden() if over and self.keyed and parent is not None else None
+
         return await self._write(
             key,
-            lambda _stored: None,
+            gone,
             action=Action.DELETE,
             expected_version=expected_version,
             origin=_Origin(actor, reason),
             must_exist=True,
+            environment=environment,
+        )
+
+    async def reset(
+        self,
+        key: str = DEFAULT_KEY,
+        fields: Iterable[str] | None = None,
+        *,
+        environment: Environment = OWN,
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> ConfigChange[T]:
+        """Remove ``fields`` (dotted paths; all of them when None) from ``key``'s overlay
+        in ``environment``, so that they inherit from the base again. Dropping the whole
+        overlay also shows an item the environment hid.
+
+        Raises:
+            ConfmanError: ``environment`` is the base, or the namespace does not inherit.
+            NotFound: the environment has no overlay for ``key``.
+        """
+        target = self._target_name(environment)
+        if target == BASE or not self.inherits:
+            raise ConfmanError(
+                f"reset removes fields from an environment's overlay; {self.namespace} "
+                + ("in the base has none" if self.inherits else "does not inherit")
+            )
+        paths = None if fields is None else list(fields)
+
+        def without(stored: dict[str, Any] | None, _parent: Any, _over: bool) -> Any:
+            if stored is None:
+                raise NotFound(f"{self.namespace}/{key} has no overlay in {target}")
+            if paths is None or is_hidden(stored):
+                return None
+            left = remove_paths(stored, paths)
+            return left or None
+
+        return await self._write(
+            key,
+            without,
+            action=Action.UPDATE,
+            expected_version=expected_version,
+            origin=_Origin(actor, reason or "reset to base"),
+            environment=environment,
+            resetting=True,
         )
 
     async def rollback(
@@ -508,8 +728,10 @@ class ConfigurationManager(Generic[T]):
         expected_version: int | None = None,
         actor: str | None = None,
         reason: str | None = None,
+        environment: Environment = OWN,
     ) -> ConfigChange[T]:
-        """Write a new version whose content equals ``to_version``'s (action ``rollback``).
+        """Write a new version whose content equals ``to_version``'s (action ``rollback``);
+        versions count per environment (``environment``: see `update`).
 
         The old content is validated again: a version the current model refuses cannot
         be restored. When the stored document already equals ``to_version``'s, nothing
@@ -520,16 +742,19 @@ class ConfigurationManager(Generic[T]):
             ValidationFailed: the old content is refused now.
             ConcurrencyConflict: another writer won.
         """
-        target = await self._rollback_target(key, to_version)
+        target = await self._rollback_target(key, to_version, environment)
         return await self._write(
             key,
-            lambda _stored: target,
+            lambda _stored, _parent, _over: target,
             action=Action.ROLLBACK,
             expected_version=expected_version,
             origin=_Origin(actor, reason or f"rollback to v{to_version}"),
+            environment=environment,
         )
 
-    async def validate_rollback(self, key: str = DEFAULT_KEY, *, to_version: int) -> T | None:
+    async def validate_rollback(
+        self, key: str = DEFAULT_KEY, *, to_version: int, environment: Environment = OWN
+    ) -> T | None:
         """Preview of `rollback`: the effective value it would give ``key`` (``None``: the
         item would be deleted); nothing is written.
 
@@ -537,16 +762,43 @@ class ConfigurationManager(Generic[T]):
             NotFound: ``key`` has no version ``to_version``.
             ValidationFailed: the old content is refused now.
         """
-        target = await self._rollback_target(key, to_version)
-        return self._candidate(key, target, source=str(Action.ROLLBACK)).effective
+        target_env = self._target_name(environment)
+        target = await self._rollback_target(key, to_version, environment)
+        parent, overlaying = await self._parent_of(key, target_env)
+        candidate = self._candidate(
+            key, target, source=str(Action.ROLLBACK), parent=parent, overlaying=overlaying,
+            layered=self._slot_of(target_env) is not None,
+        )  # fmt: skip
+        return candidate.effective
 
-    async def _rollback_target(self, key: str, to_version: int) -> dict[str, Any] | None:
-        logged = await self.hub.store.change_at(self.namespace, key, to_version)
+    async def _parent_of(self, key: str, environment: str) -> tuple[dict[str, Any] | None, bool]:
+        """(the base document under ``environment``'s document of ``key``, whether it is
+        an overlay over it)."""
+        if environment == BASE or not self.inherits:
+            return None, False
+        if self._scope == BASE:
+            entry = self._entries.get(key)
+            if entry is not None and environment == self._overlay_env:
+                return entry.stored, True
+        doc = await self.hub.store.load(self.namespace, key)
+        return (None if doc is None else self._decode(doc.data, key, doc.version)), True
+
+    async def _rollback_target(
+        self, key: str, to_version: int, environment: Environment = OWN
+    ) -> dict[str, Any] | None:
+        logged = await self.hub.store.change_at(
+            self.namespace, key, to_version, environment=self._target_name(environment)
+        )
         return None if logged.data is None else decrypt_document(logged.data, self.hub.keyring)
 
-    async def history(self, key: str = DEFAULT_KEY, *, limit: int = 50) -> list[ChangeRecord]:
-        """Committed changes of ``key``, newest first, secrets masked."""
-        return await self.hub.store.history(self.namespace, key, limit=limit)
+    async def history(
+        self, key: str = DEFAULT_KEY, *, limit: int = 50, environment: Environment = OWN
+    ) -> list[ChangeRecord]:
+        """Committed changes of ``key``'s document in ``environment`` (see `update`),
+        newest first, secrets masked."""
+        return await self.hub.store.history(
+            self.namespace, key, limit=limit, environment=self._target_name(environment)
+        )
 
     def validate_write(self, key: str, value: T | None) -> None:
         """Extension point for rules beyond the model (e.g. across managers).
@@ -571,11 +823,41 @@ class ConfigurationManager(Generic[T]):
         *,
         replace: bool = False,
         source: str = "update",
+        parent: dict[str, Any] | None = None,
+        overlaying: bool = False,
     ) -> dict[str, Any]:
+        """The document ``change`` makes of ``stored``. ``overlaying``: ``stored`` is an
+        overlay over ``parent`` (the base), and what comes back is the new overlay."""
         if isinstance(change, BaseModel):
             if not isinstance(change, self._model):
                 raise TypeError(f"expected {self._model.__name__}, got {type(change).__name__}")
-            return plain_document(change.model_dump(mode="python", exclude_unset=True))
+            whole = plain_document(change.model_dump(mode="python", exclude_unset=True))
+            return diff_patch(parent or {}, whole) if overlaying else whole
+        if overlaying and callable(change) and not isinstance(change, Mapping):
+            combined = self._combined(parent, stored) or {}
+            base = self._layering.validate(combined, key=key, source="stored value")
+            result = change(base)
+            if not isinstance(result, self._model):
+                raise TypeError(
+                    f"the update function must return a {self._model.__name__}, "
+                    f"not {type(result).__name__}"
+                )
+            whole = plain_document(result.model_dump(mode="python", exclude_unset=True))
+            return diff_patch(parent or {}, whole)
+        if isinstance(change, Mapping) and overlaying and replace:
+            self._check_limits(change, key, source=source)
+            unknown = unknown_fields(self._model, dict(change))
+            if unknown:
+                self.stats.validation_failures += 1
+                raise ValidationFailed(
+                    self.namespace,
+                    key,
+                    [FieldError(p, f"{self._model.__name__} has no such field") for p in unknown],
+                    source=source,
+                )
+            return diff_patch(parent or {}, dict(change))
+        if isinstance(change, Mapping) and overlaying and is_hidden(stored):
+            stored = None  # a patch to a hidden item starts a new overlay
         if isinstance(change, Mapping):
             self._check_limits(change, key, source=source)
             unknown = unknown_fields(self._model, dict(change))
@@ -601,8 +883,36 @@ class ConfigurationManager(Generic[T]):
             return plain_document(result.model_dump(mode="python", exclude_unset=True))
         raise TypeError(f"cannot update with {type(change).__name__}")
 
-    def _candidate(self, key: str, plain: dict[str, Any] | None, *, source: str) -> _Candidate[T]:
-        """Validate a would-be stored document; compute what would be stored and seen."""
+    @staticmethod
+    def _combined(
+        stored: dict[str, Any] | None, overlay: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The stored effective document: ``overlay`` merged over ``stored`` (None: no
+        such item there)."""
+        if overlay is None:
+            return stored
+        if is_hidden(overlay):
+            return None
+        return merge_patch(stored or {}, overlay)
+
+    def _candidate(
+        self,
+        key: str,
+        plain: dict[str, Any] | None,
+        *,
+        source: str,
+        parent: dict[str, Any] | None = None,
+        overlaying: bool = False,
+        overlay: dict[str, Any] | None = None,
+        layered: bool = True,
+    ) -> _Candidate[T]:
+        """Validate a would-be stored document; compute what would be stored and seen.
+
+        ``overlaying``: ``plain`` is an overlay over ``parent``, and the two together are
+        validated. ``overlay``: this instance's overlay over ``plain`` (a base write),
+        which its effective value includes. ``layered``: this instance's env files and
+        variables apply (a write to an environment it does not run in: they do not).
+        """
         if plain is not None:
             self._check_limits(plain, key, source=source)
         nul = nul_paths(plain) if plain is not None else []
@@ -610,17 +920,71 @@ class ConfigurationManager(Generic[T]):
             self.stats.validation_failures += 1
             errors = [FieldError(p, _NUL_MESSAGE) for p in nul]
             raise ValidationFailed(self.namespace, key, errors, source=source)
+        if overlaying:
+            return self._overlay_candidate(key, plain, parent, source=source, layered=layered)
         try:
             if plain is None:
                 self.validate_write(key, None)
-                effective = None if self.keyed else self._effective(key, {}, source)
+                effective = None if self.keyed else self._layered(key, {}, source, layered)
+                if overlay is not None and not is_hidden(overlay):
+                    effective = self._layered(key, merge_patch({}, overlay), source, layered)
                 return _Candidate(None, effective, None, None, None)
             value = self._layering.validate(plain, key=key, source=source)
             self.validate_write(key, value)
-            effective = self._effective(key, plain, source)
+            seen = self._combined(plain, overlay)
+            effective = None if seen is None else self._layered(key, seen, source, layered)
         except ValidationFailed:
             self.stats.validation_failures += 1
             raise
+        return self._stored_forms(key, value, effective, source=source)
+
+    def _layered(self, key: str, doc: dict[str, Any], source: str, layered: bool) -> T:
+        if layered:
+            return self._effective(key, doc, source)
+        return self._layering.validate(doc, key=key, source=source)
+
+    def _overlay_candidate(
+        self,
+        key: str,
+        plain: dict[str, Any] | None,
+        parent: dict[str, Any] | None,
+        *,
+        source: str,
+        layered: bool,
+    ) -> _Candidate[T]:
+        """An overlay over ``parent``: the two are validated together; the overlay's own
+        fields are what is stored (secrets encrypted, as in any document)."""
+        if is_hidden(plain):
+            assert plain is not None
+            self.validate_write(key, None)
+            return _Candidate(None, None, dict(plain), dict(plain), dict(plain))
+        combined = self._combined(parent, plain)
+        try:
+            if combined is None:  # the overlay dropped, and no base item under it
+                self.validate_write(key, None)
+                effective = None if self.keyed else self._layered(key, {}, source, layered)
+                return _Candidate(None, effective, None, None, None)
+            value = self._layering.validate(combined, key=key, source=source)
+            self.validate_write(key, value)
+            effective = self._layered(key, combined, source, layered)
+        except ValidationFailed:
+            self.stats.validation_failures += 1
+            raise
+        if plain is None:  # the overlay dropped: the base shows through
+            return _Candidate(value, effective, None, None, None)
+        self._stored_forms(key, value, effective, source=source)  # refuses a pasted mask
+        raw = restrict(value.model_dump(mode="python", exclude_unset=True), plain)
+        return _Candidate(
+            value,
+            effective,
+            plain_document(raw),
+            encrypt_document(raw, self.hub.keyring),
+            mask_document(raw),
+        )
+
+    def _stored_forms(
+        self, key: str, value: T, effective: T | None, *, source: str
+    ) -> _Candidate[T]:
         raw = value.model_dump(mode="python", exclude_unset=True)
         pasted = masked_paths(raw)
         if pasted:
@@ -669,25 +1033,48 @@ class ConfigurationManager(Generic[T]):
     async def _write(
         self,
         key: str,
-        build: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        build: Callable[[dict[str, Any] | None, dict[str, Any] | None, bool], Any],
         *,
         action: Action,
         expected_version: int | None,
         origin: _Origin,
         must_exist: bool = False,
         must_not_exist: bool = False,
+        environment: Environment = OWN,
+        resetting: bool = False,
     ) -> ConfigChange[T]:
+        """Build, validate and commit one document's new version.
+
+        ``build(before, parent, overlaying)`` makes the new document from the one stored
+        in the target environment (an overlay over ``parent`` when ``overlaying``).
+        """
         _check_write_labels(self.namespace, key, origin, action)
+        target = self._target_name(environment)
+        if target != BASE:
+            await self.hub.check_environment(target)
+        slot = self._slot_of(target)
+        if slot is None:
+            return await self._write_elsewhere(
+                key, build, target, action=action, expected_version=expected_version,
+                origin=origin, must_exist=must_exist, must_not_exist=must_not_exist,
+                resetting=resetting,
+            )  # fmt: skip
         async with self._lock(key):
             entry = await self._entry_for_write(key)
-            if expected_version is not None and (entry.version if entry else 0) != expected_version:
+            if expected_version is not None and self._version_in(entry, slot) != expected_version:
                 # Our memory may only be behind the database: look before refusing.
-                await self._refresh_from_store(key, locked=True)
+                await self._refresh_from_store(key, locked=True, slot=slot)
                 entry = await self._entry_for_write(key)
-            exists = entry is not None and entry.stored is not None
+            overlaying = slot == 1
+            parent = entry.stored if entry is not None and overlaying else None
+            before = (entry.overlay if overlaying else entry.stored) if entry else None
+            seen = self._combined(parent, before) if overlaying else before
+            exists = seen is not None
+            if resetting:
+                exists = before is not None
             if must_exist and not exists:
-                raise NotFound(f"{self.namespace} has no item {key!r}")
-            base_version = entry.version if entry else 0
+                raise NotFound(f"{self.namespace} has no item {key!r}{self._where(target)}")
+            base_version = self._version_in(entry, slot)
             if must_not_exist and exists:
                 raise ConcurrencyConflict(self.namespace, key, expected=0, current=base_version)
             if expected_version is not None and base_version != expected_version:
@@ -695,22 +1082,32 @@ class ConfigurationManager(Generic[T]):
                 raise ConcurrencyConflict(
                     self.namespace, key, expected=expected_version, current=base_version
                 )
-            before = entry.stored if entry else None
-            plain = build(before)
-            if (action is Action.UPDATE and entry is not None and entry.stored is None) or (
-                action is Action.UPDATE and entry is None
-            ):
+            plain = build(before, parent, overlaying)
+            if action is Action.UPDATE and before is None:
                 action = Action.CREATE
-            candidate = self._candidate(key, plain, source=str(action))
+            if overlaying and plain is None and before is not None:
+                action = Action.DELETE if not resetting or before is not None else action
+            overlay = entry.overlay if entry is not None and not overlaying else None
+            candidate = self._candidate(
+                key, plain, source=str(action), parent=parent, overlaying=overlaying,
+                overlay=overlay,
+            )  # fmt: skip
+            serving = entry.overlay_serving if overlaying and entry else (
+                entry.serving if entry else None
+            )  # fmt: skip
             if (
                 entry is not None
                 and before is not None
-                and entry.serving is None  # a refused stored version is healed by a write
-                and entry.effective is not None
+                and serving is None  # a refused stored version is healed by a write
+                and (entry.effective is not None or overlaying)
                 and candidate.plain == before
             ):
-                return await self._unchanged(key, entry, action, origin)
-            before_masked = self._masked(before)
+                return await self._unchanged(key, entry, action, origin, target, base_version)
+            if target == BASE and self.inherits:
+                await self._check_environments(key, candidate.plain)
+            before_masked = (
+                self._masked_part(before, parent) if overlaying else self._masked(before)
+            )
             try:
                 stored, record = await self.hub.store.write(
                     Write(
@@ -725,6 +1122,7 @@ class ConfigurationManager(Generic[T]):
                         after=candidate.masked,
                         changed=changed_paths(before_masked, candidate.masked),
                         origin=self.hub.instance_id,
+                        environment=target,
                     )
                 )
             except ConcurrencyConflict:
@@ -734,17 +1132,188 @@ class ConfigurationManager(Generic[T]):
             # Tell the other instances first: their latency should not include this
             # instance's own subscribers.
             await self.hub._publish(
-                ChangeNotice(self.namespace, key, stored.version, record.seq, self.hub.instance_id)
+                ChangeNotice(
+                    self.namespace, key, stored.version, record.seq, self.hub.instance_id, target
+                )
             )
             old = entry.effective if entry else None
-            change = self._commit(key, stored.version, candidate.plain, candidate.effective, record)
+            if overlaying:
+                change = self._commit_overlay(
+                    key, stored.version, candidate.plain, stored.data, candidate.effective, record
+                )
+            else:
+                change = self._commit(
+                    key, stored.version, candidate.plain, candidate.effective, record
+                )
             self.hub._applied(record.seq)
             if change is None:  # cannot happen under the lock; keep the caller informed anyway
                 change = self._make_change(key, old, candidate.effective, record)
         return change
 
+    @staticmethod
+    def _where(environment: str) -> str:
+        return f" in {environment}" if environment else ""
+
+    @staticmethod
+    def _version_in(entry: _Entry[T] | None, slot: int) -> int:
+        if entry is None:
+            return 0
+        return entry.version if slot == 0 else entry.overlay_version
+
+    def _masked_part(
+        self, doc: dict[str, Any] | None, parent: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """An overlay as the change log shows it: its own fields, secrets masked (found
+        by validating it over its base; None when that fails: nothing safe to show)."""
+        if doc is None:
+            return None
+        if is_hidden(doc):
+            return dict(doc)
+        try:
+            value = self._model.model_validate(merge_patch(parent or {}, doc))
+        except ValueError:
+            return None
+        return mask_document(restrict(value.model_dump(mode="python", exclude_unset=True), doc))
+
+    async def _check_environments(self, key: str, new_base: dict[str, Any] | None) -> None:
+        """Refuse a base write that would make an environment's effective value invalid.
+
+        Only when this hub knows of environments: without any, no overlay can exist.
+        An environment created since then, whose overlay this misses, still refuses an
+        invalid result when its instances apply it (they keep serving the last valid
+        value, and report the problem).
+        """
+        if not self.hub.known_environments:
+            return
+        for doc in await self.hub.store.load_everywhere(self.namespace, key):
+            if doc.environment == BASE or doc.data is None:
+                continue
+            overlay = self._decode(doc.data, key, doc.version)
+            if overlay is None or is_hidden(overlay):
+                continue
+            combined = merge_patch(new_base or {}, overlay)
+            source = (
+                f"environment {doc.environment} ({self._label(doc.environment, doc.version)} "
+                "over the new base)"
+            )
+            try:
+                value = self._layering.validate(combined, key=key, source=source)
+                self.validate_write(key, value)
+            except ValidationFailed as e:
+                self.stats.validation_failures += 1
+                raise ValidationFailed(
+                    self.namespace, key, e.errors, source=source, environment=doc.environment
+                ) from None
+
+    async def _write_elsewhere(
+        self,
+        key: str,
+        build: Callable[[dict[str, Any] | None, dict[str, Any] | None, bool], Any],
+        target: str,
+        *,
+        action: Action,
+        expected_version: int | None,
+        origin: _Origin,
+        must_exist: bool,
+        must_not_exist: bool,
+        resetting: bool,
+    ) -> ConfigChange[T]:
+        """A write to an environment this instance does not run in: read from the
+        database (this instance holds none of it), validated with the stored layers only
+        (its own env files and variables are not that environment's), and not emitted
+        here (it concerns other instances, which the notice tells)."""
+        async with self._lock(f"{target}\0{key}"):
+            if self.inherits:
+                rows = {
+                    d.environment: d
+                    for d in await self.hub.store.load_everywhere(self.namespace, key)
+                    if d.environment in (BASE, target)
+                }
+            else:
+                row = await self.hub.store.load(self.namespace, key, environment=target)
+                rows = {} if row is None else {target: row}
+            own, under = rows.get(target), rows.get(BASE)
+            parent = None if under is None else self._decode(under.data, key, under.version)
+            before = None if own is None else self._decode(own.data, key, own.version)
+            overlaying = self.inherits
+            seen = self._combined(parent, before) if overlaying else before
+            exists = (before is not None) if resetting else seen is not None
+            current = 0 if own is None else own.version
+            where = self._where(target)
+            if must_exist and not exists:
+                raise NotFound(f"{self.namespace} has no item {key!r}{where}")
+            if must_not_exist and exists:
+                raise ConcurrencyConflict(self.namespace, key, expected=0, current=current)
+            if expected_version is not None and current != expected_version:
+                self.stats.conflicts += 1
+                raise ConcurrencyConflict(
+                    self.namespace, key, expected=expected_version, current=current
+                )
+            plain = build(before, parent, overlaying)
+            if action is Action.UPDATE and before is None:
+                action = Action.CREATE
+            if overlaying and plain is None and before is not None:
+                action = Action.DELETE
+            candidate = self._candidate(
+                key, plain, source=f"{action} in {target}", parent=parent,
+                overlaying=overlaying, layered=False,
+            )  # fmt: skip
+            old = None
+            if seen is not None:
+                try:
+                    old = self._layering.validate(seen, key=key, source="stored value")
+                except ValidationFailed:
+                    old = None
+            elif not self.keyed:
+                old = self._layering.validate({}, key=key, source="model defaults")
+            if before is not None and candidate.plain == before:
+                self.stats.unchanged_writes += 1
+                return ConfigChange(
+                    namespace=self.namespace, key=key, old=old, new=old, version=current,
+                    seq=0, action=action, changed_fields=(), actor=origin.actor,
+                    reason=origin.reason, origin=self.hub.instance_id,
+                    at=own.updated_at if own else datetime.now(UTC), unchanged=True,
+                    environment=target,
+                )  # fmt: skip
+            masked_before = (
+                self._masked_part(before, parent) if overlaying else self._masked(before)
+            )
+            try:
+                stored, record = await self.hub.store.write(
+                    Write(
+                        namespace=self.namespace,
+                        key=key,
+                        data=candidate.stored_form,
+                        expected_version=current,
+                        action=action,
+                        actor=origin.actor,
+                        reason=origin.reason,
+                        before=masked_before,
+                        after=candidate.masked,
+                        changed=changed_paths(masked_before, candidate.masked),
+                        origin=self.hub.instance_id,
+                        environment=target,
+                    )
+                )
+            except ConcurrencyConflict:
+                self.stats.conflicts += 1
+                raise
+            self.stats.writes += 1
+            await self.hub._publish(
+                ChangeNotice(
+                    self.namespace, key, stored.version, record.seq, self.hub.instance_id, target
+                )
+            )
+            return self._make_change(key, old, candidate.effective, record)
+
     async def _unchanged(
-        self, key: str, entry: _Entry[T], action: Action, origin: _Origin
+        self,
+        key: str,
+        entry: _Entry[T],
+        action: Action,
+        origin: _Origin,
+        environment: str = BASE,
+        version: int | None = None,
     ) -> ConfigChange[T]:
         """The answer to a write that would store what is stored: nothing is written.
 
@@ -754,19 +1323,21 @@ class ConfigurationManager(Generic[T]):
         Raises:
             ConcurrencyConflict: the database holds a newer version than this instance.
         """
-        stored = await self.hub.store.load(self.namespace, key)
+        held = entry.version if version is None else version
+        stored = await self.hub.store.load(self.namespace, key, environment=environment)
         current = 0 if stored is None else stored.version
-        if current != entry.version:
+        if current != held:
             self.stats.conflicts += 1
-            await self._refresh_from_store(key, locked=True)
-            raise ConcurrencyConflict(self.namespace, key, expected=entry.version, current=current)
+            slot = self._slot_of(environment)
+            await self._refresh_from_store(key, locked=True, slot=0 if slot is None else slot)
+            raise ConcurrencyConflict(self.namespace, key, expected=held, current=current)
         self.stats.unchanged_writes += 1
         return ConfigChange(
             namespace=self.namespace,
             key=key,
             old=entry.effective,
             new=entry.effective,
-            version=entry.version,
+            version=held,
             seq=0,
             action=action,
             changed_fields=(),
@@ -775,6 +1346,7 @@ class ConfigurationManager(Generic[T]):
             origin=self.hub.instance_id,
             at=entry.updated_at or datetime.now(UTC),
             unchanged=True,
+            environment=environment or None,
         )
 
     def _make_change(
@@ -801,6 +1373,7 @@ class ConfigurationManager(Generic[T]):
             at=record.committed_at,
             pinned=pinned,
             stored_changed=record.changed,
+            environment=record.environment,
         )
 
     def _commit(
@@ -824,9 +1397,33 @@ class ConfigurationManager(Generic[T]):
         self._problems.pop(key, None)
         if not self.keyed:
             self._set_current(effective)
-        if effective is None and self.keyed:
-            # A deleted item leaves only its version behind, to keep versions increasing.
-            entry.stored = None
+        change = self._make_change(key, old, effective, record)
+        self._emit(change)
+        return change
+
+    def _commit_overlay(
+        self,
+        key: str,
+        version: int,
+        plain: dict[str, Any] | None,
+        raw: dict[str, Any] | None,
+        effective: T | None,
+        record: ChangeRecord,
+    ) -> ConfigChange[T] | None:
+        """`_commit` for this instance's environment's overlay of ``key``."""
+        entry = self._entries.get(key)
+        if entry is not None and version <= entry.overlay_version:
+            return None
+        if entry is None:
+            entry = self._entries[key] = _Entry(0, None, None, record.committed_at)
+        old = entry.effective
+        entry.overlay_version, entry.overlay, entry.overlay_raw = version, plain, raw
+        entry.effective, entry.updated_at, entry.overlay_serving = (
+            effective, record.committed_at, None
+        )  # fmt: skip
+        self._problems.pop(key, None)
+        if not self.keyed:
+            self._set_current(effective)
         change = self._make_change(key, old, effective, record)
         self._emit(change)
         return change
@@ -857,13 +1454,22 @@ class ConfigurationManager(Generic[T]):
             ) from None
 
     def _resolve_stored(
-        self, key: str, version: int, plain: dict[str, Any] | None
+        self,
+        key: str,
+        version: int,
+        plain: dict[str, Any] | None,
+        overlay: dict[str, Any] | None = None,
+        environment: str | None = None,
     ) -> tuple[bool, T | None]:
-        """The effective value for a stored document, or record why it cannot be used."""
-        source = f"database ({self.namespace}/{key} v{version})"
+        """The effective value for a stored document (with this instance's overlay over
+        it), or record why it cannot be used."""
+        where = f"{environment} " if environment else ""
+        source = f"database ({where}{self.namespace}/{key} v{version})"
         try:
+            plain = self._combined(plain, overlay)
             if plain is None:
-                return True, (None if self.keyed else self._effective(key, {}, source))
+                hides = overlay is not None
+                return True, (None if self.keyed or hides else self._effective(key, {}, source))
             return True, self._effective(key, plain, source)
         except ConfigSourceError:
             raise
@@ -876,13 +1482,17 @@ class ConfigurationManager(Generic[T]):
     def _apply_logged(self, key: str, logged: LoggedChange) -> None:
         """Apply a committed version read from the change log. Caller holds the lock."""
         record = logged.record
+        if self._slot_of(record.environment or BASE) == 1:
+            self._apply_overlay(key, logged)
+            return
         entry = self._entries.get(key)
         if entry is not None and record.version <= entry.version:
             return
         plain: dict[str, Any] | None = None
         try:
             plain = self._decode(logged.data, key, record.version)
-            usable, effective = self._resolve_stored(key, record.version, plain)
+            over = entry.overlay if entry is not None else None
+            usable, effective = self._resolve_stored(key, record.version, plain, over)
         except (ValidationFailed, SecretsUnavailable) as e:
             # An unreadable row, or our overrides make this version invalid here: keep
             # serving the last valid value, and say why.
@@ -906,13 +1516,49 @@ class ConfigurationManager(Generic[T]):
             return
         self._commit(key, record.version, plain, effective, record)
 
+    def _apply_overlay(self, key: str, logged: LoggedChange) -> None:
+        """`_apply_logged` for a version of this instance's environment's overlay."""
+        record = logged.record
+        entry = self._entries.get(key)
+        if entry is not None and record.version <= entry.overlay_version:
+            return
+        environment = self._overlay_env
+        try:
+            plain = self._decode(logged.data, key, record.version)
+            base = entry.stored if entry is not None else None
+            usable, effective = self._resolve_stored(
+                key, record.version, base, plain if plain is not None else None, environment
+            )
+            if plain is None and entry is not None:  # the overlay dropped: the base alone
+                usable, effective = self._resolve_stored(key, entry.version, base)
+        except (ValidationFailed, SecretsUnavailable) as e:
+            errors = e.errors if isinstance(e, ValidationFailed) else (FieldError("", str(e)),)
+            source = e.source if isinstance(e, ValidationFailed) else "database"
+            self._problems[key] = Problem(
+                self.namespace, key, record.version, source, errors, datetime.now(UTC)
+            )
+            log.error("refusing %s/%s %s v%s: %s", self.namespace, key, environment,
+                      record.version, e)  # fmt: skip
+            plain, usable, effective = None, False, None
+        if not usable:
+            if entry is None:
+                entry = self._entries[key] = _Entry(0, None, None, record.committed_at)
+            if entry.overlay_serving is None:
+                entry.overlay_serving = (entry.overlay_version, entry.overlay)
+            entry.overlay_version, entry.overlay = record.version, plain
+            entry.overlay_raw = logged.data
+            return
+        self._commit_overlay(key, record.version, plain, logged.data, effective, record)
+
     async def _catch_up(self, logged: list[LoggedChange]) -> None:
         """Apply change-log rows in seq order (from the hub's catch-up).
 
         Every version is applied, not only the newest of each key, so that a watcher
         (``confman watch``) sees each change. One row that cannot be applied must not
-        cost the others their turn: the hub will not read these rows again.
+        cost the others their turn: the hub will not read these rows again. Rows of
+        environments this instance does not run in are not its business.
         """
+        logged = [c for c in logged if self._concerns(c.record.environment or BASE)]
         for item in logged:
             key = item.record.key
             try:
@@ -926,34 +1572,56 @@ class ConfigurationManager(Generic[T]):
                 log.exception("cannot apply %s/%s v%s", self.namespace, key, item.record.version)
 
     async def _on_notice(self, notice: ChangeNotice) -> None:
-        if notice.version <= self.version(notice.key):
+        slot = self._slot_of(notice.environment)
+        if slot is None:
             return
-        logged = await self.hub.store.change_at(self.namespace, notice.key, notice.version)
+        if notice.version <= self._version_in(self._entries.get(notice.key), slot):
+            return
+        logged = await self.hub.store.change_at(
+            self.namespace, notice.key, notice.version, environment=notice.environment
+        )
         async with self._lock(notice.key):
             self._apply_logged(notice.key, logged)
 
-    async def _refresh_from_store(self, key: str, *, locked: bool = False) -> None:
-        doc = await self.hub.store.load(self.namespace, key)
-        if doc is None or doc.version <= self.version(key):
+    async def _refresh_from_store(self, key: str, *, locked: bool = False, slot: int = 0) -> None:
+        environment = self._scope if slot == 0 else self._overlay_env
+        assert environment is not None
+        doc = await self.hub.store.load(self.namespace, key, environment=environment)
+        if doc is None or doc.version <= self._version_in(self._entries.get(key), slot):
             return
-        logged = await self.hub.store.change_at(self.namespace, key, doc.version)
+        logged = await self.hub.store.change_at(
+            self.namespace, key, doc.version, environment=environment
+        )
         if locked:
             self._apply_logged(key, logged)
         else:
             async with self._lock(key):
                 self._apply_logged(key, logged)
 
+    def _environments_held(self) -> list[str]:
+        return [self._scope] if self._overlay_env is None else [self._scope, self._overlay_env]
+
     async def _load(self) -> None:
         """Load every stored document (start-up). Emits nothing."""
-        self._load_documents(await self.hub.store.load_namespace(self.namespace))
+        self._load_documents(
+            await self.hub.store.load_namespace(
+                self.namespace, environments=self._environments_held()
+            )
+        )
 
     def _load_snapshot(self, documents: Iterable[StoredDocument]) -> None:
         """Start-up from the snapshot file (the database is unreachable). Emits nothing."""
         self._load_documents(documents)
 
     def _load_documents(self, documents: Iterable[StoredDocument]) -> None:
+        overlays: list[StoredDocument] = []
         for doc in documents:
-            self._load_document(doc)
+            if doc.environment == self._scope:
+                self._load_document(doc)
+            elif doc.environment == self._overlay_env:
+                overlays.append(doc)  # after every base document: they sit on top
+        for doc in overlays:
+            self._load_overlay(doc)
         if not self.keyed and DEFAULT_KEY not in self._entries:
             effective = self._effective(DEFAULT_KEY, {}, "model defaults")
             self._entries[DEFAULT_KEY] = _Entry(0, None, effective)
@@ -979,6 +1647,91 @@ class ConfigurationManager(Generic[T]):
         self._entries[doc.key] = _Entry(doc.version, plain, effective, doc.updated_at, serving)
         if not self.keyed:
             self._set_current(effective)
+
+    def _load_overlay(self, doc: StoredDocument) -> None:
+        """Put this instance's environment's overlay over the loaded base document."""
+        entry = self._entries.get(doc.key)
+        if entry is None:
+            entry = self._entries[doc.key] = _Entry(0, None, None, doc.updated_at)
+        try:
+            plain = self._decode(doc.data, doc.key, doc.version)
+            usable, effective = self._resolve_stored(
+                doc.key, doc.version, entry.stored, plain, self._overlay_env
+            )
+        except ValidationFailed as e:
+            self._problems[doc.key] = Problem(
+                self.namespace, doc.key, doc.version, e.source, e.errors, datetime.now(UTC)
+            )
+            plain, usable, effective = None, False, None
+        entry.overlay_version, entry.overlay, entry.overlay_raw = doc.version, plain, doc.data
+        if not usable:
+            log.error("refusing the %s overlay, serving the base: %s", self._overlay_env,
+                      self._problems.get(doc.key))  # fmt: skip
+            entry.overlay_serving = (0, None)
+            return
+        entry.effective = effective
+        if not self.keyed:
+            self._set_current(effective)
+
+    async def resolve(
+        self, key: str = DEFAULT_KEY, *, environment: Environment = OWN
+    ) -> Resolved[T]:
+        """``key``'s stored effective value in ``environment`` (defaults, base, overlay;
+        no instance's env files or variables), read from the database, with the layer of
+        every field. For any environment, not only this instance's.
+
+        Raises:
+            UnknownEnvironment: no such environment.
+        """
+        target = self._target_name(environment)
+        if target != BASE:
+            await self.hub.check_environment(target)
+        if self.inherits and target != BASE:
+            rows = {
+                d.environment: d
+                for d in await self.hub.store.load_everywhere(self.namespace, key)
+                if d.environment in (BASE, target)
+            }
+        else:
+            row = await self.hub.store.load(self.namespace, key, environment=target)
+            rows = {} if row is None else {target: row}
+        base = rows.get(BASE if self.inherits else target)
+        overlay = rows.get(target) if self.inherits and target != BASE else None
+        return self._resolved(key, target, base, overlay)
+
+    def _resolved(
+        self,
+        key: str,
+        environment: str,
+        base: StoredDocument | None,
+        overlay: StoredDocument | None,
+    ) -> Resolved[T]:
+        """`resolve` from rows already read (compare reads many at once)."""
+        if self._bare is None:
+            self._bare = Layering(self._model, self.namespace, keyed=self.keyed, sources=())
+        under = None if base is None else self._decode(base.data, key, base.version)
+        over = None if overlay is None else self._decode(overlay.data, key, overlay.version)
+        combined = self._combined(under, over)
+        base_env = BASE if self.inherits else environment
+        layers: list[tuple[str, Mapping[str, Any]]] = []
+        if under is not None and base is not None:
+            layers.append((self._label(base_env, base.version), under))
+        if over is not None and overlay is not None and not is_hidden(over):
+            layers.append((self._label(environment, overlay.version), over))
+        value: T | None = None
+        if combined is not None or not self.keyed:
+            value = self._bare.validate(combined or {}, key=key, source=f"database ({key})")
+        sources = () if value is None else tuple(self._bare.explain(key, value, layers))
+        return Resolved(
+            namespace=self.namespace,
+            key=key,
+            environment=environment or None,
+            value=value,
+            base_version=0 if base is None else base.version,
+            version=0 if overlay is None else overlay.version,
+            hidden=is_hidden(over),
+            sources=sources,
+        )
 
     def _close(self) -> None:
         self._subject.on_completed()

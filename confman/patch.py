@@ -11,7 +11,16 @@ import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["changed_paths", "leaf_items", "merge_patch", "nul_paths", "overlay"]
+__all__ = [
+    "changed_paths",
+    "diff_patch",
+    "leaf_items",
+    "merge_patch",
+    "nul_paths",
+    "overlay",
+    "remove_paths",
+    "restrict",
+]
 
 Document = dict[str, Any]
 
@@ -36,6 +45,60 @@ def _apply(target: Document, patch: Mapping[str, Any]) -> None:
             _apply(base, value)
         else:
             target[name] = copy.deepcopy(value)
+
+
+def diff_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> Document:
+    """The merge patch that turns ``old`` into ``new``: ``merge_patch(old, result) ==
+    new`` for documents without nulls. One walk of both (depth is bounded by `Limits`
+    before any document gets here)."""
+    patch: Document = {}
+    for name, value in new.items():
+        before = old.get(name, _MISSING)
+        if before is value or before == value:
+            continue
+        if isinstance(value, Mapping) and isinstance(before, Mapping) and value:
+            patch[name] = diff_patch(before, value)
+        else:
+            patch[name] = copy.deepcopy(value)
+    for name in old.keys() - new.keys():
+        patch[name] = None
+    return patch
+
+
+def restrict(full: Mapping[str, Any], shape: Mapping[str, Any]) -> Document:
+    """The members of ``full`` at the paths ``shape`` has (``shape``'s own value where
+    ``full`` lacks one): an overlay's fields, taken from the validated whole."""
+    result: Document = {}
+    for name, value in shape.items():
+        have = full.get(name, _MISSING)
+        if isinstance(value, Mapping) and value and isinstance(have, Mapping):
+            result[name] = restrict(have, value)
+        else:
+            result[name] = value if have is _MISSING else have
+    return result
+
+
+def remove_paths(doc: Mapping[str, Any], paths: Iterator[str] | list[str]) -> Document:
+    """``doc`` without the members at the dotted ``paths`` (and objects left empty)."""
+    result: Document = copy.deepcopy(dict(doc))
+    for path in paths:
+        parts = path.split(".")
+        trail: list[tuple[Document, str]] = []
+        at: Any = result
+        for part in parts[:-1]:
+            below = at.get(part) if isinstance(at, dict) else None
+            if not isinstance(below, dict):
+                break
+            trail.append((at, part))
+            at = below
+        else:
+            if isinstance(at, dict):
+                at.pop(parts[-1], None)
+                for parent, part in reversed(trail):  # drop objects the removal emptied
+                    if parent[part]:
+                        break
+                    del parent[part]
+    return result
 
 
 def overlay(base: Mapping[str, Any], top: Mapping[str, Any]) -> Document:

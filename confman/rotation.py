@@ -87,17 +87,22 @@ async def rotate_keys(
     try:
         async with hub.store._connect(write=True) as conn:
             found = await conn.execute(
-                select(docs.namespace, docs.key, docs.version, docs.data)
+                select(docs.environment, docs.namespace, docs.key, docs.version, docs.data)
                 .where(cast(docs.data, Text).like(_MARK))
                 .with_for_update()
             )
-            for namespace, key, version, data in found.all():
+            for environment, namespace, key, version, data in found.all():
                 n = _count_tokens(data)
                 if not n:
                     continue
                 await conn.execute(
                     update(config_documents)
-                    .where(docs.namespace == namespace, docs.key == key, docs.version == version)
+                    .where(
+                        docs.environment == environment,
+                        docs.namespace == namespace,
+                        docs.key == key,
+                        docs.version == version,
+                    )
                     .values(data=rotate_document(data, hub.keyring))
                 )
                 secrets, documents = secrets + n, documents + 1

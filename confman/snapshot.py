@@ -50,6 +50,7 @@ def _document(d: StoredDocument) -> dict[str, Any]:
         "data": d.data,
         "updated_at": d.updated_at.isoformat(),
         "updated_by": d.updated_by,
+        "environment": d.environment,
     }
 
 
@@ -112,6 +113,7 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot | None:
                 version=int(d["version"]),
                 updated_at=datetime.fromisoformat(d["updated_at"]),
                 updated_by=d.get("updated_by"),
+                environment=str(d.get("environment") or ""),
             )
             for d in body["documents"]
         )

@@ -286,10 +286,10 @@ def test_explain_shows_layers_and_overrides(cli: Cli) -> None:
     r = cli("get", "cache", "--explain", CONFMAN_CACHE__MAX_ENTRIES="5")
     assert r.out.splitlines()[0] == "cache/default: version 1"
     rows = {line.split()[0]: line for line in r.out.splitlines()[2:]}
-    assert rows["default_ttl_seconds"].split()[1:4] == ["60", "database", "v1"]
+    assert rows["default_ttl_seconds"].split()[1:4] == ["60", "database", "base", "v1"]
     assert rows["max_entries"].split()[1:3] == ["5", "environment"]
     assert "CONFMAN_CACHE__MAX_ENTRIES" in rows["max_entries"]
-    assert "database (v1)" in rows["max_entries"]  # what the override shadows
+    assert "database (base v1)" in rows["max_entries"]  # what the override shadows
     assert rows["enabled"].split()[1:3] == ["true", "default"]
     # an env file in the working directory is a layer too
     (cli.cwd / ".env").write_text("CONFMAN_CACHE__ENABLED=false\n")

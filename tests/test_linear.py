@@ -87,7 +87,7 @@ def reference_explain(
     for path, leaf in leaf_items(value.model_dump(mode="json")):
         setters: list[tuple[Layer, str]] = []
         if _covers(stored_paths, path):
-            setters.append((Layer.DATABASE, f"v{version}"))
+            setters.append((Layer.DATABASE, f"base v{version}"))
         setters.extend((o.layer, o.origin) for o in found if _covers([o.dotted], path))
         if not setters:
             result.append(FieldSource(path, Layer.DEFAULT, None, leaf))
@@ -143,7 +143,7 @@ def test_explain_gives_the_pairwise_answer(stored: dict[str, Any], env: dict[str
         value = Wide.model_validate(layering.merged("default", stored))
     except ValueError:
         return  # an override this model refuses: explain is never asked
-    got = layering.explain("default", value, stored, version=3)
+    got = layering.explain("default", value, [("base v3", stored)])
     assert got == reference_explain(layering, "default", value, stored, 3)
 
 
@@ -196,7 +196,7 @@ async def test_write_and_explain_forty_thousand_fields(tmp_path: Path) -> None:
         assert len(sources) == SIZE + 3  # free.k*, inner.a, inner.more, n
         assert sources["free.k1"].layer is Layer.DATABASE
         assert sources["free.k7"].layer is Layer.ENVIRONMENT
-        assert sources["free.k7"].shadows == ("database (v2)",)
+        assert sources["free.k7"].shadows == ("database (base v2)",)
         assert sources["inner.a"].layer is Layer.ENVIRONMENT and not sources["inner.a"].shadows
         assert sources["n"].layer is Layer.DEFAULT
         preview = manager.validate({"free": {f"k{i}": 3 for i in range(SIZE)}})

@@ -34,7 +34,7 @@ async def test_each_layer_beats_the_one_below(tmp_path: Path) -> None:
 
         sources = {s.path: s for s in flags.explain()}
         assert sources["tags"].layer is Layer.DEFAULT
-        assert (sources["enabled"].layer, sources["enabled"].detail) == (Layer.DATABASE, "v1")
+        assert (sources["enabled"].layer, sources["enabled"].detail) == (Layer.DATABASE, "base v1")
         assert sources["name"].layer is Layer.ENV_FILE
         assert sources["name"].detail == f"CONFMAN_FLAGS__NAME in {dotenv}"
         assert sources["ratio"].detail == f"CONFMAN_FLAGS__RATIO in {local}"
@@ -46,7 +46,7 @@ async def test_each_layer_beats_the_one_below(tmp_path: Path) -> None:
         )
         # Everything the variable beat is listed, lowest first.
         assert rpm.shadows == (
-            "database (v1)",
+            "database (base v1)",
             f"env_file (CONFMAN_FLAGS__LIMITS__RPM in {local})",
         )
 
@@ -69,7 +69,7 @@ async def test_write_to_a_pinned_field_is_stored_but_not_effective(tmp_path: Pat
         # The stream carries the commit, and says nothing effective changed.
         assert [c.changed_fields for c in seen.changes] == [()]
         ratio = next(s for s in flags.explain() if s.path == "ratio")
-        assert ratio.shadows == ("database (v1)",)
+        assert ratio.shadows == ("database (base v1)",)
         # observe() emits only distinct effective values: nothing new here.
         values: list[float] = []
         flags.select(lambda f: f.ratio).subscribe(values.append)

@@ -94,6 +94,7 @@ class ApiTokenManager(ConfigurationManager[ApiToken]):
     """The ``api_token`` namespace: token name -> role, grants and hash."""
 
     namespace = "api_token"
+    inherits = False  # a token issued for one environment's server is no other's
     model = ApiToken
     keyed = True
 

@@ -25,6 +25,7 @@ class ChangeNotice:
     version: int
     seq: int
     origin: str
+    environment: str = ""  # '' for the base, else the environment whose document changed
 
 
 NoticeHandler = Callable[[ChangeNotice], None]

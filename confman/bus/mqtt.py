@@ -52,8 +52,8 @@ __all__ = [
 
 log = logging.getLogger("confman.bus.mqtt")
 
-#: The environment segment of the shared base, before environments exist: a leading
-#: underscore keeps it apart from any environment name.
+#: The environment segment of the shared base: a leading underscore keeps it apart from
+#: any environment name (those start with a letter).
 BASE_ENVIRONMENT = "_base"
 
 _ESCAPES = {"%": "%25", "/": "%2F", "+": "%2B", "#": "%23"}
@@ -78,8 +78,8 @@ def topic_segment(text: str) -> str:
 
 
 def environment_segment(notice: ChangeNotice) -> str:
-    """The environment level of ``notice``'s topic: today always the shared base."""
-    return BASE_ENVIRONMENT
+    """The environment level of ``notice``'s topic: its environment, or ``_base``."""
+    return topic_segment(notice.environment) if notice.environment else BASE_ENVIRONMENT
 
 
 def notice_topic(prefix: str, notice: ChangeNotice) -> str:

@@ -1,5 +1,6 @@
 """The notice on the wire, shared by every transport: ``{namespace, key, version, seq,
-origin}`` as JSON. It names a document, never its value, so no secret ever travels."""
+origin}`` as JSON, plus ``environment`` for a change to an environment's document.
+It names a document, never its value, so no secret ever travels."""
 
 from __future__ import annotations
 
@@ -22,16 +23,16 @@ class ReceiveCounts(Protocol):
 
 
 def encode_notice(notice: ChangeNotice) -> str:
-    return json.dumps(
-        {
-            "namespace": notice.namespace,
-            "key": notice.key,
-            "version": notice.version,
-            "seq": notice.seq,
-            "origin": notice.origin,
-        },
-        separators=(",", ":"),
-    )
+    fields: dict[str, str | int] = {
+        "namespace": notice.namespace,
+        "key": notice.key,
+        "version": notice.version,
+        "seq": notice.seq,
+        "origin": notice.origin,
+    }
+    if notice.environment:  # the base says nothing: what every earlier notice said
+        fields["environment"] = notice.environment
+    return json.dumps(fields, separators=(",", ":"))
 
 
 def decode_notice(raw: bytes | str) -> ChangeNotice:
@@ -43,6 +44,7 @@ def decode_notice(raw: bytes | str) -> ChangeNotice:
         version=int(data["version"]),
         seq=int(data["seq"]),
         origin=str(data["origin"]),
+        environment=str(data.get("environment") or ""),
     )
     if notice.version < 1 or notice.seq < 1:
         raise ValueError("version and seq must be positive")

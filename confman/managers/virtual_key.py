@@ -80,7 +80,7 @@ from ..exceptions import (
     NotFound,
     ValidationFailed,
 )
-from ..manager import DEFAULT_KEY, Change, ConfigurationManager, Problem, _Entry
+from ..manager import DEFAULT_KEY, OWN, Change, ConfigurationManager, Environment, Problem, _Entry
 from ..store import LoggedChange, StoredDocument
 
 if TYPE_CHECKING:
@@ -226,6 +226,7 @@ class VirtualKeySecretManager(ConfigurationManager[VirtualKeySecret]):
     """
 
     namespace = "virtual_key_secret"
+    inherits = False  # each environment signs its keys with its own secret
     model = VirtualKeySecret
     keyed = False
 
@@ -353,6 +354,7 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
     """
 
     namespace = "virtual_key"
+    inherits = False  # a key issued in staging never authenticates in production
     model = VirtualKey
     keyed = True
     requires = (VirtualKeySecretManager,)
@@ -590,7 +592,9 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.find(key) is not None
 
-    def version(self, key: str = DEFAULT_KEY) -> int:
+    def version(self, key: str = DEFAULT_KEY, *, environment: Environment = OWN) -> int:
+        if self._slot_of(self._target_name(environment)) is None:
+            return super().version(key, environment=environment)  # says why not
         entry = self._cached(key)
         pending = self._pending.get(key)
         return max(entry.version if entry else 0, pending[0] if pending else 0)
@@ -599,12 +603,24 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
         entry = self._cached(key)
         value = self.get(key)
         assert entry is not None
-        return self._layering.explain(key, value, entry.stored or {}, version=entry.version)
+        return self._layering.explain(key, value, self._layers_of(entry))
 
     def validate(
-        self, change: Change, *, key: str = DEFAULT_KEY, replace: bool = False
+        self,
+        change: Change,
+        *,
+        key: str = DEFAULT_KEY,
+        replace: bool = False,
+        environment: Environment = OWN,
     ) -> VirtualKey:
         """Preview against the cached key (`fetch` it first); nothing is written."""
+        if self._slot_of(self._target_name(environment)) is None:
+            return super().validate(
+                change,  # type: ignore[arg-type]
+                key=key,
+                replace=replace,
+                environment=environment,
+            )
         entry = self._cached(key)
         plain = self._apply_change(entry.stored if entry else None, change, key, replace=replace)
         candidate = self._candidate(key, plain, source="validate")
@@ -668,7 +684,7 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
 
     async def _load_key(self, key: str) -> _Entry[VirtualKey]:
         while True:
-            doc = await self.hub.store.load(self.namespace, key)
+            doc = await self.hub.store.load(self.namespace, key, environment=self._scope)
             self._info.loads += 1
             # No await from here on: nothing can change the caches under us.
             loaded_version = doc.version if doc else 0
@@ -762,9 +778,11 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
         key = notice.key
         if self._cached(key) is None and key not in self._loading:
             return  # not held here: the next lookup reads the database; catch-up emits it
-        if notice.version <= self.version(key):
+        if notice.environment != self._scope or notice.version <= self.version(key):
             return
-        logged = await self.hub.store.change_at(self.namespace, key, notice.version)
+        logged = await self.hub.store.change_at(
+            self.namespace, key, notice.version, environment=self._scope
+        )
         async with self._lock(key):
             known = self._cached(key) is not None or key in self._pending
             if not known and notice.seq <= self.hub.caught_up_seq:

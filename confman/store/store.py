@@ -49,7 +49,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from ..change import Action, ChangeRecord
+from ..change import BASE, Action, ChangeRecord
 from ..exceptions import ConcurrencyConflict, ConfmanError, NotFound, StoreUnavailable
 from .engine import DEFAULT_DATABASE_TIMEOUT, WRITE
 from .schema import check_schema_on
@@ -91,6 +91,7 @@ class StoredDocument:
     version: int
     updated_at: datetime
     updated_by: str | None
+    environment: str = BASE  # '' for the base, else the environment's overlay
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,7 @@ class Write:
     after: dict[str, Any] | None
     changed: Sequence[str]
     origin: str
+    environment: str = BASE  # '' writes the base, a name writes that environment's row
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,36 +125,72 @@ class LoggedChange:
 _d, _c = config_documents.c, config_changes.c
 
 # Reads. Bind parameters are named after what they hold.
-_DOCUMENTS = select(config_documents).where(_d.namespace == bindparam("namespace"))
-_DOCUMENT = _DOCUMENTS.where(_d.key == bindparam("key"))
+_DOCUMENTS = select(config_documents).where(
+    _d.namespace == bindparam("namespace"),
+    _d.environment.in_(bindparam("environments", expanding=True)),
+)
+_DOCUMENT = select(config_documents).where(
+    _d.environment == bindparam("environment"),
+    _d.namespace == bindparam("namespace"),
+    _d.key == bindparam("key"),
+)
 _DOCUMENTS_WITH_KEYS = _DOCUMENTS.where(_d.key.in_(bindparam("keys", expanding=True)))
-_NAMESPACES = select(_d.namespace, func.count()).where(_d.data.is_not(None)).group_by(_d.namespace)
+# One key in every environment (what a base write must validate against).
+_KEY_EVERYWHERE = select(config_documents).where(
+    _d.namespace == bindparam("namespace"), _d.key == bindparam("key")
+)
+_NAMESPACES = (
+    select(_d.namespace, func.count())
+    .where(_d.data.is_not(None), _d.environment == bindparam("environment"))
+    .group_by(_d.namespace)
+)
+_ENVIRONMENT_COUNTS = (
+    select(_d.environment, func.count())
+    .where(_d.data.is_not(None), _d.environment != BASE)
+    .group_by(_d.environment)
+)
+_IN_ENVIRONMENT = select(config_documents).where(
+    _d.environment == bindparam("environment"), _d.data.is_not(None)
+)
 # Every document, a page at a time in primary-key order (keyset paging).
 _ALL_DOCUMENTS = (
     select(config_documents)
     .where(
-        tuple_(_d.namespace, _d.key)
-        > tuple_(bindparam("after_namespace", type_=String), bindparam("after_key", type_=String))
+        tuple_(_d.environment, _d.namespace, _d.key)
+        > tuple_(
+            bindparam("after_environment", type_=String),
+            bindparam("after_namespace", type_=String),
+            bindparam("after_key", type_=String),
+        )
     )
-    .order_by(_d.namespace, _d.key)
+    .order_by(_d.environment, _d.namespace, _d.key)
     .limit(bindparam("limit", type_=Integer))
 )
 _KEY_PAGE = (
     select(_d.key, _d.version, _d.updated_at, _d.updated_by)
-    .where(_d.namespace == bindparam("namespace"), _d.data.is_not(None))
+    .where(
+        _d.environment == bindparam("environment"),
+        _d.namespace == bindparam("namespace"),
+        _d.data.is_not(None),
+    )
     .where(_d.key > bindparam("after"))
     .order_by(_d.key)
     .limit(bindparam("limit", type_=Integer))
 )
 
 _CHANGE_AT = select(config_changes).where(
+    _c.environment == bindparam("environment"),
     _c.namespace == bindparam("namespace"),
     _c.key == bindparam("key"),
     _c.version == bindparam("version"),
 )
 _HISTORY = (
     select(config_changes)
-    .where(_c.namespace == bindparam("namespace"), _c.key == bindparam("key"))
+    .where(
+        _c.environment == bindparam("environment"),
+        _c.namespace == bindparam("namespace"),
+        _c.key == bindparam("key"),
+    )
     .order_by(_c.version.desc())
     .limit(bindparam("limit", type_=Integer))
 )
@@ -180,22 +218,28 @@ _CHANGES_SINCE = {(v, a): _since(values=v, also=a) for v in (False, True) for a 
 _RECORD_COLUMNS = [c for c in config_changes.c if c.name not in ("before", "after", "data")]
 
 
-def _record_page(*, values: bool, namespaces: bool) -> Select[Any]:
+def _record_page(*, values: bool, namespaces: bool, environments: bool) -> Select[Any]:
     columns = [*_RECORD_COLUMNS, _c.before, _c.after] if values else _RECORD_COLUMNS
     query = select(*columns).where(_c.seq > bindparam("after_seq"))
-    if namespaces:  # a further filter (an environment, say) is one more where() like this
+    if namespaces:
         query = query.where(_c.namespace.in_(bindparam("namespaces", expanding=True)))
+    if environments:
+        query = query.where(_c.environment.in_(bindparam("environments", expanding=True)))
     return query.order_by(_c.seq).limit(bindparam("limit", type_=Integer))
 
 
 _RECORD_PAGES = {
-    (v, n): _record_page(values=v, namespaces=n) for v in (False, True) for n in (False, True)
+    (v, n, e): _record_page(values=v, namespaces=n, environments=e)
+    for v in (False, True)
+    for n in (False, True)
+    for e in (False, True)
 }
 _SEQ_BOUNDS = select(func.min(_c.seq), func.max(_c.seq))
 
 # Writes. Parameters are named ``w_*`` (never a column name, which SQLAlchemy reserves
 # for the VALUES/SET clause) and one set of them serves every write statement.
 _CREATE = insert(config_documents).values(
+    environment=bindparam("w_environment"),
     namespace=bindparam("w_namespace"),
     key=bindparam("w_key"),
     data=bindparam("w_data"),
@@ -206,6 +250,7 @@ _CREATE = insert(config_documents).values(
 _UPDATE = (
     update(config_documents)
     .where(
+        _d.environment == bindparam("w_environment"),
         _d.namespace == bindparam("w_namespace"),
         _d.key == bindparam("w_key"),
         _d.version == bindparam("w_expected"),
@@ -218,7 +263,9 @@ _UPDATE = (
     )
 )
 _WRITTEN_VERSION = select(_d.version).where(
-    _d.namespace == bindparam("w_namespace"), _d.key == bindparam("w_key")
+    _d.environment == bindparam("w_environment"),
+    _d.namespace == bindparam("w_namespace"),
+    _d.key == bindparam("w_key"),
 )
 # The change-log row: (column, parameter); ``version`` is the version written.
 _LOGGED = (
@@ -234,6 +281,7 @@ _LOGGED = (
     ("data", "w_data"),
     ("origin", "w_origin"),
     ("committed_at", "w_now"),
+    ("environment", "w_environment"),
 )
 _LOG = (
     insert(config_changes)
@@ -269,10 +317,12 @@ def _notify_after(logged: Insert) -> Select[Any]:
     PostgreSQL delivers it at COMMIT, exactly when the change becomes visible, and
     never for a write that rolls back. The payload is `confman.bus.ChangeNotice` as
     JSON; it names the document, never its value."""
-    row = logged.returning(_c.namespace, _c.key, _c.version, _c.origin).cte("logged")
+    row = logged.returning(_c.namespace, _c.key, _c.version, _c.origin, _c.environment).cte(
+        "logged"
+    )
     fields = [
         part
-        for name in ("namespace", "key", "version", "seq", "origin")
+        for name in ("namespace", "key", "version", "seq", "origin", "environment")
         for part in (literal_column(f"'{name}'"), row.c[name])
     ]
     payload = sql_cast(func.json_build_object(*fields), Text)
@@ -303,14 +353,16 @@ def _record(m: Mapping[Any, Any], *, values: bool = True) -> ChangeRecord:
         changed=tuple(m["changed"]),
         origin=m["origin"],
         committed_at=_utc(m["committed_at"]),
+        environment=m["environment"] or None,
     )
 
 
 def _document(row: Row[Any]) -> StoredDocument:
     m = row._mapping
     return StoredDocument(
-        m["namespace"], m["key"], m["data"], m["version"], _utc(m["updated_at"]), m["updated_by"]
-    )
+        m["namespace"], m["key"], m["data"], m["version"], _utc(m["updated_at"]),
+        m["updated_by"], m["environment"],
+    )  # fmt: skip
 
 
 def _lost_connection(e: DBAPIError) -> bool:
@@ -747,10 +799,15 @@ class ConfigStore:
             raise
 
     async def load_namespace(
-        self, namespace: str, *, keys: Iterable[str] | None = None
+        self,
+        namespace: str,
+        *,
+        keys: Iterable[str] | None = None,
+        environments: Sequence[str] = (BASE,),
     ) -> list[StoredDocument]:
-        """Documents of a namespace (tombstones included), optionally only ``keys``."""
-        params: dict[str, Any] = {"namespace": namespace}
+        """Documents of a namespace (tombstones included) in ``environments`` (the base
+        by default), optionally only ``keys``."""
+        params: dict[str, Any] = {"namespace": namespace, "environments": list(environments)}
         query = _DOCUMENTS
         if keys is not None:
             query, params["keys"] = _DOCUMENTS_WITH_KEYS, list(keys)
@@ -760,33 +817,77 @@ class ConfigStore:
 
         return await self._read(work)
 
-    async def load(self, namespace: str, key: str) -> StoredDocument | None:
+    async def load(
+        self, namespace: str, key: str, *, environment: str = BASE
+    ) -> StoredDocument | None:
+        params = {"environment": environment, "namespace": namespace, "key": key}
+
         async def work(conn: AsyncConnection) -> StoredDocument | None:
-            row = (await conn.execute(_DOCUMENT, {"namespace": namespace, "key": key})).first()
+            row = (await conn.execute(_DOCUMENT, params)).first()
             return None if row is None else _document(row)
 
         return await self._read(work)
 
+    async def load_everywhere(self, namespace: str, key: str) -> list[StoredDocument]:
+        """``namespace/key`` in the base and in every environment (tombstones included)."""
+
+        async def work(conn: AsyncConnection) -> list[StoredDocument]:
+            params = {"namespace": namespace, "key": key}
+            return [_document(r) for r in await conn.execute(_KEY_EVERYWHERE, params)]
+
+        return await self._read(work)
+
+    async def environment_documents(self, environment: str) -> list[StoredDocument]:
+        """The live documents of one environment (its overlays), every namespace."""
+
+        async def work(conn: AsyncConnection) -> list[StoredDocument]:
+            params = {"environment": environment}
+            return [_document(r) for r in await conn.execute(_IN_ENVIRONMENT, params)]
+
+        return await self._read(work)
+
+    async def overlay_counts(self) -> dict[str, int]:
+        """Environment to its number of live documents (environments with none absent)."""
+
+        async def work(conn: AsyncConnection) -> dict[str, int]:
+            return {env: n for env, n in await conn.execute(_ENVIRONMENT_COUNTS)}
+
+        return await self._read(work)
+
     async def list_documents(
-        self, namespace: str, *, after: str = "", limit: int = 1000
+        self, namespace: str, *, after: str = "", limit: int = 1000, environment: str = BASE
     ) -> list[StoredDocument]:
         """Live documents with ``key > after``, by key, without their data (``data`` is
         None): one page of a listing, however many keys the namespace holds."""
-        params = {"namespace": namespace, "after": after, "limit": limit}
+        params = {
+            "environment": environment,
+            "namespace": namespace,
+            "after": after,
+            "limit": limit,
+        }
 
         async def work(conn: AsyncConnection) -> list[StoredDocument]:
             return [
-                StoredDocument(namespace, r.key, None, r.version, _utc(r.updated_at), r.updated_by)
+                StoredDocument(
+                    namespace,
+                    r.key,
+                    None,
+                    r.version,
+                    _utc(r.updated_at),
+                    r.updated_by,
+                    environment,
+                )
                 for r in await conn.execute(_KEY_PAGE, params)
             ]
 
         return await self._read(work)
 
-    async def namespaces(self) -> dict[str, int]:
-        """Namespace to number of live (not deleted) documents."""
+    async def namespaces(self, *, environment: str = BASE) -> dict[str, int]:
+        """Namespace to number of live (not deleted) documents in ``environment``."""
 
         async def work(conn: AsyncConnection) -> dict[str, int]:
-            return {ns: n for ns, n in await conn.execute(_NAMESPACES)}
+            params = {"environment": environment}
+            return {ns: n for ns, n in await conn.execute(_NAMESPACES, params)}
 
         return await self._read(work)
 
@@ -798,8 +899,61 @@ class ConfigStore:
             StoreUnavailable: the database cannot be reached.
         """
         now = datetime.now(UTC)
+        values = self._values(w, now)
+        driver = self._driver
+        try:
+            if driver is not None:
+                # It commits (or not) by itself: lost midway, it may have committed.
+                seq = await self._run(
+                    lambda conn: driver.write(conn, w, values), write=True, begin=False, retry=False
+                )
+            else:
+                seq = await self._run(lambda conn: self._write(conn, w, values), write=True)
+        except IntegrityError:
+            # Only the first-version INSERT can collide: someone created it first.
+            current = await self.load(w.namespace, w.key, environment=w.environment)
+            raise ConcurrencyConflict(
+                w.namespace, w.key, expected=0, current=current.version if current else 0
+            ) from None
+        return self._written(w, seq, now)
+
+    async def write_all(self, writes: Sequence[Write]) -> list[tuple[StoredDocument, ChangeRecord]]:
+        """Commit several writes in one transaction: all of them, or none.
+
+        Raises:
+            ConcurrencyConflict: one of them found another version stored (nothing is
+                written).
+            StoreUnavailable: the database cannot be reached.
+        """
+        if not writes:
+            return []
+        now = datetime.now(UTC)
+        each = [(w, self._values(w, now)) for w in writes]
+
+        async def work(conn: AsyncConnection) -> list[int]:
+            return [await self._write(conn, w, values) for w, values in each]
+
+        try:
+            seqs = await self._run(work, write=True, retry=False)
+        except IntegrityError:
+            raise ConcurrencyConflict(
+                writes[0].namespace, writes[0].key, expected=0, current=-1
+            ) from None
+        return [self._written(w, seq, now) for w, seq in zip(writes, seqs, strict=True)]
+
+    def _written(self, w: Write, seq: int, now: datetime) -> tuple[StoredDocument, ChangeRecord]:
+        version = w.expected_version + 1
+        record = ChangeRecord(
+            seq, w.namespace, w.key, version, w.action, w.actor, w.reason, w.before, w.after,
+            tuple(w.changed), w.origin, now, w.environment or None,
+        )  # fmt: skip
+        document = StoredDocument(w.namespace, w.key, w.data, version, now, w.actor, w.environment)
+        return document, record
+
+    def _values(self, w: Write, now: datetime) -> dict[str, Any]:
         version = w.expected_version + 1
         values: dict[str, Any] = {
+            "w_environment": w.environment,
             "w_namespace": w.namespace,
             "w_key": w.key,
             "w_data": w.data,
@@ -816,26 +970,7 @@ class ConfigStore:
         }
         if self.notify_channel is not None:
             values["w_channel"] = self.notify_channel
-        driver = self._driver
-        try:
-            if driver is not None:
-                # It commits (or not) by itself: lost midway, it may have committed.
-                seq = await self._run(
-                    lambda conn: driver.write(conn, w, values), write=True, begin=False, retry=False
-                )
-            else:
-                seq = await self._run(lambda conn: self._write(conn, w, values), write=True)
-        except IntegrityError:
-            # Only the first-version INSERT can collide: someone created it first.
-            current = await self.load(w.namespace, w.key)
-            raise ConcurrencyConflict(
-                w.namespace, w.key, expected=0, current=current.version if current else 0
-            ) from None
-        record = ChangeRecord(
-            seq, w.namespace, w.key, version, w.action, w.actor, w.reason, w.before, w.after,
-            tuple(w.changed), w.origin, now,
-        )  # fmt: skip
-        return StoredDocument(w.namespace, w.key, w.data, version, now, w.actor), record
+        return values
 
     async def _write(self, conn: AsyncConnection, w: Write, values: dict[str, Any]) -> int:
         """The write through SQLAlchemy (drivers other than asyncpg and aiosqlite), in
@@ -861,10 +996,16 @@ class ConfigStore:
         return seq
 
     async def history(
-        self, namespace: str, key: str, *, limit: int = 50, before_version: int | None = None
+        self,
+        namespace: str,
+        key: str,
+        *,
+        limit: int = 50,
+        before_version: int | None = None,
+        environment: str = BASE,
     ) -> list[ChangeRecord]:
         query = _HISTORY if before_version is None else _HISTORY_BEFORE
-        params = {"namespace": namespace, "key": key, "limit": limit}
+        params = {"environment": environment, "namespace": namespace, "key": key, "limit": limit}
         if before_version is not None:
             params["before_version"] = before_version
 
@@ -873,8 +1014,15 @@ class ConfigStore:
 
         return await self._read(work)
 
-    async def change_at(self, namespace: str, key: str, version: int) -> LoggedChange:
-        params = {"namespace": namespace, "key": key, "version": version}
+    async def change_at(
+        self, namespace: str, key: str, version: int, *, environment: str = BASE
+    ) -> LoggedChange:
+        params = {
+            "environment": environment,
+            "namespace": namespace,
+            "key": key,
+            "version": version,
+        }
         found: Mapping[Any, Any] | None
         driver = self._postgres_driver
         if driver is not None:
@@ -887,7 +1035,8 @@ class ConfigStore:
 
             found = await self._read(work)
         if found is None:
-            raise NotFound(f"{namespace}/{key} has no version {version} in the change log")
+            where = f" in {environment}" if environment else ""
+            raise NotFound(f"{namespace}/{key}{where} has no version {version} in the change log")
         return LoggedChange(_record(found), found["data"])
 
     async def changes_since(
@@ -922,6 +1071,7 @@ class ConfigStore:
         after_seq: int,
         *,
         namespaces: Iterable[str] | None = None,
+        environments: Iterable[str] | None = None,
         limit: int = 500,
         with_values: bool = False,
     ) -> list[ChangeRecord]:
@@ -934,16 +1084,21 @@ class ConfigStore:
         Args:
             after_seq: return only records after this seq.
             namespaces: only these namespaces (None: every namespace; empty: none).
+            environments: only rows of these environments (``''``: the base; None:
+                every one; empty: none).
             limit: the page size, at least 1.
             with_values: read ``before`` and ``after`` too (None otherwise, cheaper).
         """
         wanted = None if namespaces is None else list(dict.fromkeys(namespaces))
-        if wanted == [] or limit < 1:
+        where = None if environments is None else list(dict.fromkeys(environments))
+        if wanted == [] or where == [] or limit < 1:
             return []
-        query = _RECORD_PAGES[with_values, wanted is not None]
+        query = _RECORD_PAGES[with_values, wanted is not None, where is not None]
         params: dict[str, Any] = {"after_seq": after_seq, "limit": limit}
         if wanted is not None:
             params["namespaces"] = wanted
+        if where is not None:
+            params["environments"] = where
 
         async def work(conn: AsyncConnection) -> list[ChangeRecord]:
             result = await conn.execute(query, params)
@@ -979,7 +1134,12 @@ class ConfigStore:
         deadline around the whole stream would also run while the caller works between
         rows (and cancel the caller there), and a stream has no end it can promise.
         """
-        params: dict[str, Any] = {"after_namespace": "", "after_key": "", "limit": page}
+        params: dict[str, Any] = {
+            "after_environment": "",
+            "after_namespace": "",
+            "after_key": "",
+            "limit": page,
+        }
 
         async def work(conn: AsyncConnection) -> list[StoredDocument]:
             return [_document(r) for r in await conn.execute(_ALL_DOCUMENTS, params)]
@@ -990,7 +1150,9 @@ class ConfigStore:
                 yield document
             if len(found) < page:
                 return
-            params["after_namespace"], params["after_key"] = found[-1].namespace, found[-1].key
+            last = found[-1]
+            params["after_environment"] = last.environment
+            params["after_namespace"], params["after_key"] = last.namespace, last.key
 
     # ----------------------------------------------------------------- leader work
 

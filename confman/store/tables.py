@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["config_changes", "config_documents", "config_fencing", "metadata"]
+__all__ = ["ENVIRONMENT_LENGTH", "config_changes", "config_documents", "config_fencing", "metadata"]
 
 metadata = MetaData(
     naming_convention={
@@ -32,9 +32,15 @@ Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresq
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
 Seq = BigInteger().with_variant(Integer(), "sqlite")
 
+# The environment a row belongs to: ``''`` is the base every environment inherits (see
+# `confman.environments`); a named environment's rows are its overlays (or, for a
+# namespace that does not inherit, its own documents). Never NULL: it is part of the key.
+ENVIRONMENT_LENGTH = 63
+
 config_documents = Table(
     "config_documents",
     metadata,
+    Column("environment", String(ENVIRONMENT_LENGTH), primary_key=True, server_default=""),
     Column("namespace", String(100), primary_key=True),
     Column("key", String(255), primary_key=True),
     # NULL marks a deleted document. The row stays as a tombstone so that its version
@@ -63,7 +69,10 @@ config_changes = Table(
     Column("data", Json, nullable=True),
     Column("origin", String(255), nullable=False),
     Column("committed_at", DateTime(timezone=True), nullable=False),
-    Index(None, "namespace", "key", "version", unique=True),
+    Column("environment", String(ENVIRONMENT_LENGTH), nullable=False, server_default=""),
+    Index(None, "environment", "namespace", "key", "version", unique=True),
+    # Replays filtered by namespace (the event stream, `changes_since`) page by seq.
+    Index(None, "namespace", "seq"),
     sqlite_autoincrement=True,
 )
 
