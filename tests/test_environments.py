@@ -276,3 +276,23 @@ async def test_the_registry_lists_creates_and_deletes_environments(
     await base.create_environment("staging")
     change = await flags.update({"name": "again"}, environment="staging")
     assert change.version == 3
+
+
+async def test_the_snapshot_keeps_overlays_and_serves_them_while_the_database_is_away(
+    base: ConfigHub, database_url: str, hub_env: dict[str, str], tmp_path: Path
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the snapshot does not depend on the database")
+    await base.manager(FlagsManager).update({"name": "b", "ratio": 0.4}, environment=None)
+    await base.manager(ItemsManager).create("a", {"title": "A"}, environment=None)
+    snapshot = tmp_path / "staging.snapshot.json"
+    async with _hub(database_url, hub_env, "staging", snapshot_path=snapshot) as staging:
+        await staging.manager(FlagsManager).update({"name": "s"})
+        await staging.manager(ItemsManager).delete("a")  # hidden in staging
+        await staging.write_snapshot()
+    gone = f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'nothing.db'}"
+    async with _hub(gone, hub_env, "staging", snapshot_path=snapshot) as degraded:
+        assert degraded.degraded
+        flags = degraded.manager(FlagsManager)
+        assert (flags.current.name, flags.current.ratio) == ("s", 0.4)
+        assert "a" not in degraded.manager(ItemsManager)
