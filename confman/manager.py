@@ -19,6 +19,7 @@ together until the entry-storage strategy planned in ``shared/STYLE.md`` separat
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import dataclasses
 import enum
@@ -87,6 +88,13 @@ _INVISIBLE_MESSAGE = (
 )
 _NAMESPACE = re.compile(r"[a-z](?:_?[a-z0-9])*")
 log = logging.getLogger("confman.manager")
+
+#: While a write to an environment this instance does not hold is validated: that
+#: environment, so that rules across managers (`validate_write`) judge it by that
+#: environment's values (`rule_view`), not by this instance's own.
+_RULE_ENVIRONMENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "confman_rule_environment", default=None
+)
 
 Change = Mapping[str, Any] | BaseModel | Callable[[Any], Any]
 """A partial document (merge patch), a whole value, or a function from value to value."""
@@ -804,8 +812,41 @@ class ConfigurationManager(Generic[T]):
         """Extension point for rules beyond the model (e.g. across managers).
 
         Called before every write with the new stored value (``None`` for a delete);
-        raise `ValidationFailed` to refuse it.
+        raise `ValidationFailed` to refuse it. A rule that reads another manager reads
+        it through `rule_view`, so that a write to another environment is judged by
+        that environment's values.
         """
+
+    async def _prepare_rules(self, environment: str) -> None:
+        """Before a write to ``environment``, which this instance does not hold: read
+        what `validate_write` will need there (see `rule_view`). Nothing by default."""
+
+    @staticmethod
+    def rule_environment() -> str | None:
+        """The environment a write being validated goes to, when this instance does not
+        hold it (None: its own documents, which memory holds)."""
+        return _RULE_ENVIRONMENT.get()
+
+    async def values_in(self, environment: str) -> dict[str, T]:
+        """Every item's stored effective value in ``environment`` (``''``: the base),
+        read from the database: for rules judging a write to an environment that
+        this instance does not hold."""
+        wanted = [BASE, environment] if self.inherits and environment != BASE else [environment]
+        rows = await self.hub.store.load_namespace(self.namespace, environments=wanted)
+        by_key: dict[str, dict[str, StoredDocument]] = {}
+        for row in rows:
+            by_key.setdefault(row.key, {})[row.environment] = row
+        found: dict[str, T] = {}
+        for key, docs in by_key.items():
+            base = docs.get(BASE if self.inherits else environment)
+            over = docs.get(environment) if self.inherits and environment != BASE else None
+            try:
+                resolved = self._resolved(key, environment, base, over)
+            except ValidationFailed:
+                continue  # an invalid stored value is nobody's to lean on
+            if resolved.value is not None:
+                found[key] = resolved.value
+        return found
 
     # ----------------------------------------------------------------- internals
 
@@ -1254,10 +1295,15 @@ class ConfigurationManager(Generic[T]):
                 action = Action.CREATE
             if overlaying and plain is None and before is not None:
                 action = Action.DELETE
-            candidate = self._candidate(
-                key, plain, source=f"{action} in {target}", parent=parent,
-                overlaying=overlaying, layered=False,
-            )  # fmt: skip
+            await self._prepare_rules(target)
+            judged_in = _RULE_ENVIRONMENT.set(target)
+            try:
+                candidate = self._candidate(
+                    key, plain, source=f"{action} in {target}", parent=parent,
+                    overlaying=overlaying, layered=False,
+                )  # fmt: skip
+            finally:
+                _RULE_ENVIRONMENT.reset(judged_in)
             old = None
             if seen is not None:
                 try:

@@ -296,3 +296,30 @@ async def test_the_snapshot_keeps_overlays_and_serves_them_while_the_database_is
         flags = degraded.manager(FlagsManager)
         assert (flags.current.name, flags.current.ratio) == ("s", 0.4)
         assert "a" not in degraded.manager(ItemsManager)
+
+
+async def test_rules_across_managers_judge_a_write_by_its_own_environment(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    """A server on the base writing for staging checks the router against staging's
+    providers, not its own (the base's)."""
+    from confman.managers import (
+        ModelProviderConfigurationManager as Providers,
+    )
+    from confman.managers import (
+        RouterConfigurationManager as Router,
+    )
+
+    provider = {"type": "openai", "api_key": "sk-stage", "models": ["gpt-4o"]}
+    alias = {"aliases": {"fast": {"deployments": [{"provider": "stage-only", "model": "gpt-4o"}]}}}
+    async with connect(database_url, env=hub_env, managers=[Router]) as hub:
+        await hub.create_environment("staging")
+        await hub.create_environment("production")
+        await hub.manager(Providers).create("stage-only", provider, environment="staging")
+        change = await hub.manager(Router).update(alias, environment="staging")
+        assert change.environment == "staging"
+        with pytest.raises(ValidationFailed, match="no model provider 'stage-only'"):
+            await hub.manager(Router).update(alias, environment="production")
+        with pytest.raises(ValidationFailed, match="router aliases use it"):
+            await hub.manager(Providers).delete("stage-only", environment="staging")
+        assert "stage-only" not in hub.manager(Providers)  # the base never had it
