@@ -1124,10 +1124,7 @@ class ConfigurationManager(Generic[T]):
                     self.namespace, key, expected=expected_version, current=base_version
                 )
             plain = build(before, parent, overlaying)
-            if action is Action.UPDATE and before is None:
-                action = Action.CREATE
-            if overlaying and plain is None and before is not None:
-                action = Action.DELETE if not resetting or before is not None else action
+            action = self._action_for(action, before, parent, plain, overlaying)
             overlay = entry.overlay if entry is not None and not overlaying else None
             candidate = self._candidate(
                 key, plain, source=str(action), parent=parent, overlaying=overlaying,
@@ -1190,6 +1187,22 @@ class ConfigurationManager(Generic[T]):
             if change is None:  # cannot happen under the lock; keep the caller informed anyway
                 change = self._make_change(key, old, candidate.effective, record)
         return change
+
+    @staticmethod
+    def _action_for(
+        action: Action,
+        before: dict[str, Any] | None,
+        parent: dict[str, Any] | None,
+        plain: dict[str, Any] | None,
+        overlaying: bool,
+    ) -> Action:
+        """The change log's word for a write: an update of nothing creates; an overlay
+        over an existing base item updates it; an overlay removed is deleted."""
+        if overlaying and plain is None and before is not None:
+            return Action.DELETE
+        if action is Action.UPDATE and before is None and not (overlaying and parent):
+            return Action.CREATE
+        return action
 
     @staticmethod
     def _where(environment: str) -> str:
@@ -1291,10 +1304,7 @@ class ConfigurationManager(Generic[T]):
                     self.namespace, key, expected=expected_version, current=current
                 )
             plain = build(before, parent, overlaying)
-            if action is Action.UPDATE and before is None:
-                action = Action.CREATE
-            if overlaying and plain is None and before is not None:
-                action = Action.DELETE
+            action = self._action_for(action, before, parent, plain, overlaying)
             await self._prepare_rules(target)
             judged_in = _RULE_ENVIRONMENT.set(target)
             try:
