@@ -323,3 +323,16 @@ async def test_rules_across_managers_judge_a_write_by_its_own_environment(
         with pytest.raises(ValidationFailed, match="router aliases use it"):
             await hub.manager(Providers).delete("stage-only", environment="staging")
         assert "stage-only" not in hub.manager(Providers)  # the base never had it
+
+
+async def test_retention_keeps_versions_per_environment(base: ConfigHub) -> None:
+    from confman.retention import prune_change_log
+
+    flags = base.manager(FlagsManager)
+    for i in range(4):
+        await flags.update({"ratio": i / 10}, environment=None)
+    await flags.update({"name": "s"}, environment="staging")
+    # Staging's one version is its newest: kept; the base keeps its newest two.
+    assert await prune_change_log(base.store, keep_versions=2, older_than=None) == 2
+    assert [r.version for r in await flags.history(environment=None)] == [4, 3]
+    assert [r.version for r in await flags.history(environment="staging")] == [1]

@@ -1292,7 +1292,9 @@ class ConfigStore:
         ``keep_versions`` of their document; never a document's newest version."""
         c, d = config_changes.c, config_documents.c
         newest = (
-            select(d.version).where(d.namespace == c.namespace, d.key == c.key).scalar_subquery()
+            select(d.version)
+            .where(d.environment == c.environment, d.namespace == c.namespace, d.key == c.key)
+            .scalar_subquery()
         )
         expired = []
         if keep_versions is not None:
