@@ -336,3 +336,20 @@ async def test_retention_keeps_versions_per_environment(base: ConfigHub) -> None
     assert await prune_change_log(base.store, keep_versions=2, older_than=None) == 2
     assert [r.version for r in await flags.history(environment=None)] == [4, 3]
     assert [r.version for r in await flags.history(environment="staging")] == [1]
+
+
+async def test_compare_is_bounded_and_leaves_credentials_out_unless_named(
+    base: ConfigHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import confman.compare
+
+    await base.manager(KeysManager).create("k", {"owner": "o"}, environment="staging")
+    result = await base.compare("staging", "production")
+    assert all(f.namespace != "test_keys" for f in result.fields)
+    named = await base.compare("staging", "production", namespaces=["test_keys"])
+    assert [(f.key, f.left_present, f.right_present) for f in named.fields] == [("k", True, False)]
+    await base.manager(ItemsManager).create("a", {"title": "A"}, environment=None)
+    await base.manager(ItemsManager).create("b", {"title": "B"}, environment=None)
+    monkeypatch.setattr(confman.compare, "MAX_COMPARED", 1)
+    with pytest.raises(ValidationFailed, match="compare compares at most 1"):
+        await base.compare("staging", "production", namespaces=["items"])

@@ -144,6 +144,11 @@ _NAMESPACES = (
     .where(_d.data.is_not(None), _d.environment == bindparam("environment"))
     .group_by(_d.namespace)
 )
+_COUNT = select(func.count()).where(
+    _d.namespace == bindparam("namespace"),
+    _d.environment.in_(bindparam("environments", expanding=True)),
+    _d.data.is_not(None),
+)
 _ENVIRONMENT_COUNTS = (
     select(_d.environment, func.count())
     .where(_d.data.is_not(None), _d.environment != BASE)
@@ -843,6 +848,15 @@ class ConfigStore:
         async def work(conn: AsyncConnection) -> list[StoredDocument]:
             params = {"environment": environment}
             return [_document(r) for r in await conn.execute(_IN_ENVIRONMENT, params)]
+
+        return await self._read(work)
+
+    async def count_documents(self, namespace: str, environments: Sequence[str]) -> int:
+        """Live documents of ``namespace`` in ``environments``."""
+
+        async def work(conn: AsyncConnection) -> int:
+            params = {"namespace": namespace, "environments": list(environments)}
+            return int(await conn.scalar(_COUNT, params) or 0)
 
         return await self._read(work)
 
