@@ -110,6 +110,7 @@ class Write:
     changed: Sequence[str]
     origin: str
     environment: str = BASE  # '' writes the base, a name writes that environment's row
+    change_set: str | None = None  # the id shared by the rows of one change set
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +288,7 @@ _LOGGED = (
     ("origin", "w_origin"),
     ("committed_at", "w_now"),
     ("environment", "w_environment"),
+    ("change_set", "w_change_set"),
 )
 _LOG = (
     insert(config_changes)
@@ -359,6 +361,7 @@ def _record(m: Mapping[Any, Any], *, values: bool = True) -> ChangeRecord:
         origin=m["origin"],
         committed_at=_utc(m["committed_at"]),
         environment=m["environment"] or None,
+        change_set=m["change_set"],
     )
 
 
@@ -959,7 +962,7 @@ class ConfigStore:
         version = w.expected_version + 1
         record = ChangeRecord(
             seq, w.namespace, w.key, version, w.action, w.actor, w.reason, w.before, w.after,
-            tuple(w.changed), w.origin, now, w.environment or None,
+            tuple(w.changed), w.origin, now, w.environment or None, w.change_set,
         )  # fmt: skip
         document = StoredDocument(w.namespace, w.key, w.data, version, now, w.actor, w.environment)
         return document, record
@@ -968,6 +971,7 @@ class ConfigStore:
         version = w.expected_version + 1
         values: dict[str, Any] = {
             "w_environment": w.environment,
+            "w_change_set": w.change_set,
             "w_namespace": w.namespace,
             "w_key": w.key,
             "w_data": w.data,
