@@ -324,12 +324,12 @@ def _notify_after(logged: Insert) -> Select[Any]:
     PostgreSQL delivers it at COMMIT, exactly when the change becomes visible, and
     never for a write that rolls back. The payload is `confman.bus.ChangeNotice` as
     JSON; it names the document, never its value."""
-    row = logged.returning(_c.namespace, _c.key, _c.version, _c.origin, _c.environment).cte(
-        "logged"
-    )
+    row = logged.returning(
+        _c.namespace, _c.key, _c.version, _c.origin, _c.environment, _c.change_set
+    ).cte("logged")
     fields = [
         part
-        for name in ("namespace", "key", "version", "seq", "origin", "environment")
+        for name in ("namespace", "key", "version", "seq", "origin", "environment", "change_set")
         for part in (literal_column(f"'{name}'"), row.c[name])
     ]
     payload = sql_cast(func.json_build_object(*fields), Text)
