@@ -12,7 +12,7 @@ from . import models
 from .auth import CurrentPrincipal, hub_of, manager_for, require, served
 from .params import well_formed
 from .problems import ApiProblem
-from .scope import check_allowed, environment_for, label
+from .scope import environment_for, label
 from .tokens import Role
 
 __all__ = ["router"]
@@ -69,6 +69,12 @@ async def create_environment(
     """Create an environment (admin); audited in the change log."""
     require(who, Role.ADMIN, "creating environments")
     check_environment_name(body.name)  # 422 naming the field "name"
+    if "\x00" in body.description:
+        raise ApiProblem(
+            422,
+            "the description holds a NUL character, which no database column can",
+            errors=[{"path": "description", "message": "contains a NUL character"}],
+        )
     hub = hub_of(request)
     if body.name in {e.name for e in await hub.environments()}:
         raise ApiProblem(409, f"environment {body.name!r} exists already", environment=body.name)
@@ -129,8 +135,6 @@ async def compare(
     compared by a fingerprint valid within this answer only, never shown."""
     a = await environment_for(request, who, left)
     b = await environment_for(request, who, right)
-    for side in (a, b):
-        check_allowed(who, side)
     if namespace:
         names = [manager_for(request, who, ns).namespace for ns in dict.fromkeys(namespace)]
     else:

@@ -9,7 +9,6 @@ gets a 403 naming the environment it may not use.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import Query, Request
@@ -21,7 +20,16 @@ from .auth import hub_of
 from .problems import ApiProblem
 from .tokens import BASE_NAME, Principal
 
-__all__ = ["BASE_NAME", "EnvironmentParam", "environment_for", "holds", "label", "named"]
+__all__ = [
+    "BASE_NAME",
+    "EnvironmentParam",
+    "check_allowed",
+    "document_version",
+    "environment_for",
+    "holds",
+    "label",
+    "named",
+]
 
 EnvironmentParam = Annotated[
     str | None,
@@ -79,12 +87,6 @@ async def environment_for(request: Request, who: Principal, raw: str | None) -> 
     check_allowed(who, target)
     request.state.environment = target
     return target
-
-
-async def environments_for(
-    request: Request, who: Principal, raws: Iterable[str | None]
-) -> list[str | None]:
-    return [await environment_for(request, who, raw) for raw in raws]
 
 
 def holds(hub: ConfigHub, environment: str | None) -> bool:
