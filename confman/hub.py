@@ -932,6 +932,9 @@ class ConfigHub:
             return
         manager = self._by_namespace.get(notice.namespace)
         if manager is None or not manager._concerns(notice.environment):
+            # Nothing here to apply: as good as applied (or `applied_seq` would trail
+            # through another environment's burst of writes until the next catch-up).
+            self._applied(notice.seq)
             return
         # One loader per key: notices arriving while it loads are coalesced into the
         # newest one (remote instances may skip intermediate versions), so a burst of

@@ -692,12 +692,9 @@ class ConfigurationManager(Generic[T]):
         dropped (it inherits the base again).
         """
 
-        def gone(_stored: Any, parent: dict[str, Any] | None, over: bool) -> Any:
-            return hidden() if over and self.keyed and parent is not None else None
-
         return await self._write(
             key,
-            gone,
+            lambda _stored, parent, over: self._gone(parent, over),
             action=Action.DELETE,
             expected_version=expected_version,
             origin=_Origin(actor, reason),
@@ -822,45 +819,30 @@ class ConfigurationManager(Generic[T]):
         target = self._target_name(environment)
         if target != BASE:
             await self.hub.check_environment(target)
-        own = (target or None) == self.hub.environment
-        if own and change is not None:
-            value = self.validate(change, key=key, replace=replace, environment=environment)
-            if target == BASE and self.inherits:
-                entry = self._entries.get(key)
-                stored = entry.stored if entry else None
-                new_base = self._apply_change(stored, change, key, replace=replace)
-                await self._check_environments(key, new_base)
-            return value
-        if self.inherits and target != BASE:
-            rows = {
-                d.environment: d
-                for d in await self.hub.store.load_everywhere(self.namespace, key)
-                if d.environment in (BASE, target)
-            }
-        else:
-            row = await self.hub.store.load(self.namespace, key, environment=target)
-            rows = {} if row is None else {target: row}
-        overlaying = self.inherits and target != BASE
-        under = rows.get(BASE) if overlaying else None
-        parent = None if under is None else self._decode(under.data, key, under.version)
-        row_here = rows.get(target)
-        before = None if row_here is None else self._decode(row_here.data, key, row_here.version)
-        plain: dict[str, Any] | None
-        if change is None:
-            plain = hidden() if overlaying and self.keyed and parent is not None else None
-        else:
-            plain = self._apply_change(
-                before, change, key, replace=replace, parent=parent, overlaying=overlaying
+
+        def build(stored: Any, parent: dict[str, Any] | None, over: bool) -> Any:
+            if change is None:
+                return self._gone(parent, over)
+            return self._apply_change(
+                stored, change, key, replace=replace, parent=parent, overlaying=over
             )
-        candidate = self._candidate(
-            key, plain, source=f"validate in {target or 'base'}", parent=parent,
-            overlaying=overlaying, layered=own,
-        )  # fmt: skip
+
+        action = Action.DELETE if change is None else Action.UPDATE
+        async with self._lock(self._lock_name(key, target)):
+            step = await self._prepare(
+                key, build, target, action=action, expected_version=None, origin=_Origin(),
+                must_exist=change is None, must_not_exist=False, resetting=False,
+            )  # fmt: skip
         if target == BASE and self.inherits:
-            await self._check_environments(key, candidate.plain)
-        if change is not None and candidate.effective is None:
+            await self._check_environments(key, step.candidate.plain)
+        if change is not None and step.candidate.effective is None:
             raise NotFound(f"{self.namespace} has no item {key!r}{self._where(target)}")
-        return candidate.effective
+        return step.candidate.effective
+
+    def _gone(self, parent: dict[str, Any] | None, overlaying: bool) -> dict[str, Any] | None:
+        """What a delete stores: an item the base holds is hidden in an environment;
+        anything else is removed."""
+        return hidden() if overlaying and self.keyed and parent is not None else None
 
     async def _parent_of(self, key: str, environment: str) -> tuple[dict[str, Any] | None, bool]:
         """(the base document under ``environment``'s document of ``key``, whether it is
