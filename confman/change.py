@@ -27,6 +27,7 @@ class Action(enum.StrEnum):
     DELETE = "delete"
     ROLLBACK = "rollback"
     IMPORT = "import"
+    PROMOTE = "promote"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,9 @@ class ConfigChange(Generic[T]):
     """Whose document changed: ``None`` for the base, else that environment's overlay
     (or, in a namespace that does not inherit, that environment's own document).
     ``version`` counts per (environment, namespace, key)."""
+    change_set: str | None = None
+    """The change set it was committed in (None: a write of one document). An instance
+    applies a set whole and only then emits its members, one after another."""
 
     @property
     def effective(self) -> bool:

@@ -3,8 +3,10 @@
 ```
 ConfmanError
 ├── ValidationFailed        a value was refused by the model or a cross-manager rule
-│   └── ConfigSourceError   an override (environment variable or env file) is invalid
+│   ├── ConfigSourceError   an override (environment variable or env file) is invalid
+│   └── ChangeSetInvalid    members of a change set were refused (each one listed)
 ├── ConcurrencyConflict     a version-checked write lost to another writer
+│   └── ChangeSetConflict   members of a change set lost to other writers (each one listed)
 ├── NotFound                no such document, version or manager
 │   └── UnknownEnvironment  a name no environment has (never created by a typo)
 ├── EnvironmentNotEmpty     deleting an environment that holds documents needs force
@@ -24,6 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
+    "ChangeSetConflict",
+    "ChangeSetInvalid",
     "ConcurrencyConflict",
     "ConfigSourceError",
     "ConfmanError",
@@ -114,6 +118,39 @@ class ConfigSourceError(ValidationFailed):
     """An override is invalid: names the variable or file and the field, never the value."""
 
 
+class ChangeSetInvalid(ValidationFailed):
+    """A change set was not written: these members were refused.
+
+    ``failures`` holds each refused member's own error (namespace, key, environment,
+    fields); ``errors`` lists every field of every member, each path prefixed with its
+    document (``router/default: aliases.fast...``).
+    """
+
+    def __init__(self, failures: Sequence[ValidationFailed]) -> None:
+        self.failures = tuple(failures)
+        first = failures[0]
+
+        def where(f: ValidationFailed) -> str:
+            return f"{f.namespace}/{f.key}" + (f" in {f.environment}" if f.environment else "")
+
+        errors = [
+            FieldError(f"{where(f)}: {e.path}" if e.path else where(f), e.message,
+                       concerns=e.concerns, withheld=e.withheld)
+            for f in failures
+            for e in f.errors
+        ]  # fmt: skip
+        super().__init__(
+            first.namespace, first.key, errors, source="change set",
+            environment=first.environment,
+        )  # fmt: skip
+
+    def seen_by(self, may_read: Callable[[str], bool]) -> ValidationFailed:
+        told = [f.seen_by(may_read) for f in self.failures]
+        if all(a is b for a, b in zip(told, self.failures, strict=True)):
+            return self
+        return ChangeSetInvalid(told)
+
+
 class ConcurrencyConflict(ConfmanError):
     """Another writer changed the document first; re-read and retry.
 
@@ -133,6 +170,26 @@ class ConcurrencyConflict(ConfmanError):
                 f"{current}; another writer changed it first"
             )
         super().__init__(message)
+
+
+class ChangeSetConflict(ConcurrencyConflict):
+    """A change set was not written: these members found other versions stored.
+
+    ``conflicts`` names each member that lost; the set's other members were not written
+    either (a set is all or nothing). The inherited fields describe the first one.
+    """
+
+    def __init__(self, conflicts: Sequence[ConcurrencyConflict]) -> None:
+        first = conflicts[0]
+        super().__init__(
+            first.namespace, first.key, expected=first.expected_version,
+            current=first.current_version,
+        )  # fmt: skip
+        self.conflicts = tuple(conflicts)
+        self.args = (
+            f"change set not written: {len(conflicts)} member(s) lost to other writers: "
+            + "; ".join(str(c) for c in conflicts),
+        )
 
 
 class NotFound(ConfmanError):

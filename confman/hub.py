@@ -28,7 +28,7 @@ import secrets
 import socket
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from reactivex import Observable
 
     from .change import ConfigChange
+    from .changeset import ChangeSet
     from .cluster import ClusterNode, ClusterOptions, ClusterStatus, FleetReport, InstanceState
     from .compare import Comparison
     from .manager import ConfigurationManager, Problem
@@ -240,6 +241,9 @@ class ConfigHub:
         #: The environments the registry lists, as last read (start-up, catch-up, and
         #: again whenever a name is not among them).
         self.known_environments: frozenset[str] = frozenset()
+        # While a change set is applied here: its members' changes, emitted once every
+        # member is in memory (see `_holding`).
+        self._held_changes: list[tuple[ConfigurationManager[Any], ConfigChange[Any]]] | None = None
         self._cluster: ClusterNode | None = None  # with a redis_url: fleet membership
         self._retention: DatabaseRetention | None = None  # without: database-owned retention
         self._idle_leadership: Any = None
@@ -492,6 +496,74 @@ class ConfigHub:
         removed = await delete_environment(self, name, force=force, actor=actor, reason=reason)
         await self._read_environments()
         return removed
+
+    def change_set(self, *, actor: str | None = None, reason: str | None = None) -> ChangeSet:
+        """Several writes, on any managers and environments, committed together::
+
+            async with hub.change_set(actor="ops", reason="add a provider") as cs:
+                cs.create(ModelProviderConfigurationManager, "p2", {...})
+                cs.update(RouterConfigurationManager, {"aliases": {...}})
+
+        One transaction, validated as a whole, applied whole by every instance (see
+        `confman.changeset`). ``cs.preview()`` shows it without writing.
+        """
+        from .changeset import ChangeSet
+
+        return ChangeSet(self, actor=actor, reason=reason)
+
+    async def change_set_records(self, change_set: str) -> list[ChangeRecord]:
+        """The change-log records of one change set, in the order it wrote them.
+
+        Raises:
+            NotFound: no such set (or retention pruned it).
+        """
+        found = [c.record for c in await self.store.change_set_changes(change_set)]
+        if not found:
+            raise NotFound(f"no change set {change_set!r} in the change log")
+        return found
+
+    async def rollback_change_set(
+        self, change_set: str, *, actor: str | None = None, reason: str | None = None
+    ) -> list[ConfigChange[Any]]:
+        """Undo a change set as a new one: each member goes back to the version before
+        it (a document it created is deleted). Version-checked: if a member's document
+        changed since, nothing is written (`ChangeSetConflict`).
+        """
+        records = await self.change_set_records(change_set)
+        async with self.change_set(actor=actor, reason=reason or f"roll back {change_set}") as cs:
+            for r in records:
+                manager = self.by_namespace(r.namespace)
+                where = r.environment
+                if r.version == 1:
+                    cs.delete(manager, r.key, environment=where, expected_version=1)
+                else:
+                    cs.rollback(
+                        manager, r.key, to_version=r.version - 1, environment=where,
+                        expected_version=r.version,
+                    )  # fmt: skip
+        return cs.changes
+
+    async def promote(
+        self,
+        source: str,
+        target: str,
+        *,
+        namespaces: Iterable[str] | None = None,
+        dry_run: bool = False,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> list[ConfigChange[Any]]:
+        """Make ``target``'s stored effective values equal ``source``'s, by writing
+        ``target``'s overlays (never the base), as one change set of action
+        ``promote``; with ``dry_run`` only say what it would write. See
+        `confman.promote`.
+        """
+        from .promote import promote
+
+        return await promote(
+            self, source, target, namespaces=namespaces, dry_run=dry_run, actor=actor,
+            reason=reason,
+        )  # fmt: skip
 
     async def compare(
         self,
@@ -927,6 +999,11 @@ class ConfigHub:
         if notice.origin == self.instance_id or self._closed:
             return
         self.stats.notices_received += 1
+        if notice.change_set is not None:
+            # A member of a change set: catch-up reads the whole set (committed at once)
+            # and applies it whole. One read however many members' notices arrive.
+            self._catch_up_now.set()
+            return
         if notice.namespace == ENVIRONMENTS_NAMESPACE:
             self._spawn(self._environments_changed(), name="confman-environments")
             return
@@ -1033,6 +1110,15 @@ class ConfigHub:
                 also = list(self._gaps)
                 if not batch:
                     break
+                last = batch[-1].record
+                if len(batch) == 1000 and last.change_set is not None:
+                    # The page ends inside a change set: read the rest of it, so that it
+                    # is applied whole (what lies between is read again as gaps).
+                    batch += [
+                        c
+                        for c in await self.store.change_set_changes(last.change_set)
+                        if c.record.seq > last.seq
+                    ]
                 total += len(batch)
                 await self._apply_batch(batch)
                 if len(batch) < 1000:
@@ -1048,6 +1134,23 @@ class ConfigHub:
             self.stats.caught_up_changes += total
             return total
 
+    @contextlib.contextmanager
+    def _holding(self) -> Iterator[None]:
+        """Apply a change set whole: managers hold back what they would emit until the
+        block ends, then it goes out in order. A subscriber that reads another manager
+        from its callback therefore never sees half a set."""
+        if self._held_changes is not None:
+            yield  # already holding: the outer block tells
+            return
+        held: list[tuple[ConfigurationManager[Any], ConfigChange[Any]]] = []
+        self._held_changes = held
+        try:
+            yield
+        finally:
+            self._held_changes = None
+            for manager, change in held:
+                manager._deliver(change)
+
     async def _apply_batch(self, batch: list[LoggedChange]) -> None:
         seen = [c.record.seq for c in batch]
         for seq in seen:
@@ -1058,6 +1161,28 @@ class ConfigHub:
             self._note_gaps([s for s in seen if s > self._seq], low=self._seq, high=high)
             self._seq = high
         self._applied_ahead = {s for s in self._applied_ahead if s > self._seq or s in self._gaps}
+        # In seq order, except that a change set's rows go together, where its first is.
+        segments: list[list[LoggedChange]] = []
+        sets: dict[str, list[LoggedChange]] = {}
+        for row in batch:
+            change_set = row.record.change_set
+            if change_set is None:
+                if segments and segments[-1][0].record.change_set is None:
+                    segments[-1].append(row)
+                else:
+                    segments.append([row])
+            elif change_set in sets:
+                sets[change_set].append(row)
+            else:
+                segments.append(sets.setdefault(change_set, [row]))
+        for segment in segments:
+            if segment[0].record.change_set is None:
+                await self._apply_rows(segment)
+            else:
+                with self._holding():
+                    await self._apply_rows(segment)
+
+    async def _apply_rows(self, batch: list[LoggedChange]) -> None:
         by_namespace: dict[str, list[LoggedChange]] = {}
         for change in batch:
             by_namespace.setdefault(change.record.namespace, []).append(change)

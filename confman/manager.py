@@ -100,6 +100,12 @@ _RULE_ENVIRONMENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _RULES_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "confman_rules_deferred", default=False
 )
+#: While a change set's rules run: every member's new effective value, by (namespace,
+#: environment the rule judges (None: this instance's own), key), so that each rule sees
+#: the state after the whole set.
+_PENDING: contextvars.ContextVar[dict[tuple[str, str | None, str], Any] | None] = (
+    contextvars.ContextVar("confman_pending_set", default=None)
+)
 
 Change = Mapping[str, Any] | BaseModel | Callable[[Any], Any]
 """A partial document (merge patch), a whole value, or a function from value to value."""
@@ -891,6 +897,17 @@ class ConfigurationManager(Generic[T]):
         what `validate_write` will need there (see `rule_view`). Nothing by default."""
 
     @staticmethod
+    def rule_pending(namespace: str, key: str) -> tuple[bool, Any]:
+        """(True, value) when the change set being judged writes ``namespace/key`` in
+        the environment the rule judges (value None: it deletes or hides it); else
+        (False, None): the rule looks where it always does."""
+        pending = _PENDING.get()
+        slot = (namespace, _RULE_ENVIRONMENT.get(), key)
+        if pending is None or slot not in pending:
+            return False, None
+        return True, pending[slot]
+
+    @staticmethod
     def rule_environment() -> str | None:
         """The environment a write being validated goes to, when this instance does not
         hold it (None: its own documents, which memory holds)."""
@@ -1497,6 +1514,7 @@ class ConfigurationManager(Generic[T]):
             pinned=pinned,
             stored_changed=record.changed,
             environment=record.environment,
+            change_set=record.change_set,
         )
 
     def _commit(
@@ -1552,6 +1570,13 @@ class ConfigurationManager(Generic[T]):
         return change
 
     def _emit(self, change: ConfigChange[T]) -> None:
+        held = self.hub._held_changes
+        if held is not None:  # a change set is being applied: told once it all is
+            held.append((self, change))
+            return
+        self._deliver(change)
+
+    def _deliver(self, change: ConfigChange[T]) -> None:
         self.stats.notifications += 1
         self._subject.on_next(change)
 

@@ -256,6 +256,9 @@ class ModelProviderConfigurationManager(ConfigurationManager[ModelProvider]):
         # Not a `requires`: the router requires us. Checked only when it is loaded.
         from .router import RouterConfigurationManager
 
+        written, value = self.rule_pending("router", "default")
+        if written:  # the change set being judged writes the router too
+            return value  # type: ignore[no-any-return]
         elsewhere = self.rule_environment()
         if elsewhere is not None:  # a write to an environment this instance does not hold
             return self._router_in.get(elsewhere)

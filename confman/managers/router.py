@@ -251,11 +251,17 @@ class RouterConfigurationManager(ConfigurationManager[RouterConfig]):
         if value is None:
             return  # back to defaults: no aliases, nothing to check
         elsewhere = self.rule_environment()
-        find: Callable[[str], ModelProvider | None]
-        if elsewhere is not None:  # judged by that environment's providers
-            find = self._providers_in.get(elsewhere, {}).get
-        else:
-            find = self.hub.manager(ModelProviderConfigurationManager).find
+        providers = self.hub.manager(ModelProviderConfigurationManager)
+        held: Callable[[str], ModelProvider | None] = (
+            providers.find  # this instance's own, in memory
+            if elsewhere is None
+            else self._providers_in.get(elsewhere, {}).get  # judged by that environment's
+        )
+
+        def find(name: str) -> ModelProvider | None:
+            written, value = self.rule_pending(providers.namespace, name)
+            return value if written else held(name)  # a change set's member wins
+
         errors: list[FieldError] = []
         for name, spec in value.aliases.items():
             for i, d in enumerate(spec.deployments):

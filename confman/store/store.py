@@ -241,6 +241,7 @@ _RECORD_PAGES = {
     for e in (False, True)
 }
 _SEQ_BOUNDS = select(func.min(_c.seq), func.max(_c.seq))
+_SET_ROWS = select(config_changes).where(_c.change_set == bindparam("change_set")).order_by(_c.seq)
 
 # Writes. Parameters are named ``w_*`` (never a column name, which SQLAlchemy reserves
 # for the VALUES/SET clause) and one set of them serves every write statement.
@@ -1121,6 +1122,15 @@ class ConfigStore:
         async def work(conn: AsyncConnection) -> list[ChangeRecord]:
             result = await conn.execute(query, params)
             return [_record(r._mapping, values=with_values) for r in result]
+
+        return await self._read(work)
+
+    async def change_set_changes(self, change_set: str) -> list[LoggedChange]:
+        """Every change-log row of one change set, in seq order (with ``data``)."""
+
+        async def work(conn: AsyncConnection) -> list[LoggedChange]:
+            rows = [r._mapping for r in await conn.execute(_SET_ROWS, {"change_set": change_set})]
+            return [LoggedChange(_record(m), m["data"]) for m in rows]
 
         return await self._read(work)
 

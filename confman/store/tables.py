@@ -76,6 +76,7 @@ config_changes = Table(
     Index(None, "environment", "namespace", "key", "version", unique=True),
     # Replays filtered by namespace (the event stream, `changes_since`) page by seq.
     Index(None, "namespace", "seq"),
+    Index(None, "change_set"),
     sqlite_autoincrement=True,
 )
 

@@ -56,6 +56,7 @@ def upgrade() -> None:
             unique=True,
         )
         batch.create_index("ix_config_changes_namespace_seq", ["namespace", "seq"])
+        batch.create_index("ix_config_changes_change_set", ["change_set"])
 
 
 def downgrade() -> None:
@@ -64,6 +65,7 @@ def downgrade() -> None:
     op.execute("DELETE FROM config_documents WHERE environment <> ''")
     op.execute("DELETE FROM config_changes WHERE environment <> ''")
     with op.batch_alter_table("config_changes") as batch:
+        batch.drop_index("ix_config_changes_change_set")
         batch.drop_index("ix_config_changes_namespace_seq")
         batch.drop_index("ix_config_changes_environment_namespace_key_version")
         batch.create_index(
