@@ -52,11 +52,12 @@ async def test_one_invalid_member_writes_nothing_and_every_failure_is_listed(
 ) -> None:
     flags, items = hub.manager(FlagsManager), hub.manager(ItemsManager)
     seen = record_changes(flags)
+    cs = hub.change_set()
+    cs.update(flags, {"name": "fine"})
+    cs.create(items, "bad", {"weight": 0})  # no title, and weight must be > 0
+    cs.update(CounterManager, {"value": "many"})
     with pytest.raises(ChangeSetInvalid) as refused:
-        async with hub.change_set() as cs:
-            cs.update(flags, {"name": "fine"})
-            cs.create(items, "bad", {"weight": 0})  # no title, and weight must be > 0
-            cs.update(CounterManager, {"value": "many"})
+        await cs.commit()
     assert {(f.namespace, f.key) for f in refused.value.failures} == {
         ("items", "bad"),
         ("counter", "default"),
@@ -69,20 +70,22 @@ async def test_one_invalid_member_writes_nothing_and_every_failure_is_listed(
 
 async def test_the_same_document_twice_in_one_set_is_refused(hub: ConfigHub) -> None:
     flags = hub.manager(FlagsManager)
+    cs = hub.change_set()
+    cs.update(flags, {"name": "a"})
+    cs.update(flags, {"ratio": 0.1})
     with pytest.raises(Exception, match="appears twice"):
-        async with hub.change_set() as cs:
-            cs.update(flags, {"name": "a"})
-            cs.update(flags, {"ratio": 0.1})
+        await cs.commit()
 
 
 async def test_conflicts_name_every_member_that_lost(hub: ConfigHub) -> None:
     flags, counter = hub.manager(FlagsManager), hub.manager(CounterManager)
     await flags.update({"name": "one"})
     await counter.update({"value": 1})
+    cs = hub.change_set()
+    cs.update(flags, {"name": "two"}, expected_version=0)
+    cs.update(counter, {"value": 2}, expected_version=0)
     with pytest.raises(ChangeSetConflict) as lost:
-        async with hub.change_set() as cs:
-            cs.update(flags, {"name": "two"}, expected_version=0)
-            cs.update(counter, {"value": 2}, expected_version=0)
+        await cs.commit()
     assert {(c.namespace, c.current_version) for c in lost.value.conflicts} == {
         ("flags", 1),
         ("counter", 1),
@@ -146,10 +149,8 @@ async def test_preview_writes_nothing_and_rollback_undoes_a_set(hub: ConfigHub) 
     cs.update(flags, {"name": "after"})
     cs.create(items, "new", {"title": "N"})
     preview = await cs.preview()
-    assert [(c.old.name if c.old else None, getattr(c.new, "name", None)) for c in preview][0] == (
-        "before",
-        "after",
-    )
+    first = preview[0]
+    assert (first.old.name, first.new.name) == ("before", "after")
     assert flags.current.name == "before" and "new" not in items
     await cs.commit()
     assert flags.current.name == "after" and "new" in items
