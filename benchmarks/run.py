@@ -61,6 +61,7 @@ FIGURES = [
     "startup",
     "h1_hardening",
     "n1_environments",
+    "c1_change_sets",
 ]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 LIBRARIES = [

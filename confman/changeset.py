@@ -276,9 +276,10 @@ class ChangeSet:
             if target != BASE:
                 await self.hub.check_environment(target)
             targets.append(target)
-        # Catch up first: rules must see the newest of everything, and catch-up takes
-        # the locks this set is about to hold.
-        await self.hub.catch_up()
+        # Rules that read other managers must see the newest of them (as those managers'
+        # own writes make sure); catch-up takes the locks this set is about to hold.
+        if any(m.manager.rules_read_others for m in self._members):
+            await self.hub.catch_up()
         rollbacks = [
             await m.manager._rollback_target(m.key, m.to_version, m.environment)
             if m.to_version is not None

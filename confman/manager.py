@@ -281,6 +281,9 @@ class ConfigurationManager(Generic[T]):
     model: ClassVar[type[BaseModel]]
     keyed: ClassVar[bool] = False
     requires: ClassVar[tuple[type[ConfigurationManager[Any]], ...]] = ()
+    rules_read_others: ClassVar[bool] = False
+    """Whether `validate_write` reads other managers (a change set then catches up
+    before judging, so that the rules see the newest of them)."""
     inherits: ClassVar[bool] = True
     """Whether environments inherit the base's documents. ``False`` for credentials:
     each environment then holds its own documents, and none of the base's (a key issued

@@ -183,6 +183,7 @@ class ModelProviderConfigurationManager(ConfigurationManager[ModelProvider]):
     namespace = "model_provider"
     model = ModelProvider
     keyed = True
+    rules_read_others = True
 
     def __init__(self, hub: ConfigHub) -> None:
         super().__init__(hub)

@@ -241,6 +241,7 @@ class RouterConfigurationManager(ConfigurationManager[RouterConfig]):
     model = RouterConfig
     keyed = False
     requires = (ModelProviderConfigurationManager,)
+    rules_read_others = True
 
     def __init__(self, hub: ConfigHub) -> None:
         super().__init__(hub)

@@ -462,6 +462,12 @@ class _DriverWriter:
         """Commit the write on ``conn`` (outside any transaction); returns its seq."""
         raise NotImplementedError
 
+    async def write_all(
+        self, conn: AsyncConnection, each: Sequence[tuple[Write, Mapping[str, Any]]]
+    ) -> list[int]:
+        """Commit all the writes in one transaction on ``conn``; their seqs."""
+        raise NotImplementedError
+
 
 class _Postgres(_DriverWriter):
     """asyncpg. A write is one statement (see ``_log_after``): atomic on its own, so no
@@ -515,11 +521,55 @@ class _Postgres(_DriverWriter):
             raise _conflict(w, current)
         return seq
 
+    async def write_all(
+        self, conn: AsyncConnection, each: Sequence[tuple[Write, Mapping[str, Any]]]
+    ) -> list[int]:
+        """One transaction, one statement per write (each writes its document and its
+        change-log row, as `write` does); a conflict rolls all of it back."""
+        statements = [
+            (
+                w,
+                values,
+                (self.create if w.expected_version == 0 else self.update)
+                if values.get("w_channel") is None
+                else (self.create_notified if w.expected_version == 0 else self.update_notified),
+            )
+            for w, values in each
+        ]
+
+        async def run(pg: Any) -> tuple[list[int], Write | None, int]:
+            seqs: list[int] = []
+            async with pg.transaction():
+                for w, values, statement in statements:
+                    seq = await pg.fetchval(statement.sql, *statement.args(values))
+                    if seq is None:
+                        current = await pg.fetchval(self.version.sql, *self.version.args(values))
+                        # Leaving the block by an exception rolls the transaction back.
+                        raise _Lost(w, int(current or 0))
+                    seqs.append(int(seq))
+            return seqs, None, 0
+
+        try:
+            seqs, _, _ = await self._call(conn, run)
+        except DBAPIError as e:
+            if isinstance(e.orig, _Lost):
+                raise _conflict(e.orig.write, e.orig.current) from None
+            raise
+        return seqs
+
     async def change_at(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Any:
         """The change-log row (an asyncpg ``Record``: a mapping by column) or None."""
         return await self._call(
             conn, lambda pg: pg.fetchrow(self.change.sql, *self.change.args(params))
         )
+
+
+class _Lost(Exception):
+    """A write of a set found another version stored (inside the driver's transaction)."""
+
+    def __init__(self, write: Write, current: int) -> None:
+        self.write = write
+        self.current = current
 
 
 class _Sqlite(_DriverWriter):
@@ -551,6 +601,56 @@ class _Sqlite(_DriverWriter):
         if seq is None:
             raise _conflict(w, current)
         return seq
+
+    async def write_all(
+        self, conn: AsyncConnection, each: Sequence[tuple[Write, Mapping[str, Any]]]
+    ) -> list[int]:
+        """All the writes in one call on aiosqlite's thread, in one transaction."""
+        work = [
+            (
+                w,
+                (self.create if w.expected_version == 0 else self.update).args(values),
+                self.version.args(values),
+                self.log.args(values),
+            )
+            for w, values in each
+        ]
+        aio = (await conn.get_raw_connection()).driver_connection
+        assert aio is not None
+        on_thread = cast(Callable[..., Awaitable[list[int]]], aio._execute)
+        try:
+            return await on_thread(self._transaction_all, aio, work)
+        except _Lost as lost:
+            raise _conflict(lost.write, lost.current) from None
+        except sqlite3.Error as e:
+            raise DBAPIError.instance(None, None, e, sqlite3.Error, dialect=conn.dialect) from e
+        except ValueError as e:
+            raise OperationalError(None, None, e) from e
+
+    def _transaction_all(
+        self,
+        aio: Any,
+        work: Sequence[tuple[Write, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]],
+    ) -> list[int]:
+        """On aiosqlite's thread: every write, or (a version conflict: `_Lost`) none."""
+        db: sqlite3.Connection = aio._conn
+        db.execute("BEGIN IMMEDIATE")
+        seqs: list[int] = []
+        try:
+            for w, document, version, log in work:
+                if w.expected_version == 0:
+                    db.execute(self.create.sql, document)
+                elif db.execute(self.update.sql, document).rowcount != 1:
+                    found = db.execute(self.version.sql, version).fetchall()
+                    raise _Lost(w, int(found[0][0]) if found else 0)
+                (seq,) = db.execute(self.log.sql, log).fetchall()[0]
+                seqs.append(int(seq))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return seqs
 
     def _transaction(
         self,
@@ -948,11 +1048,19 @@ class ConfigStore:
         now = datetime.now(UTC)
         each = [(w, self._values(w, now)) for w in writes]
 
+        driver = self._driver
+
         async def work(conn: AsyncConnection) -> list[int]:
             return [await self._write(conn, w, values) for w, values in each]
 
         try:
-            seqs = await self._run(work, write=True, retry=False)
+            if driver is not None:
+                seqs = await self._run(
+                    lambda conn: driver.write_all(conn, each), write=True, begin=False,
+                    retry=False,
+                )  # fmt: skip
+            else:
+                seqs = await self._run(work, write=True, retry=False)
         except IntegrityError:
             raise ConcurrencyConflict(
                 writes[0].namespace, writes[0].key, expected=0, current=-1
