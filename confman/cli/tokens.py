@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .context import Context, actor_name, actor_option, pass_context, shared_options
+from .context import (
+    Context,
+    actor_name,
+    actor_option,
+    environment,
+    pass_context,
+    shared_options,
+)
 from .errors import EXIT_OK, UsageError
 from .output import out, table, time
 
@@ -35,11 +42,16 @@ async def _tokens(ctx: Context) -> AsyncIterator[ApiTokenManager]:
         yield hub.manager(cls)
 
 
+def _servers(ctx: Context) -> str:
+    # Tokens are per environment (they never inherit): a server in E knows E's alone.
+    return "" if ctx.environment is None else f" for servers in {ctx.environment}"
+
+
 @click.group(invoke_without_command=True)
 @shared_options
 @click.pass_context
 def tokens(ctx: click.Context) -> None:
-    """API bearer tokens (confman serve)."""
+    """API bearer tokens (confman serve); each environment's servers have their own (-e)."""
     if ctx.invoked_subcommand is None:
         raise click.UsageError("a COMMAND is required (create, list, revoke)", ctx)
 
@@ -49,6 +61,7 @@ def tokens(ctx: click.Context) -> None:
 @click.option("--role", required=True, type=click.Choice(ROLES))
 @click.option("--namespaces", metavar="A,B", help="only these namespaces (default: all)")
 @actor_option
+@environment
 @shared_options
 @pass_context
 def create(ctx: Context, name: str, role: str, namespaces: str | None, actor: str | None) -> int:
@@ -76,7 +89,8 @@ async def _create(
         )
     grants = ", ".join(issued.namespaces) if issued.namespaces is not None else "all namespaces"
     click.echo(
-        f"confman: created {issued.role} token {issued.name!r} ({grants}); it is shown only now:",
+        f"confman: created {issued.role} token {issued.name!r} ({grants}){_servers(ctx)}; "
+        "it is shown only now:",
         err=True,
     )
     out(issued.plaintext)
@@ -84,6 +98,7 @@ async def _create(
 
 
 @tokens.command("list")
+@environment
 @shared_options
 @pass_context
 def list_(ctx: Context) -> int:
@@ -109,6 +124,7 @@ async def _list(ctx: Context) -> int:
 @tokens.command()
 @click.argument("name")
 @actor_option
+@environment
 @shared_options
 @pass_context
 def revoke(ctx: Context, name: str, actor: str | None) -> int:
@@ -119,5 +135,5 @@ def revoke(ctx: Context, name: str, actor: str | None) -> int:
 async def _revoke(ctx: Context, name: str, given_actor: str | None) -> int:
     async with _tokens(ctx) as manager:
         await manager.revoke(name, actor=actor_name(given_actor))
-    out(f"revoked token {name!r}")
+    out(f"revoked token {name!r}{_servers(ctx)}")
     return EXIT_OK
