@@ -647,7 +647,7 @@ def test_tour(tmp_path: Path) -> None:
     ]:
         assert expected in out, expected
     assert re.search(r"cache\s+singleton\s+0\s+0 \(defaults\)", out)
-    assert re.search(r"max_entries\s+500\s+\S+\s+database \(staging v1\)\s+10000\s+default", out)
+    assert re.search(r"max_entries\s+500\s+database \(staging v1\)\s+10000\s+default", out)
     assert list(tmp_path.iterdir()) == []  # the tour cleaned up after itself
 
 

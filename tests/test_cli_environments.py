@@ -301,6 +301,8 @@ def test_diff_text_and_json(invoke: Invoke) -> None:
     r = invoke("diff", "staging", "prod", code=2)
     assert "unknown environment 'prod' (known: base, production, staging)" in r.stderr
     assert "unknown namespace 'nope'" in invoke("diff", "base", "staging", "nope", code=2).stderr
+    r = invoke("diff", "base", "staging", "virtual_key_secret", code=2)
+    assert "virtual_key_secret holds credentials: it is never compared" in r.stderr
 
 
 # --------------------------------------------------------------------------- unknown names

@@ -13,7 +13,7 @@ from ..compare import Comparison, FieldComparison
 from ..environments import UnknownEnvironment
 from .context import BASE_NAME, Context, pass_context, shared_options
 from .documents import ITEM, hidden_namespaces
-from .errors import EXIT_OK
+from .errors import EXIT_OK, UsageError
 from .output import out, table, to_json
 
 __all__ = ["diff", "diff_json"]
@@ -56,10 +56,13 @@ async def _diff(
     everything: bool,
     as_json: bool,
 ) -> int:
+    hidden = hidden_namespaces()  # credentials: nothing to compare, even by fingerprint
     if given:
         classes = [ctx.manager_class(n) for n in dict.fromkeys(given)]
+        for cls in classes:
+            if cls.namespace in hidden:
+                raise UsageError(f"{cls.namespace} holds credentials: it is never compared")
     else:
-        hidden = hidden_namespaces()  # credentials: nothing to compare, even by fingerprint
         classes = [cls for name, cls in ctx.known.items() if name not in hidden]
     async with ctx.hub(classes, environment="") as hub:
         for side in (left, right):
