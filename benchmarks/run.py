@@ -60,6 +60,7 @@ FIGURES = [
     "a3_http_streams",
     "startup",
     "h1_hardening",
+    "n1_environments",
 ]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 LIBRARIES = [

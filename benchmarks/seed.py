@@ -37,11 +37,16 @@ async def seed(
     encryption_key: str,
     origin: str = "bench-seed",
     log: bool = True,
+    environment: str = "",
+    partial: bool = False,
 ) -> int:
     """Commit ``docs`` (in order) as changes of ``namespace``; return the highest seq.
 
     ``log=False`` writes the documents only (no change-log rows): for figures that only
     look documents up, where 200,000 log rows would cost time and measure nothing.
+    ``environment``: whose rows they are ('' the base; a name: that environment's, as
+    overlays where the namespace inherits). ``partial``: the documents are overlays
+    (only some fields, no secrets), stored as given.
     """
     from confman.patch import changed_paths
     from confman.secrets import KeyRing, encrypt_document, mask_document
@@ -53,6 +58,8 @@ async def seed(
     def forms(plain: dict[str, Any] | None) -> tuple[Any, Any]:
         if plain is None:
             return None, None
+        if partial:
+            return dict(plain), dict(plain) if log else None
         raw = model.model_validate(plain).model_dump(mode="python", exclude_unset=True)
         return encrypt_document(raw, keyring), mask_document(raw) if log else None
 
@@ -65,6 +72,7 @@ async def seed(
         _, before = forms(doc.previous) if log else (None, None)
         changed = list(changed_paths(before, masked)) if log else []
         row = {
+            "environment": environment,
             "namespace": namespace,
             "key": doc.key,
             "data": stored,
@@ -78,6 +86,7 @@ async def seed(
             updated[doc.key] = row
         changes.append(
             {
+                "environment": environment,
                 "namespace": namespace,
                 "key": doc.key,
                 "version": doc.version,
@@ -95,7 +104,11 @@ async def seed(
     docs_c = config_documents.c
     renew = (
         update(config_documents)
-        .where(docs_c.namespace == bindparam("b_ns"), docs_c.key == bindparam("b_key"))
+        .where(
+            docs_c.environment == environment,
+            docs_c.namespace == bindparam("b_ns"),
+            docs_c.key == bindparam("b_key"),
+        )
         .values(data=bindparam("data"), version=bindparam("version"))
     )
     engine = create_engine(url)

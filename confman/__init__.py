@@ -2,26 +2,30 @@
 
 from .bus import ChangeBus, ChangeNotice, LocalBus
 from .change import Action, ChangeRecord, ConfigChange, FieldSource, Layer
+from .environments import Environment
 from .exceptions import (
     ConcurrencyConflict,
     ConfigSourceError,
     ConfmanError,
+    EnvironmentNotEmpty,
     FieldError,
     NotFound,
     SchemaOutOfDate,
     SecretsUnavailable,
     StoreUnavailable,
+    UnknownEnvironment,
     ValidationFailed,
 )
 from .hub import ConfigHub
 from .limits import Limits
-from .manager import DEFAULT_KEY, ConfigurationManager, ManagerStats, Problem
+from .manager import DEFAULT_KEY, OWN, ConfigurationManager, ManagerStats, Problem, Resolved
 from .store import upgrade, upgrade_async
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_KEY",
+    "OWN",
     "Action",
     "ChangeBus",
     "ChangeNotice",
@@ -32,6 +36,8 @@ __all__ = [
     "ConfigSourceError",
     "ConfigurationManager",
     "ConfmanError",
+    "Environment",
+    "EnvironmentNotEmpty",
     "FieldError",
     "FieldSource",
     "Layer",
@@ -40,9 +46,11 @@ __all__ = [
     "ManagerStats",
     "NotFound",
     "Problem",
+    "Resolved",
     "SchemaOutOfDate",
     "SecretsUnavailable",
     "StoreUnavailable",
+    "UnknownEnvironment",
     "ValidationFailed",
     "__version__",
     "upgrade",

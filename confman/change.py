@@ -96,6 +96,7 @@ class ChangeRecord:
     origin: str
     committed_at: datetime
     environment: str | None = None  # None: the base
+    change_set: str | None = None  # the set it was committed in; None: a write of one
 
 
 class Layer(enum.StrEnum):

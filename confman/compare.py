@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretBytes, SecretStr
 
 from .change import BASE, FieldSource
+from .exceptions import FieldError, ValidationFailed
 from .patch import leaf_items
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["Comparison", "FieldComparison", "compare"]
 
 ABSENT = "absent"
+#: Documents one namespace may hold for a comparison: compare reads a namespace whole,
+#: and a bound keeps one request from reading a credentials store of millions.
+MAX_COMPARED = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,9 @@ async def compare(
             await hub.check_environment(side)
     managers: list[ConfigurationManager[Any]]
     if namespaces is None:
-        managers = sorted(hub.managers(), key=lambda m: m.namespace)
+        # Namespaces that do not inherit (credentials) differ between environments by
+        # design: every key would be "missing on one side". Compared only when named.
+        managers = sorted((m for m in hub.managers() if m.inherits), key=lambda m: m.namespace)
     else:
         managers = [hub.by_namespace(n) for n in dict.fromkeys(namespaces)]
     pepper = secrets.token_bytes(32)
@@ -136,6 +142,14 @@ async def compare(
             wanted = list(dict.fromkeys((BASE, a, b)))
         else:
             wanted = list(dict.fromkeys((a, b)))
+        held = await hub.store.count_documents(manager.namespace, wanted)
+        if held > MAX_COMPARED:
+            raise ValidationFailed(
+                manager.namespace, "",
+                [FieldError("namespaces", f"{manager.namespace} holds {held:,} documents "
+                            f"in these environments; compare compares at most {MAX_COMPARED:,}")],
+                source="compare",
+            )  # fmt: skip
         rows = await hub.store.load_namespace(manager.namespace, environments=wanted)
         by_key: dict[str, dict[str, Any]] = {}
         for row in rows:

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .change import BASE, ChangeRecord
-from .exceptions import ConfmanError, FieldError, NotFound, ValidationFailed
+from .exceptions import EnvironmentNotEmpty, FieldError, UnknownEnvironment, ValidationFailed
 from .store import ConfigStore, StoredDocument
 from .store.tables import ENVIRONMENT_LENGTH
 
@@ -68,28 +68,6 @@ def hidden() -> dict[str, Any]:
 
 def is_hidden(doc: Mapping[str, Any] | None) -> bool:
     return doc is not None and doc.get(HIDDEN_MARK) is True
-
-
-class UnknownEnvironment(NotFound):
-    """An environment name that names none: never created by a typo."""
-
-    def __init__(self, name: str, known: list[str]) -> None:
-        self.name = name
-        self.known = known
-        listed = ", ".join(known) if known else "none yet (confman env create NAME)"
-        super().__init__(f"unknown environment {name!r}; known: {listed}")
-
-
-class EnvironmentNotEmpty(ConfmanError):
-    """Deleting an environment that still holds overlays needs ``force``."""
-
-    def __init__(self, name: str, documents: int) -> None:
-        self.name = name
-        self.documents = documents
-        super().__init__(
-            f"environment {name!r} still holds {documents} document(s); delete it with "
-            "force to remove them too (each removal is audited)"
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ ConfmanError
 │   └── ConfigSourceError   an override (environment variable or env file) is invalid
 ├── ConcurrencyConflict     a version-checked write lost to another writer
 ├── NotFound                no such document, version or manager
+│   └── UnknownEnvironment  a name no environment has (never created by a typo)
+├── EnvironmentNotEmpty     deleting an environment that holds documents needs force
 ├── SchemaOutOfDate         the database is not at the Alembic head
 ├── StoreUnavailable        the database could not be reached
 └── SecretsUnavailable      encrypted data exists but no key can decrypt it
@@ -25,11 +27,13 @@ __all__ = [
     "ConcurrencyConflict",
     "ConfigSourceError",
     "ConfmanError",
+    "EnvironmentNotEmpty",
     "FieldError",
     "NotFound",
     "SchemaOutOfDate",
     "SecretsUnavailable",
     "StoreUnavailable",
+    "UnknownEnvironment",
     "ValidationFailed",
 ]
 
@@ -133,6 +137,28 @@ class ConcurrencyConflict(ConfmanError):
 
 class NotFound(ConfmanError):
     """No such document, version, namespace or loaded manager."""
+
+
+class UnknownEnvironment(NotFound):
+    """An environment name that names none: never created by a typo."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        listed = ", ".join(known) if known else "none yet (confman env create NAME)"
+        super().__init__(f"unknown environment {name!r}; known: {listed}")
+
+
+class EnvironmentNotEmpty(ConfmanError):
+    """Deleting an environment that still holds overlays needs ``force``."""
+
+    def __init__(self, name: str, documents: int) -> None:
+        self.name = name
+        self.documents = documents
+        super().__init__(
+            f"environment {name!r} still holds {documents} document(s); delete it with "
+            "force to remove them too (each removal is audited)"
+        )
 
 
 class SchemaOutOfDate(ConfmanError):

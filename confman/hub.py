@@ -737,12 +737,17 @@ class ConfigHub:
         return deleted
 
     async def wait_for_instances(self, change: ConfigChange[Any], timeout: float) -> FleetReport:
-        """Wait up to ``timeout`` seconds until every live instance has answered
-        ``change``: applied it, or refused it (with its reason)."""
+        """Wait up to ``timeout`` seconds until every live instance ``change`` concerns
+        has answered it: applied it, or refused it (with its reason). A base change
+        concerns every instance, an environment's change the instances in that
+        environment (see `confman.cluster.fleet.concerned`); the writer always."""
         if self._cluster is not None:
+            manager = self._by_namespace.get(change.namespace)
             return await self._cluster.wait_for(
-                change.namespace, change.key, change.version, timeout
-            )
+                change.namespace, change.key, change.version, timeout,
+                environment=change.environment,
+                inherits=manager.inherits if manager is not None else True,
+            )  # fmt: skip
         from .cluster.fleet import FleetReport, InstanceReply
 
         return FleetReport(
@@ -752,6 +757,7 @@ class ConfigHub:
             applied=(InstanceReply(self.instance_id, change.version),),
             refused=(),
             missing=(),
+            environment=change.environment,
         )
 
     def _acknowledge(
@@ -769,7 +775,7 @@ class ConfigHub:
             return
         problem = manager._problems.get(key)
         reason = str(problem) if problem is not None and problem.version == version else None
-        self._cluster.acknowledge(manager.namespace, key, version, reason)
+        self._cluster.acknowledge(manager.namespace, key, version, reason, environment or None)
 
     def _describe(self) -> InstanceState:
         from .cluster import InstanceState
@@ -778,7 +784,14 @@ class ConfigHub:
         namespaces = {}
         for manager in self._managers.values():
             values = dict(manager.items())
-            versions = {k: manager.version(k) for k in values}
+            # With an environment's overlays the base's version counts too: peers with
+            # the same overlay but another base version are not comparable.
+            layered = manager._slot_of(self.environment or BASE) == 1
+            versions: dict[str, Any] = {}
+            for k in values:
+                entry = manager._entries.get(k)
+                base = manager._version_in(entry, 0)
+                versions[k] = [base, manager._version_in(entry, 1)] if layered else base
             namespaces[manager.namespace] = namespace_digest(
                 versions, values, overridden=bool(manager._layering.override_keys())
             )
@@ -787,6 +800,7 @@ class ConfigHub:
             namespaces=namespaces,
             problems=tuple(str(p) for p in self.problems()),
             degraded=self.degraded,
+            environment=self.environment,
         )
 
     @property
@@ -918,6 +932,9 @@ class ConfigHub:
             return
         manager = self._by_namespace.get(notice.namespace)
         if manager is None or not manager._concerns(notice.environment):
+            # Nothing here to apply: as good as applied (or `applied_seq` would trail
+            # through another environment's burst of writes until the next catch-up).
+            self._applied(notice.seq)
             return
         # One loader per key: notices arriving while it loads are coalesced into the
         # newest one (remote instances may skip intermediate versions), so a burst of

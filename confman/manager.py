@@ -19,6 +19,7 @@ together until the entry-storage strategy planned in ``shared/STYLE.md`` separat
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import dataclasses
 import enum
@@ -87,6 +88,18 @@ _INVISIBLE_MESSAGE = (
 )
 _NAMESPACE = re.compile(r"[a-z](?:_?[a-z0-9])*")
 log = logging.getLogger("confman.manager")
+
+#: While a write to an environment this instance does not hold is validated: that
+#: environment, so that rules across managers (`validate_write`) judge it by that
+#: environment's values (`rule_view`), not by this instance's own.
+_RULE_ENVIRONMENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "confman_rule_environment", default=None
+)
+#: While a change set's members are built: `validate_write` is left to the set, which
+#: runs it once every member's new value is known.
+_RULES_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "confman_rules_deferred", default=False
+)
 
 Change = Mapping[str, Any] | BaseModel | Callable[[Any], Any]
 """A partial document (merge patch), a whole value, or a function from value to value."""
@@ -175,6 +188,22 @@ class _Candidate(Generic[T]):
 class _Origin:
     actor: str | None = None
     reason: str | None = None
+
+
+@dataclass(slots=True)
+class _Step(Generic[T]):
+    """One prepared write: validated, not yet committed (see `ConfigurationManager._prepare`)."""
+
+    manager: ConfigurationManager[T]
+    key: str
+    target: str  # the environment written ('' the base)
+    slot: int | None  # what this instance holds of it: 0 own scope, 1 overlay, None nothing
+    write: Write
+    candidate: _Candidate[T]
+    old: T | None  # the effective value before (None: no such item)
+    unchanged: bool  # the write would store what is stored
+    origin: _Origin
+    at: datetime | None  # when the document last changed
 
 
 class _Current(Generic[T]):
@@ -663,12 +692,9 @@ class ConfigurationManager(Generic[T]):
         dropped (it inherits the base again).
         """
 
-        def gone(_stored: Any, parent: dict[str, Any] | None, over: bool) -> Any:
-            return hidden() if over and self.keyed and parent is not None else None
-
         return await self._write(
             key,
-            gone,
+            lambda _stored, parent, over: self._gone(parent, over),
             action=Action.DELETE,
             expected_version=expected_version,
             origin=_Origin(actor, reason),
@@ -771,6 +797,53 @@ class ConfigurationManager(Generic[T]):
         )  # fmt: skip
         return candidate.effective
 
+    async def preview(
+        self,
+        change: Mapping[str, Any] | T | Callable[[T], T] | None,
+        *,
+        key: str = DEFAULT_KEY,
+        replace: bool = False,
+        environment: Environment = OWN,
+    ) -> T | None:
+        """Preview for any environment: the effective value ``change`` (``None``: a
+        delete) would give ``key`` there; nothing is written. For an environment this
+        instance holds it is `validate` (a delete: `validate_write`); for any other the
+        stored layers are read from the database, as `resolve` reads them. A base
+        change is also checked against every environment's overlay, as the write is.
+
+        Raises:
+            ValidationFailed: the change is refused (field paths and messages).
+            NotFound: no such item there.
+            UnknownEnvironment: no such environment.
+        """
+        target = self._target_name(environment)
+        if target != BASE:
+            await self.hub.check_environment(target)
+
+        def build(stored: Any, parent: dict[str, Any] | None, over: bool) -> Any:
+            if change is None:
+                return self._gone(parent, over)
+            return self._apply_change(
+                stored, change, key, replace=replace, parent=parent, overlaying=over
+            )
+
+        action = Action.DELETE if change is None else Action.UPDATE
+        async with self._lock(self._lock_name(key, target)):
+            step = await self._prepare(
+                key, build, target, action=action, expected_version=None, origin=_Origin(),
+                must_exist=change is None, must_not_exist=False, resetting=False,
+            )  # fmt: skip
+        if target == BASE and self.inherits:
+            await self._check_environments(key, step.candidate.plain)
+        if change is not None and step.candidate.effective is None:
+            raise NotFound(f"{self.namespace} has no item {key!r}{self._where(target)}")
+        return step.candidate.effective
+
+    def _gone(self, parent: dict[str, Any] | None, overlaying: bool) -> dict[str, Any] | None:
+        """What a delete stores: an item the base holds is hidden in an environment;
+        anything else is removed."""
+        return hidden() if overlaying and self.keyed and parent is not None else None
+
     async def _parent_of(self, key: str, environment: str) -> tuple[dict[str, Any] | None, bool]:
         """(the base document under ``environment``'s document of ``key``, whether it is
         an overlay over it)."""
@@ -804,8 +877,45 @@ class ConfigurationManager(Generic[T]):
         """Extension point for rules beyond the model (e.g. across managers).
 
         Called before every write with the new stored value (``None`` for a delete);
-        raise `ValidationFailed` to refuse it.
+        raise `ValidationFailed` to refuse it. A rule that reads another manager reads
+        it through `rule_view`, so that a write to another environment is judged by
+        that environment's values.
         """
+
+    def _rule(self, key: str, value: T | None) -> None:
+        if not _RULES_DEFERRED.get():  # a change set runs the rules over all of it
+            self.validate_write(key, value)
+
+    async def _prepare_rules(self, environment: str) -> None:
+        """Before a write to ``environment``, which this instance does not hold: read
+        what `validate_write` will need there (see `rule_view`). Nothing by default."""
+
+    @staticmethod
+    def rule_environment() -> str | None:
+        """The environment a write being validated goes to, when this instance does not
+        hold it (None: its own documents, which memory holds)."""
+        return _RULE_ENVIRONMENT.get()
+
+    async def values_in(self, environment: str) -> dict[str, T]:
+        """Every item's stored effective value in ``environment`` (``''``: the base),
+        read from the database: for rules judging a write to an environment that
+        this instance does not hold."""
+        wanted = [BASE, environment] if self.inherits and environment != BASE else [environment]
+        rows = await self.hub.store.load_namespace(self.namespace, environments=wanted)
+        by_key: dict[str, dict[str, StoredDocument]] = {}
+        for row in rows:
+            by_key.setdefault(row.key, {})[row.environment] = row
+        found: dict[str, T] = {}
+        for key, docs in by_key.items():
+            base = docs.get(BASE if self.inherits else environment)
+            over = docs.get(environment) if self.inherits and environment != BASE else None
+            try:
+                resolved = self._resolved(key, environment, base, over)
+            except ValidationFailed:
+                continue  # an invalid stored value is nobody's to lean on
+            if resolved.value is not None:
+                found[key] = resolved.value
+        return found
 
     # ----------------------------------------------------------------- internals
 
@@ -924,13 +1034,13 @@ class ConfigurationManager(Generic[T]):
             return self._overlay_candidate(key, plain, parent, source=source, layered=layered)
         try:
             if plain is None:
-                self.validate_write(key, None)
+                self._rule(key, None)
                 effective = None if self.keyed else self._layered(key, {}, source, layered)
                 if overlay is not None and not is_hidden(overlay):
                     effective = self._layered(key, merge_patch({}, overlay), source, layered)
                 return _Candidate(None, effective, None, None, None)
             value = self._layering.validate(plain, key=key, source=source)
-            self.validate_write(key, value)
+            self._rule(key, value)
             seen = self._combined(plain, overlay)
             effective = None if seen is None else self._layered(key, seen, source, layered)
         except ValidationFailed:
@@ -956,16 +1066,16 @@ class ConfigurationManager(Generic[T]):
         fields are what is stored (secrets encrypted, as in any document)."""
         if is_hidden(plain):
             assert plain is not None
-            self.validate_write(key, None)
+            self._rule(key, None)
             return _Candidate(None, None, dict(plain), dict(plain), dict(plain))
         combined = self._combined(parent, plain)
         try:
             if combined is None:  # the overlay dropped, and no base item under it
-                self.validate_write(key, None)
+                self._rule(key, None)
                 effective = None if self.keyed else self._layered(key, {}, source, layered)
                 return _Candidate(None, effective, None, None, None)
             value = self._layering.validate(combined, key=key, source=source)
-            self.validate_write(key, value)
+            self._rule(key, value)
             effective = self._layered(key, combined, source, layered)
         except ValidationFailed:
             self.stats.validation_failures += 1
@@ -1043,7 +1153,7 @@ class ConfigurationManager(Generic[T]):
         environment: Environment = OWN,
         resetting: bool = False,
     ) -> ConfigChange[T]:
-        """Build, validate and commit one document's new version.
+        """Build, validate and commit one document's new version (a change set of one).
 
         ``build(before, parent, overlaying)`` makes the new document from the one stored
         in the target environment (an overlay over ``parent`` when ``overlaying``).
@@ -1052,14 +1162,58 @@ class ConfigurationManager(Generic[T]):
         target = self._target_name(environment)
         if target != BASE:
             await self.hub.check_environment(target)
-        slot = self._slot_of(target)
-        if slot is None:
-            return await self._write_elsewhere(
+        async with self._lock(self._lock_name(key, target)):
+            step = await self._prepare(
                 key, build, target, action=action, expected_version=expected_version,
                 origin=origin, must_exist=must_exist, must_not_exist=must_not_exist,
                 resetting=resetting,
             )  # fmt: skip
-        async with self._lock(key):
+            if step.unchanged:
+                return await self._confirm_unchanged(step)
+            if target == BASE and self.inherits:
+                await self._check_environments(key, step.candidate.plain)
+            try:
+                stored, record = await self.hub.store.write(step.write)
+            except ConcurrencyConflict:
+                self.stats.conflicts += 1
+                raise
+            return await self._finish(step, stored, record)
+
+    def _lock_name(self, key: str, environment: str) -> str:
+        """Writes to what this instance holds share the apply path's lock of the key."""
+        return key if self._slot_of(environment) is not None else f"{environment}\0{key}"
+
+    async def _prepare(
+        self,
+        key: str,
+        build: Callable[[dict[str, Any] | None, dict[str, Any] | None, bool], Any],
+        target: str,
+        *,
+        action: Action,
+        expected_version: int | None,
+        origin: _Origin,
+        must_exist: bool,
+        must_not_exist: bool,
+        resetting: bool,
+        change_set: str | None = None,
+        rules: bool = True,
+    ) -> _Step[T]:
+        """Everything a write does before the database: read what is stored (memory for
+        what this instance holds, else the database), check versions, build, validate.
+        Caller holds `_lock_name`'s lock. ``rules``: False leaves `validate_write` to the
+        caller (a change set judges its members together).
+
+        A write to an environment this instance does not hold is validated with the
+        stored layers only (its env files and variables are not that environment's),
+        and is not emitted here (it concerns other instances, which the notice tells).
+
+        Raises:
+            NotFound, ConcurrencyConflict, ValidationFailed: as the write would.
+        """
+        slot = self._slot_of(target)
+        entry: _Entry[T] | None = None
+        own: StoredDocument | None = None
+        if slot is not None:
             entry = await self._entry_for_write(key)
             if expected_version is not None and self._version_in(entry, slot) != expected_version:
                 # Our memory may only be behind the database: look before refusing.
@@ -1068,87 +1222,157 @@ class ConfigurationManager(Generic[T]):
             overlaying = slot == 1
             parent = entry.stored if entry is not None and overlaying else None
             before = (entry.overlay if overlaying else entry.stored) if entry else None
-            seen = self._combined(parent, before) if overlaying else before
-            exists = seen is not None
-            if resetting:
-                exists = before is not None
-            if must_exist and not exists:
-                raise NotFound(f"{self.namespace} has no item {key!r}{self._where(target)}")
-            base_version = self._version_in(entry, slot)
-            if must_not_exist and exists:
-                raise ConcurrencyConflict(self.namespace, key, expected=0, current=base_version)
-            if expected_version is not None and base_version != expected_version:
-                self.stats.conflicts += 1
-                raise ConcurrencyConflict(
-                    self.namespace, key, expected=expected_version, current=base_version
-                )
-            plain = build(before, parent, overlaying)
-            if action is Action.UPDATE and before is None:
-                action = Action.CREATE
-            if overlaying and plain is None and before is not None:
-                action = Action.DELETE if not resetting or before is not None else action
-            overlay = entry.overlay if entry is not None and not overlaying else None
+            current = self._version_in(entry, slot)
+        else:
+            if self.inherits:
+                rows = {
+                    d.environment: d
+                    for d in await self.hub.store.load_everywhere(self.namespace, key)
+                    if d.environment in (BASE, target)
+                }
+            else:
+                row = await self.hub.store.load(self.namespace, key, environment=target)
+                rows = {} if row is None else {target: row}
+            own, under = rows.get(target), rows.get(BASE)
+            overlaying = self.inherits
+            parent = None if under is None else self._decode(under.data, key, under.version)
+            before = None if own is None else self._decode(own.data, key, own.version)
+            current = 0 if own is None else own.version
+        seen = self._combined(parent, before) if overlaying else before
+        exists = (before is not None) if resetting else seen is not None
+        if must_exist and not exists:
+            raise NotFound(f"{self.namespace} has no item {key!r}{self._where(target)}")
+        if must_not_exist and exists:
+            raise ConcurrencyConflict(self.namespace, key, expected=0, current=current)
+        if expected_version is not None and current != expected_version:
+            self.stats.conflicts += 1
+            raise ConcurrencyConflict(
+                self.namespace, key, expected=expected_version, current=current
+            )
+        plain = build(before, parent, overlaying)
+        action = self._action_for(action, before, parent, plain, overlaying)
+        if slot is None:
+            await self._prepare_rules(target)
+        judged_in = _RULE_ENVIRONMENT.set(target if slot is None else None)
+        deferred = _RULES_DEFERRED.set(not rules)
+        try:
             candidate = self._candidate(
-                key, plain, source=str(action), parent=parent, overlaying=overlaying,
-                overlay=overlay,
+                key, plain, source=str(action) if slot is not None else f"{action} in {target}",
+                parent=parent, overlaying=overlaying,
+                overlay=entry.overlay if entry is not None and not overlaying else None,
+                layered=slot is not None,
             )  # fmt: skip
-            serving = entry.overlay_serving if overlaying and entry else (
-                entry.serving if entry else None
-            )  # fmt: skip
-            if (
+        finally:
+            _RULES_DEFERRED.reset(deferred)
+            _RULE_ENVIRONMENT.reset(judged_in)
+        if slot is not None:
+            old = entry.effective if entry else None
+            serving = (entry.overlay_serving if overlaying else entry.serving) if entry else None
+            unchanged = (
                 entry is not None
                 and before is not None
                 and serving is None  # a refused stored version is healed by a write
                 and (entry.effective is not None or overlaying)
                 and candidate.plain == before
-            ):
-                return await self._unchanged(key, entry, action, origin, target, base_version)
-            if target == BASE and self.inherits:
-                await self._check_environments(key, candidate.plain)
-            before_masked = (
-                self._masked_part(before, parent) if overlaying else self._masked(before)
             )
+        else:
+            old = self._stored_value(key, seen)
+            unchanged = before is not None and candidate.plain == before
+        masked = self._masked_part(before, parent) if overlaying else self._masked(before)
+        write = Write(
+            namespace=self.namespace,
+            key=key,
+            data=candidate.stored_form,
+            expected_version=current,
+            action=action,
+            actor=origin.actor,
+            reason=origin.reason,
+            before=masked,
+            after=candidate.masked,
+            changed=changed_paths(masked, candidate.masked),
+            origin=self.hub.instance_id,
+            environment=target,
+            change_set=change_set,
+        )
+        at = own.updated_at if own is not None else (entry.updated_at if entry else None)
+        return _Step(self, key, target, slot, write, candidate, old, unchanged, origin, at)
+
+    def _stored_value(self, key: str, seen: dict[str, Any] | None) -> T | None:
+        """The stored effective value of a document this instance does not hold."""
+        if seen is not None:
             try:
-                stored, record = await self.hub.store.write(
-                    Write(
-                        namespace=self.namespace,
-                        key=key,
-                        data=candidate.stored_form,
-                        expected_version=base_version,
-                        action=action,
-                        actor=origin.actor,
-                        reason=origin.reason,
-                        before=before_masked,
-                        after=candidate.masked,
-                        changed=changed_paths(before_masked, candidate.masked),
-                        origin=self.hub.instance_id,
-                        environment=target,
-                    )
-                )
-            except ConcurrencyConflict:
-                self.stats.conflicts += 1
-                raise
-            self.stats.writes += 1
-            # Tell the other instances first: their latency should not include this
-            # instance's own subscribers.
-            await self.hub._publish(
-                ChangeNotice(
-                    self.namespace, key, stored.version, record.seq, self.hub.instance_id, target
-                )
+                return self._layering.validate(seen, key=key, source="stored value")
+            except ValidationFailed:
+                return None
+        return None if self.keyed else self._layering.validate({}, key=key, source="defaults")
+
+    async def _confirm_unchanged(self, step: _Step[T]) -> ConfigChange[T]:
+        """The answer to a write that would store what is stored: nothing is written."""
+        if step.slot is not None:
+            entry = self._entries[step.key]
+            return await self._unchanged(
+                step.key, entry, step.write.action, step.origin, step.target,
+                step.write.expected_version,
+            )  # fmt: skip
+        self.stats.unchanged_writes += 1
+        return ConfigChange(
+            namespace=self.namespace, key=step.key, old=step.old, new=step.old,
+            version=step.write.expected_version, seq=0, action=step.write.action,
+            changed_fields=(), actor=step.origin.actor, reason=step.origin.reason,
+            origin=self.hub.instance_id, at=step.at or datetime.now(UTC), unchanged=True,
+            environment=step.target,
+        )  # fmt: skip
+
+    async def _finish(
+        self, step: _Step[T], stored: StoredDocument, record: ChangeRecord
+    ) -> ConfigChange[T]:
+        """After the commit: tell the other instances, then take the new version here
+        (where this instance holds it) and emit it. Caller holds the key's lock."""
+        self.stats.writes += 1
+        # Tell the other instances first: their latency should not include this
+        # instance's own subscribers.
+        await self.hub._publish(
+            ChangeNotice(
+                self.namespace,
+                step.key,
+                stored.version,
+                record.seq,
+                self.hub.instance_id,
+                step.target,
+                record.change_set,
             )
-            old = entry.effective if entry else None
-            if overlaying:
-                change = self._commit_overlay(
-                    key, stored.version, candidate.plain, stored.data, candidate.effective, record
-                )
-            else:
-                change = self._commit(
-                    key, stored.version, candidate.plain, candidate.effective, record
-                )
+        )
+        candidate = step.candidate
+        change: ConfigChange[T] | None = None
+        if step.slot == 1:
+            change = self._commit_overlay(
+                step.key, stored.version, candidate.plain, stored.data, candidate.effective, record
+            )
+        elif step.slot == 0:
+            change = self._commit(
+                step.key, stored.version, candidate.plain, candidate.effective, record
+            )
+        if step.slot is not None:
             self.hub._applied(record.seq)
-            if change is None:  # cannot happen under the lock; keep the caller informed anyway
-                change = self._make_change(key, old, candidate.effective, record)
+        if change is None:  # not held here (or, under the lock, cannot happen)
+            change = self._make_change(step.key, step.old, candidate.effective, record)
         return change
+
+    @staticmethod
+    def _action_for(
+        action: Action,
+        before: dict[str, Any] | None,
+        parent: dict[str, Any] | None,
+        plain: dict[str, Any] | None,
+        overlaying: bool,
+    ) -> Action:
+        """The change log's word for a write: an update of nothing creates; an overlay
+        over an existing base item updates it; an overlay removed is deleted."""
+        if overlaying and plain is None and before is not None:
+            return Action.DELETE
+        if action is Action.UPDATE and before is None and not (overlaying and parent):
+            return Action.CREATE
+        return action
 
     @staticmethod
     def _where(environment: str) -> str:
@@ -1204,107 +1428,6 @@ class ConfigurationManager(Generic[T]):
                 raise ValidationFailed(
                     self.namespace, key, e.errors, source=source, environment=doc.environment
                 ) from None
-
-    async def _write_elsewhere(
-        self,
-        key: str,
-        build: Callable[[dict[str, Any] | None, dict[str, Any] | None, bool], Any],
-        target: str,
-        *,
-        action: Action,
-        expected_version: int | None,
-        origin: _Origin,
-        must_exist: bool,
-        must_not_exist: bool,
-        resetting: bool,
-    ) -> ConfigChange[T]:
-        """A write to an environment this instance does not run in: read from the
-        database (this instance holds none of it), validated with the stored layers only
-        (its own env files and variables are not that environment's), and not emitted
-        here (it concerns other instances, which the notice tells)."""
-        async with self._lock(f"{target}\0{key}"):
-            if self.inherits:
-                rows = {
-                    d.environment: d
-                    for d in await self.hub.store.load_everywhere(self.namespace, key)
-                    if d.environment in (BASE, target)
-                }
-            else:
-                row = await self.hub.store.load(self.namespace, key, environment=target)
-                rows = {} if row is None else {target: row}
-            own, under = rows.get(target), rows.get(BASE)
-            parent = None if under is None else self._decode(under.data, key, under.version)
-            before = None if own is None else self._decode(own.data, key, own.version)
-            overlaying = self.inherits
-            seen = self._combined(parent, before) if overlaying else before
-            exists = (before is not None) if resetting else seen is not None
-            current = 0 if own is None else own.version
-            where = self._where(target)
-            if must_exist and not exists:
-                raise NotFound(f"{self.namespace} has no item {key!r}{where}")
-            if must_not_exist and exists:
-                raise ConcurrencyConflict(self.namespace, key, expected=0, current=current)
-            if expected_version is not None and current != expected_version:
-                self.stats.conflicts += 1
-                raise ConcurrencyConflict(
-                    self.namespace, key, expected=expected_version, current=current
-                )
-            plain = build(before, parent, overlaying)
-            if action is Action.UPDATE and before is None:
-                action = Action.CREATE
-            if overlaying and plain is None and before is not None:
-                action = Action.DELETE
-            candidate = self._candidate(
-                key, plain, source=f"{action} in {target}", parent=parent,
-                overlaying=overlaying, layered=False,
-            )  # fmt: skip
-            old = None
-            if seen is not None:
-                try:
-                    old = self._layering.validate(seen, key=key, source="stored value")
-                except ValidationFailed:
-                    old = None
-            elif not self.keyed:
-                old = self._layering.validate({}, key=key, source="model defaults")
-            if before is not None and candidate.plain == before:
-                self.stats.unchanged_writes += 1
-                return ConfigChange(
-                    namespace=self.namespace, key=key, old=old, new=old, version=current,
-                    seq=0, action=action, changed_fields=(), actor=origin.actor,
-                    reason=origin.reason, origin=self.hub.instance_id,
-                    at=own.updated_at if own else datetime.now(UTC), unchanged=True,
-                    environment=target,
-                )  # fmt: skip
-            masked_before = (
-                self._masked_part(before, parent) if overlaying else self._masked(before)
-            )
-            try:
-                stored, record = await self.hub.store.write(
-                    Write(
-                        namespace=self.namespace,
-                        key=key,
-                        data=candidate.stored_form,
-                        expected_version=current,
-                        action=action,
-                        actor=origin.actor,
-                        reason=origin.reason,
-                        before=masked_before,
-                        after=candidate.masked,
-                        changed=changed_paths(masked_before, candidate.masked),
-                        origin=self.hub.instance_id,
-                        environment=target,
-                    )
-                )
-            except ConcurrencyConflict:
-                self.stats.conflicts += 1
-                raise
-            self.stats.writes += 1
-            await self.hub._publish(
-                ChangeNotice(
-                    self.namespace, key, stored.version, record.seq, self.hub.instance_id, target
-                )
-            )
-            return self._make_change(key, old, candidate.effective, record)
 
     async def _unchanged(
         self,

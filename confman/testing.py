@@ -54,15 +54,24 @@ async def temporary_hub(
     database_url: str | None = None,
     env: Mapping[str, str] | None = None,
     env_files: Iterable[str | os.PathLike[str]] = (),
+    environments: Iterable[str] = (),
     **options: Any,
 ) -> AsyncIterator[ConfigHub]:
     """A hub on a fresh migrated SQLite database in ``directory`` (or on ``database_url``).
 
     ``env`` defaults to an empty environment plus a generated encryption key, so secrets
-    work without touching the real environment.
+    work without touching the real environment. ``environments`` are created first if
+    missing (and the hub's own ``environment=``, if given), so that a test can start a
+    hub in one at once.
     """
     url = database_url or await migrated_sqlite(directory)
     environment = {"CONFMAN_ENCRYPTION_KEY": generate_key()} if env is None else dict(env)
+    wanted = [*environments, *([options["environment"]] if options.get("environment") else [])]
+    if wanted:
+        async with ConfigHub.connect(url, env=environment, env_files=(), managers=[]) as base:
+            for name in dict.fromkeys(wanted):
+                if name not in base.known_environments:
+                    await base.create_environment(name)
     async with ConfigHub.connect(
         url,
         env=environment,

@@ -99,3 +99,76 @@ def test_plain_alembic_upgrade_head_works(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Running upgrade  -> 0001" in result.stderr
+
+
+async def test_upgrading_a_populated_database_keeps_everything_as_base_data(
+    empty_url: str,
+) -> None:
+    """Documents, versions and history written at the previous head (0002) survive the
+    environments migration as the base, and a hub reads and extends them as before."""
+    import asyncio
+    import json
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from tests.models import FlagsManager, ItemsManager
+
+    await asyncio.to_thread(upgrade_async_blocking, empty_url, "0002")
+    engine = create_engine(empty_url)
+    now = datetime.now(UTC)
+    rows = [  # (namespace, key, version, data)
+        ("flags", "default", 1, {"name": "one"}),
+        ("flags", "default", 2, {"name": "two", "ratio": 0.25}),
+        ("items", "a", 1, {"title": "A"}),
+    ]
+    try:
+        async with engine.begin() as conn:
+            for namespace, key, version, data in rows:
+                await conn.execute(
+                    text(
+                        "INSERT INTO config_changes (namespace, key, version, action, actor, "
+                        "reason, before, after, changed, data, origin, committed_at) VALUES "
+                        "(:ns, :key, :v, 'update', 'old', NULL, NULL, :d, :ch, :d, 'old', :at)"
+                    ),
+                    {"ns": namespace, "key": key, "v": version, "d": json.dumps(data),
+                     "ch": json.dumps(sorted(data)), "at": now},
+                )  # fmt: skip
+            for namespace, key, version, data in (rows[1], rows[2]):
+                await conn.execute(
+                    text(
+                        "INSERT INTO config_documents (namespace, key, data, version, "
+                        "updated_at, updated_by) VALUES (:ns, :key, :d, :v, :at, 'old')"
+                    ),
+                    {"ns": namespace, "key": key, "d": json.dumps(data), "v": version, "at": now},
+                )
+    finally:
+        await engine.dispose()
+    await upgrade_async(empty_url)
+    managers = [FlagsManager, ItemsManager]
+    async with ConfigHub.connect(empty_url, env={}, env_files=(), managers=managers) as hub:
+        flags, items = hub.manager(FlagsManager), hub.manager(ItemsManager)
+        assert (flags.current.name, flags.current.ratio, flags.version()) == ("two", 0.25, 2)
+        assert items.get("a").title == "A"
+        history = await flags.history()
+        assert [(r.version, r.environment, r.actor) for r in history] == [
+            (2, None, "old"),
+            (1, None, "old"),
+        ]
+        assert (await flags.update({"name": "three"})).version == 3
+        await hub.create_environment("staging")
+        await flags.update({"name": "s"}, environment="staging")  # a second row of the key
+        await flags.rollback(to_version=1)
+        assert flags.current.name == "one"
+    # Back to 0002: the base survives (the overlay has no place there), then up again.
+    await asyncio.to_thread(downgrade, empty_url, "0002")
+    await upgrade_async(empty_url)
+    async with ConfigHub.connect(empty_url, env={}, env_files=(), managers=managers) as hub:
+        assert hub.manager(FlagsManager).current.name == "one"
+        assert hub.manager(FlagsManager).version() == 4
+
+
+def upgrade_async_blocking(url: str, revision: str) -> None:
+    from confman.store.schema import upgrade
+
+    upgrade(url, revision)

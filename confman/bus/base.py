@@ -26,6 +26,7 @@ class ChangeNotice:
     seq: int
     origin: str
     environment: str = ""  # '' for the base, else the environment whose document changed
+    change_set: str | None = None  # the set the change was committed in (applied whole)
 
 
 NoticeHandler = Callable[[ChangeNotice], None]

@@ -32,6 +32,8 @@ def encode_notice(notice: ChangeNotice) -> str:
     }
     if notice.environment:  # the base says nothing: what every earlier notice said
         fields["environment"] = notice.environment
+    if notice.change_set:
+        fields["change_set"] = notice.change_set
     return json.dumps(fields, separators=(",", ":"))
 
 
@@ -45,6 +47,7 @@ def decode_notice(raw: bytes | str) -> ChangeNotice:
         seq=int(data["seq"]),
         origin=str(data["origin"]),
         environment=str(data.get("environment") or ""),
+        change_set=str(data["change_set"]) if data.get("change_set") else None,
     )
     if notice.version < 1 or notice.seq < 1:
         raise ValueError("version and seq must be positive")

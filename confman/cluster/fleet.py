@@ -8,12 +8,15 @@ Keys (``<p>`` is the cluster prefix):
   readers drop members whose key has expired. Each beat sets its TTL to
   ``heartbeat_ttl`` too, so it goes once no instance beats.
 - ``<p>:acks:<namespace>:<key>`` — the reply channel of ``update(...,
-  wait_for_instances=...)``: a hash, instance id → JSON ``{"version", "reason", "at"}``,
-  the version of that document the instance now holds and, if it refused that version
-  (its own overrides or validation failed), why. Every instance writes it after it has
-  processed a notice or a catch-up for the document, whether or not anyone waits (a
-  pipelined ``HSET``+``PEXPIRE``, coalesced per document); the writer polls it until every
-  instance that was live when it committed has answered, or the time is up.
+  wait_for_instances=...)`` for a base document, ``<p>:acks@<environment>:<namespace>:<key>``
+  for an environment's: a hash, instance id → JSON ``{"version", "reason", "at"}``, the
+  version of that document the instance now holds and, if it refused that version (its
+  own overrides or validation failed), why. Versions count per (environment, namespace,
+  key), so the base's v3 and staging's v3 have separate hashes and never answer for
+  each other. Every instance writes it after it has processed a notice or a catch-up
+  for the document, whether or not anyone waits (a pipelined ``HSET``+``PEXPIRE``,
+  coalesced per document); the writer polls it until every instance the change concerns
+  that was live when it committed has answered, or the time is up.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,10 +45,17 @@ __all__ = [
     "InstanceReply",
     "NamespaceDigest",
     "Registry",
+    "Reply",
+    "concerned",
     "wait_for_replies",
 ]
 
 log = logging.getLogger("confman.cluster")
+
+
+Reply = tuple[str | None, str, str, int, str | None]
+"""One instance's answer about one document: (environment (None: the base), namespace,
+key, version held, reason it refuses that version or None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,8 @@ class NamespaceDigest:
 
 @dataclass(frozen=True, slots=True)
 class InstanceInfo:
-    """One instance's heartbeat."""
+    """One instance's heartbeat. ``environment``: the environment it runs in (None: the
+    base alone; also what a heartbeat of a release before environments means)."""
 
     instance_id: str
     host: str
@@ -79,6 +90,7 @@ class InstanceInfo:
     leader: bool = False
     fencing_token: int | None = None
     degraded: bool = False
+    environment: str | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -101,6 +113,7 @@ class InstanceInfo:
             leader=bool(data["leader"]),
             fencing_token=data["fencing_token"],
             degraded=bool(data["degraded"]),
+            environment=data.get("environment") or None,
         )
 
 
@@ -110,8 +123,9 @@ class Drift:
 
     ``kind``: ``"lagging"`` (has not applied changes committed more than the grace
     period before its last heartbeat), ``"values"`` (same stored versions as its peers
-    and no overrides, yet different effective values), ``"problems"`` (refuses some
-    stored documents), ``"degraded"`` (serving from its snapshot, database unreachable).
+    and no overrides, yet different effective values than the other instances of its
+    environment), ``"problems"`` (refuses some stored documents), ``"degraded"``
+    (serving from its snapshot, database unreachable).
     """
 
     instance_id: str
@@ -133,6 +147,12 @@ class InstanceReply:
 class FleetReport:
     """Which live instances took a change (``update(..., wait_for_instances=...)``).
 
+    Only instances the change concerns are expected: for a base document every instance
+    (for a namespace that does not inherit, those without an environment), for an
+    environment's document the instances in that environment; the writer always.
+    ``environment`` is the changed document's (None: the base), ``version`` its version
+    there.
+
     ``applied``: hold that version (or a newer one) in service — the writer included.
     ``refused``: hold it but cannot use it; ``reason`` says why (their overrides or
     validation), and they keep serving their last valid value. ``missing``: live when
@@ -145,6 +165,7 @@ class FleetReport:
     applied: tuple[InstanceReply, ...]
     refused: tuple[InstanceReply, ...]
     missing: tuple[str, ...]
+    environment: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -152,7 +173,8 @@ class FleetReport:
         return not self.refused and not self.missing
 
     def __str__(self) -> str:
-        parts = [f"{self.namespace}/{self.key} v{self.version}: {len(self.applied)} applied"]
+        where = f" in {self.environment}" if self.environment else ""
+        parts = [f"{self.namespace}/{self.key}{where} v{self.version}: {len(self.applied)} applied"]
         if self.refused:
             parts.append(
                 "refused by " + ", ".join(f"{r.instance_id} ({r.reason})" for r in self.refused)
@@ -176,14 +198,22 @@ class FleetRegistry(Protocol):
 
     async def instances(self) -> list[InstanceInfo]: ...
 
-    async def acknowledge(
-        self, replies: Iterable[tuple[str, str, int, str | None]], instance_id: str
-    ) -> None: ...
+    async def acknowledge(self, replies: Iterable[Reply], instance_id: str) -> None: ...
 
-    async def replies(self, namespace: str, key: str) -> dict[str, tuple[int, str | None]]: ...
+    async def replies(
+        self, namespace: str, key: str, environment: str | None = None
+    ) -> dict[str, tuple[int, str | None]]: ...
 
     async def wait_for(
-        self, namespace: str, key: str, version: int, *, origin: str, timeout: float
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        *,
+        origin: str,
+        timeout: float,
+        environment: str | None = None,
+        inherits: bool = True,
     ) -> FleetReport: ...
 
     async def close(self) -> None: ...
@@ -202,8 +232,11 @@ class Registry:
     def _instance_key(self, instance_id: str) -> str:
         return f"{self.prefix}:instance:{instance_id}"
 
-    def ack_key(self, namespace: str, key: str) -> str:
-        return f"{self.prefix}:acks:{namespace}:{key}"
+    def ack_key(self, namespace: str, key: str, environment: str | None = None) -> str:
+        # The base keeps the name it had before environments (what instances of an
+        # older release write); an environment's name cannot be mistaken for it.
+        acks = f"acks@{environment}" if environment else "acks"
+        return f"{self.prefix}:{acks}:{namespace}:{key}"
 
     async def beat(self, info: InstanceInfo) -> None:
         ttl_ms = max(1, int(self.heartbeat_ttl * 1000))
@@ -246,21 +279,21 @@ class Registry:
                 await self.redis.zremrangebyscore(self.index, "-inf", cutoff)
         return sorted(live, key=lambda i: i.instance_id)
 
-    async def acknowledge(
-        self, replies: Iterable[tuple[str, str, int, str | None]], instance_id: str
-    ) -> None:
+    async def acknowledge(self, replies: Iterable[Reply], instance_id: str) -> None:
         ttl_ms = max(1, int(self.ack_ttl * 1000))
         now = datetime.now(UTC).isoformat()
         async with self.redis.pipeline(transaction=False) as pipe:
-            for namespace, key, version, reason in replies:
-                name = self.ack_key(namespace, key)
+            for environment, namespace, key, version, reason in replies:
+                name = self.ack_key(namespace, key, environment)
                 body = json.dumps({"version": version, "reason": reason, "at": now})
                 pipe.hset(name, instance_id, body)
                 pipe.pexpire(name, ttl_ms)
             await pipe.execute()
 
-    async def replies(self, namespace: str, key: str) -> dict[str, tuple[int, str | None]]:
-        raw: dict[Any, Any] = await self.redis.hgetall(self.ack_key(namespace, key))
+    async def replies(
+        self, namespace: str, key: str, environment: str | None = None
+    ) -> dict[str, tuple[int, str | None]]:
+        raw: dict[Any, Any] = await self.redis.hgetall(self.ack_key(namespace, key, environment))
         found: dict[str, tuple[int, str | None]] = {}
         for instance, body in raw.items():
             try:
@@ -271,12 +304,41 @@ class Registry:
         return found
 
     async def wait_for(
-        self, namespace: str, key: str, version: int, *, origin: str, timeout: float
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        *,
+        origin: str,
+        timeout: float,
+        environment: str | None = None,
+        inherits: bool = True,
     ) -> FleetReport:
-        return await wait_for_replies(self, namespace, key, version, origin=origin, timeout=timeout)
+        return await wait_for_replies(
+            self, namespace, key, version, origin=origin, timeout=timeout,
+            environment=environment, inherits=inherits,
+        )  # fmt: skip
 
     async def close(self) -> None:
         """Nothing of its own: the node owns the Redis client."""
+
+
+def concerned(
+    info: InstanceInfo, namespace: str, environment: str | None, *, inherits: bool = True
+) -> bool:
+    """Whether a change to ``environment``'s document of ``namespace`` (None: the base)
+    changes what the instance ``info`` serves, so that it answers it.
+
+    The base concerns every instance, but in a namespace that does not inherit (each
+    environment holds its own documents) only those without an environment; an
+    environment's document concerns the instances in that environment. An instance
+    whose heartbeat lists namespaces but not this one has no manager for it.
+    """
+    if info.namespaces and namespace not in info.namespaces:
+        return False
+    if environment is None:
+        return inherits or info.environment is None
+    return info.environment == environment
 
 
 async def wait_for_replies(
@@ -287,19 +349,26 @@ async def wait_for_replies(
     *,
     origin: str,
     timeout: float,
+    environment: str | None = None,
+    inherits: bool = True,
     poll: float = 0.05,
 ) -> FleetReport:
-    """Wait up to ``timeout`` seconds for every live instance to answer ``version``."""
+    """Wait up to ``timeout`` seconds for every live instance the change concerns (see
+    `concerned`) to answer ``version`` of ``environment``'s document (None: the base)."""
     deadline = time.monotonic() + timeout
     try:
-        members = {i.instance_id for i in await registry.instances()} - {origin}
+        members = {
+            i.instance_id
+            for i in await registry.instances()
+            if concerned(i, namespace, environment, inherits=inherits)
+        } - {origin}
     except TRANSIENT as e:
         log.warning("cannot list the fleet (%s); reporting the writer only", e)
         members = set()
     answered: dict[str, tuple[int, str | None]] = {}
     while True:
         try:
-            replies = await registry.replies(namespace, key)
+            replies = await registry.replies(namespace, key, environment)
         except TRANSIENT as e:
             log.warning("cannot read replies (%s)", e)
             replies = {}
@@ -318,6 +387,7 @@ async def wait_for_replies(
         applied=tuple(applied),
         refused=tuple(refused),
         missing=tuple(sorted(members - answered.keys())),
+        environment=environment,
     )
 
 
@@ -328,13 +398,20 @@ class AckWriter:
         self.registry = registry
         self.instance_id = instance_id
         self.failures = 0
-        self._pending: dict[tuple[str, str], tuple[int, str | None]] = {}
+        self._pending: dict[tuple[str | None, str, str], tuple[int, str | None]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
-    def note(self, namespace: str, key: str, version: int, reason: str | None) -> None:
-        self._pending[(namespace, key)] = (version, reason)
+    def note(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        reason: str | None,
+        environment: str | None = None,
+    ) -> None:
+        self._pending[(environment, namespace, key)] = (version, reason)
         self._wake.set()
 
     def start(self) -> None:
@@ -355,7 +432,8 @@ class AckWriter:
                 continue
             try:
                 await self.registry.acknowledge(
-                    [(ns, key, v, r) for (ns, key), (v, r) in batch.items()], self.instance_id
+                    [(e, ns, key, v, r) for (e, ns, key), (v, r) in batch.items()],
+                    self.instance_id,
                 )
             except TRANSIENT as e:
                 self.failures += 1
@@ -363,10 +441,11 @@ class AckWriter:
 
 
 def namespace_digest(
-    versions: dict[str, int], values: dict[str, Any], *, overridden: bool
+    versions: Mapping[str, Any], values: dict[str, Any], *, overridden: bool
 ) -> NamespaceDigest:
-    """Digest one namespace: ``versions`` key → stored version, ``values`` key → effective
-    value (a pydantic model; dumped in JSON mode, so secrets are masked)."""
+    """Digest one namespace: ``versions`` key → stored version (or, with an environment's
+    overlay, the base's and the overlay's), ``values`` key → effective value (a pydantic
+    model; dumped in JSON mode, so secrets are masked)."""
     import hashlib
 
     def digest(obj: Any) -> str:

@@ -69,12 +69,14 @@ class ClusterOptions:
 
 @dataclass(frozen=True, slots=True)
 class InstanceState:
-    """What the hub reports about itself in each heartbeat."""
+    """What the hub reports about itself in each heartbeat; ``environment`` is the one
+    it runs in (None: the base alone)."""
 
     applied_seq: int
     namespaces: dict[str, NamespaceDigest] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     degraded: bool = False
+    environment: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,8 @@ class ClusterStatus:
     ``instances``: live instances (fresh heartbeat). ``leader``/``fencing_token``: the
     current lease holder. ``database_seq``: the newest change-log id (``None`` when the
     database is unreachable). ``drift``: instances behind or holding values they should
-    not (see `Drift`).
+    not (see `Drift`). Each instance says which environment it runs in; values are
+    compared among the instances of one environment only.
     """
 
     cluster: str
@@ -267,6 +270,7 @@ class ClusterNode:
             leader=self.is_leader,
             fencing_token=self.fencing_token,
             degraded=state.degraded,
+            environment=state.environment,
         )
 
     async def _beat(self) -> None:
@@ -287,13 +291,34 @@ class ClusterNode:
             except Exception:
                 log.exception("heartbeat failed unexpectedly")
 
-    def acknowledge(self, namespace: str, key: str, version: int, reason: str | None) -> None:
-        self.acks.note(namespace, key, version, reason)
+    def acknowledge(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        reason: str | None,
+        environment: str | None = None,
+    ) -> None:
+        """Tell writers this instance holds ``version`` of ``environment``'s document
+        (None: the base), and why it refuses it if ``reason``."""
+        self.acks.note(namespace, key, version, reason, environment)
 
-    async def wait_for(self, namespace: str, key: str, version: int, timeout: float) -> FleetReport:
+    async def wait_for(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        timeout: float,
+        *,
+        environment: str | None = None,
+        inherits: bool = True,
+    ) -> FleetReport:
+        """Wait for the instances a change to ``environment``'s document concerns
+        (`confman.cluster.fleet.concerned`) to answer ``version``."""
         return await self.registry.wait_for(
-            namespace, key, version, origin=self.instance_id, timeout=timeout
-        )
+            namespace, key, version, origin=self.instance_id, timeout=timeout,
+            environment=environment, inherits=inherits,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- housekeeping
 
@@ -391,25 +416,28 @@ class ClusterNode:
                                 f"{missed[0].record.committed_at.isoformat()}",
                             )
                         )
+        # Values are compared among instances of one environment holding the same stored
+        # versions: an instance in staging with an overlay is not drifting from production.
         namespaces = {ns for inst in instances for ns in inst.namespaces}
         for ns in sorted(namespaces):
-            groups: dict[str, list[InstanceInfo]] = {}
+            groups: dict[tuple[str | None, str], list[InstanceInfo]] = {}
             for inst in instances:
                 digest = inst.namespaces.get(ns)
                 if digest is not None and not digest.overridden and not inst.degraded:
-                    groups.setdefault(digest.versions, []).append(inst)
-            for members in groups.values():
+                    groups.setdefault((inst.environment, digest.versions), []).append(inst)
+            for (environment, _), members in groups.items():
                 votes = Counter(m.namespaces[ns].effective for m in members)
                 if len(votes) < 2:
                     continue
                 majority = votes.most_common(1)[0][0]
                 for m in members:
                     if m.namespaces[ns].effective != majority:
+                        peers = f"its peers in {environment}" if environment else "its peers"
                         found.append(
                             Drift(
                                 m.instance_id,
                                 "values",
-                                f"{ns}: same stored versions as its peers, different "
+                                f"{ns}: same stored versions as {peers}, different "
                                 "effective values",
                             )
                         )

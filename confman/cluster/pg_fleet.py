@@ -6,7 +6,11 @@ Everything goes on one channel, ``<cluster>:fleet``, as small JSON messages:
 - ``{"t": "hello"}`` when an instance starts: everyone beats at once, so a newcomer
   knows the fleet within a round trip instead of a heartbeat interval;
 - ``{"t": "ack", "i": <instance>, "r": [[namespace, key, version, reason], ...]}``, the
-  replies `update(..., wait_for_instances=...)` waits for;
+  replies `update(..., wait_for_instances=...)` waits for, about base documents;
+  ``{"t": "env-ack", "i": <instance>, "e": <environment>, "r": [...]}`` the same about
+  one environment's documents (versions count per environment; a release from before
+  environments ignores a kind it does not know rather than take staging's v3 for the
+  base's);
 - ``{"t": "leave", "i": <instance>}`` on a clean shutdown.
 
 Each instance keeps what it hears in memory: heartbeats for ``heartbeat_ttl`` and
@@ -33,7 +37,7 @@ from typing import Any
 
 from ..bus.postgres import MAX_CHANNEL_BYTES, listen_dsn
 from ..exceptions import ConfmanError
-from .fleet import FleetReport, InstanceInfo, wait_for_replies
+from .fleet import FleetReport, InstanceInfo, Reply, wait_for_replies
 
 __all__ = ["NotifyRegistry"]
 
@@ -68,9 +72,9 @@ class NotifyRegistry:
         self._conn: Any = None
         self._io = asyncio.Lock()
         self._peers: OrderedDict[str, tuple[InstanceInfo, float]] = OrderedDict()
-        self._replies: OrderedDict[tuple[str, str], dict[str, tuple[int, str | None, float]]] = (
-            OrderedDict()
-        )
+        self._replies: OrderedDict[
+            tuple[str | None, str, str], dict[str, tuple[int, str | None, float]]
+        ] = OrderedDict()
         self._beat_now = asyncio.Event()  # someone said hello: beat without waiting
 
     # ----------------------------------------------------------------- connection
@@ -132,18 +136,28 @@ class NotifyRegistry:
                 self._beat_now.set()
             elif kind == "leave":
                 self._peers.pop(str(message["i"]), None)
-            elif kind == "ack":
+            elif kind in ("ack", "env-ack"):
                 instance = str(message["i"])
+                environment = str(message["e"]) if kind == "env-ack" else None
                 for namespace, key, version, reason in message["r"]:
-                    self._note_reply(str(namespace), str(key), instance, int(version), reason, now)
+                    self._note_reply(
+                        environment, str(namespace), str(key), instance, int(version), reason, now
+                    )
         except (ValueError, KeyError, TypeError):
             self.malformed += 1
             log.warning("ignoring a malformed message on %s", self.channel)
 
     def _note_reply(
-        self, namespace: str, key: str, instance: str, version: int, reason: Any, now: float
+        self,
+        environment: str | None,
+        namespace: str,
+        key: str,
+        instance: str,
+        version: int,
+        reason: Any,
+        now: float,
     ) -> None:
-        slot = (namespace, key)
+        slot = (environment, namespace, key)
         replies = self._replies.setdefault(slot, {})
         self._replies.move_to_end(slot)
         replies[instance] = (version, None if reason is None else str(reason), now)
@@ -176,26 +190,49 @@ class NotifyRegistry:
             del self._peers[gone]
         return sorted((info for info, _ in self._peers.values()), key=lambda i: i.instance_id)
 
-    async def acknowledge(
-        self, replies: Iterable[tuple[str, str, int, str | None]], instance_id: str
-    ) -> None:
-        batch: list[list[Any]] = []
+    async def acknowledge(self, replies: Iterable[Reply], instance_id: str) -> None:
+        # One message kind per environment (see the module): group the replies.
+        by_environment: dict[str | None, list[list[Any]]] = {}
         now = time.monotonic()
-        for namespace, key, version, reason in replies:
-            self._note_reply(namespace, key, instance_id, version, reason, now)
-            batch.append([namespace, key, version, None if reason is None else reason[:2000]])
-            if len(json.dumps(batch)) > MAX_PAYLOAD - 200:
-                await self._send({"t": "ack", "i": instance_id, "r": batch[:-1]})
-                batch = batch[-1:]
-        if batch:
-            await self._send({"t": "ack", "i": instance_id, "r": batch})
+        for environment, namespace, key, version, reason in replies:
+            self._note_reply(environment, namespace, key, instance_id, version, reason, now)
+            by_environment.setdefault(environment, []).append(
+                [namespace, key, version, None if reason is None else reason[:2000]]
+            )
+        for environment, entries in by_environment.items():
+            head: dict[str, Any] = (
+                {"t": "ack", "i": instance_id}
+                if environment is None
+                else {"t": "env-ack", "i": instance_id, "e": environment}
+            )
+            batch: list[list[Any]] = []
+            for entry in entries:
+                batch.append(entry)
+                if len(json.dumps(batch)) > MAX_PAYLOAD - 200:
+                    await self._send({**head, "r": batch[:-1]})
+                    batch = batch[-1:]
+            if batch:
+                await self._send({**head, "r": batch})
 
-    async def replies(self, namespace: str, key: str) -> dict[str, tuple[int, str | None]]:
+    async def replies(
+        self, namespace: str, key: str, environment: str | None = None
+    ) -> dict[str, tuple[int, str | None]]:
         cutoff = time.monotonic() - self.ack_ttl
-        found = self._replies.get((namespace, key), {})
+        found = self._replies.get((environment, namespace, key), {})
         return {i: (v, r) for i, (v, r, at) in found.items() if at >= cutoff}
 
     async def wait_for(
-        self, namespace: str, key: str, version: int, *, origin: str, timeout: float
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        *,
+        origin: str,
+        timeout: float,
+        environment: str | None = None,
+        inherits: bool = True,
     ) -> FleetReport:
-        return await wait_for_replies(self, namespace, key, version, origin=origin, timeout=timeout)
+        return await wait_for_replies(
+            self, namespace, key, version, origin=origin, timeout=timeout,
+            environment=environment, inherits=inherits,
+        )  # fmt: skip

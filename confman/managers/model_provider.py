@@ -31,6 +31,7 @@ from ..manager import ConfigurationManager
 from ._rules import Loc, refuse
 
 if TYPE_CHECKING:
+    from ..hub import ConfigHub
     from .router import RouterConfig
 
 __all__ = [
@@ -183,6 +184,11 @@ class ModelProviderConfigurationManager(ConfigurationManager[ModelProvider]):
     model = ModelProvider
     keyed = True
 
+    def __init__(self, hub: ConfigHub) -> None:
+        super().__init__(hub)
+        # What `_prepare_rules` read for a write to an environment this hub does not hold.
+        self._router_in: dict[str, RouterConfig | None] = {}
+
     def enabled(self) -> dict[str, ModelProvider]:
         """Enabled providers by name (memory only)."""
         return {name: p for name, p in self.items() if p.enabled}
@@ -250,10 +256,25 @@ class ModelProviderConfigurationManager(ConfigurationManager[ModelProvider]):
         # Not a `requires`: the router requires us. Checked only when it is loaded.
         from .router import RouterConfigurationManager
 
+        elsewhere = self.rule_environment()
+        if elsewhere is not None:  # a write to an environment this instance does not hold
+            return self._router_in.get(elsewhere)
         try:
             return self.hub.manager(RouterConfigurationManager).current
         except NotFound:
             return None
+
+    async def _prepare_rules(self, environment: str) -> None:
+        from .router import RouterConfigurationManager
+
+        try:
+            router = self.hub.manager(RouterConfigurationManager)
+        except NotFound:
+            self._router_in = {}
+            return
+        self._router_in = {
+            environment: (await router.resolve(environment=environment or None)).value
+        }
 
     async def _write(self, key: str, build: Any, **options: Any) -> Any:
         await self.hub.catch_up()  # see the newest router before checking against it

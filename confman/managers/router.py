@@ -15,14 +15,17 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from ..exceptions import FieldError, ValidationFailed
 from ..manager import ConfigurationManager
 from ._rules import Loc, refuse
-from .model_provider import ModelProviderConfigurationManager
+from .model_provider import ModelProvider, ModelProviderConfigurationManager
+
+if TYPE_CHECKING:
+    from ..hub import ConfigHub
 
 __all__ = [
     "Deployment",
@@ -239,15 +242,25 @@ class RouterConfigurationManager(ConfigurationManager[RouterConfig]):
     keyed = False
     requires = (ModelProviderConfigurationManager,)
 
+    def __init__(self, hub: ConfigHub) -> None:
+        super().__init__(hub)
+        # What `_prepare_rules` read for a write to an environment this hub does not hold.
+        self._providers_in: dict[str, dict[str, ModelProvider]] = {}
+
     def validate_write(self, key: str, value: RouterConfig | None) -> None:
         if value is None:
             return  # back to defaults: no aliases, nothing to check
-        providers = self.hub.manager(ModelProviderConfigurationManager)
+        elsewhere = self.rule_environment()
+        find: Callable[[str], ModelProvider | None]
+        if elsewhere is not None:  # judged by that environment's providers
+            find = self._providers_in.get(elsewhere, {}).get
+        else:
+            find = self.hub.manager(ModelProviderConfigurationManager).find
         errors: list[FieldError] = []
         for name, spec in value.aliases.items():
             for i, d in enumerate(spec.deployments):
                 path = f"aliases.{name}.deployments.{i}"
-                provider = providers.find(d.provider)
+                provider = find(d.provider)
                 if provider is None:
                     where, why = f"{path}.provider", f"no model provider {d.provider!r}"
                 elif not provider.enabled:
@@ -271,3 +284,7 @@ class RouterConfigurationManager(ConfigurationManager[RouterConfig]):
     async def _write(self, key: str, build: Any, **options: Any) -> Any:
         await self.hub.catch_up()  # see the newest providers before checking against them
         return await super()._write(key, build, **options)
+
+    async def _prepare_rules(self, environment: str) -> None:
+        providers = self.hub.manager(ModelProviderConfigurationManager)
+        self._providers_in = {environment: await providers.values_in(environment)}

@@ -110,6 +110,7 @@ class Write:
     changed: Sequence[str]
     origin: str
     environment: str = BASE  # '' writes the base, a name writes that environment's row
+    change_set: str | None = None  # the id shared by the rows of one change set
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,11 @@ _NAMESPACES = (
     select(_d.namespace, func.count())
     .where(_d.data.is_not(None), _d.environment == bindparam("environment"))
     .group_by(_d.namespace)
+)
+_COUNT = select(func.count()).where(
+    _d.namespace == bindparam("namespace"),
+    _d.environment.in_(bindparam("environments", expanding=True)),
+    _d.data.is_not(None),
 )
 _ENVIRONMENT_COUNTS = (
     select(_d.environment, func.count())
@@ -282,6 +288,7 @@ _LOGGED = (
     ("origin", "w_origin"),
     ("committed_at", "w_now"),
     ("environment", "w_environment"),
+    ("change_set", "w_change_set"),
 )
 _LOG = (
     insert(config_changes)
@@ -317,12 +324,12 @@ def _notify_after(logged: Insert) -> Select[Any]:
     PostgreSQL delivers it at COMMIT, exactly when the change becomes visible, and
     never for a write that rolls back. The payload is `confman.bus.ChangeNotice` as
     JSON; it names the document, never its value."""
-    row = logged.returning(_c.namespace, _c.key, _c.version, _c.origin, _c.environment).cte(
-        "logged"
-    )
+    row = logged.returning(
+        _c.namespace, _c.key, _c.version, _c.origin, _c.environment, _c.change_set
+    ).cte("logged")
     fields = [
         part
-        for name in ("namespace", "key", "version", "seq", "origin", "environment")
+        for name in ("namespace", "key", "version", "seq", "origin", "environment", "change_set")
         for part in (literal_column(f"'{name}'"), row.c[name])
     ]
     payload = sql_cast(func.json_build_object(*fields), Text)
@@ -354,6 +361,7 @@ def _record(m: Mapping[Any, Any], *, values: bool = True) -> ChangeRecord:
         origin=m["origin"],
         committed_at=_utc(m["committed_at"]),
         environment=m["environment"] or None,
+        change_set=m["change_set"],
     )
 
 
@@ -846,6 +854,15 @@ class ConfigStore:
 
         return await self._read(work)
 
+    async def count_documents(self, namespace: str, environments: Sequence[str]) -> int:
+        """Live documents of ``namespace`` in ``environments``."""
+
+        async def work(conn: AsyncConnection) -> int:
+            params = {"namespace": namespace, "environments": list(environments)}
+            return int(await conn.scalar(_COUNT, params) or 0)
+
+        return await self._read(work)
+
     async def overlay_counts(self) -> dict[str, int]:
         """Environment to its number of live documents (environments with none absent)."""
 
@@ -945,7 +962,7 @@ class ConfigStore:
         version = w.expected_version + 1
         record = ChangeRecord(
             seq, w.namespace, w.key, version, w.action, w.actor, w.reason, w.before, w.after,
-            tuple(w.changed), w.origin, now, w.environment or None,
+            tuple(w.changed), w.origin, now, w.environment or None, w.change_set,
         )  # fmt: skip
         document = StoredDocument(w.namespace, w.key, w.data, version, now, w.actor, w.environment)
         return document, record
@@ -954,6 +971,7 @@ class ConfigStore:
         version = w.expected_version + 1
         values: dict[str, Any] = {
             "w_environment": w.environment,
+            "w_change_set": w.change_set,
             "w_namespace": w.namespace,
             "w_key": w.key,
             "w_data": w.data,
@@ -1292,7 +1310,9 @@ class ConfigStore:
         ``keep_versions`` of their document; never a document's newest version."""
         c, d = config_changes.c, config_documents.c
         newest = (
-            select(d.version).where(d.namespace == c.namespace, d.key == c.key).scalar_subquery()
+            select(d.version)
+            .where(d.environment == c.environment, d.namespace == c.namespace, d.key == c.key)
+            .scalar_subquery()
         )
         expired = []
         if keep_versions is not None:

@@ -70,6 +70,9 @@ config_changes = Table(
     Column("origin", String(255), nullable=False),
     Column("committed_at", DateTime(timezone=True), nullable=False),
     Column("environment", String(ENVIRONMENT_LENGTH), nullable=False, server_default=""),
+    # The change set the row was committed in (NULL: a write of one document): every
+    # row of a set shares it, and instances apply a set's rows together.
+    Column("change_set", String(36), nullable=True),
     Index(None, "environment", "namespace", "key", "version", unique=True),
     # Replays filtered by namespace (the event stream, `changes_since`) page by seq.
     Index(None, "namespace", "seq"),

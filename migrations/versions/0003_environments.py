@@ -4,7 +4,8 @@ Existing rows become base rows (environment ``''``), so a populated database kee
 every document, version and history row, and a hub without an environment reads exactly
 what it read before. The documents' primary key becomes (environment, namespace, key);
 versions count per (environment, namespace, key). Replays filtered by namespace get the
-``(namespace, seq)`` index they lacked.
+``(namespace, seq)`` index they lacked, and change-log rows get a ``change_set`` id
+(NULL for a write of one document).
 
 Revision ID: 0003
 Revises: 0002
@@ -46,6 +47,8 @@ def upgrade() -> None:
                 server_default="",
             )
         )
+        # Room for change sets: the id shared by the rows one transaction commits.
+        batch.add_column(sa.Column("change_set", sa.String(length=36), nullable=True))
         batch.drop_index("ix_config_changes_namespace_key_version")
         batch.create_index(
             "ix_config_changes_environment_namespace_key_version",
@@ -66,6 +69,7 @@ def downgrade() -> None:
         batch.create_index(
             "ix_config_changes_namespace_key_version", ["namespace", "key", "version"], unique=True
         )
+        batch.drop_column("change_set")
         batch.drop_column("environment")
     with op.batch_alter_table("config_documents", recreate="auto") as batch:
         batch.drop_constraint("pk_config_documents", type_="primary")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from typing import Any
 
 import aiomqtt
@@ -228,3 +229,77 @@ async def test_tls_broker_trusting_the_configured_ca(
             assert isinstance(c.bus, MqttBus)
             await asyncio.sleep(0.5)
             assert not c.bus.connected  # the system's CAs do not know ours
+
+
+async def test_a_subscriber_on_one_environment_hears_only_its_notices(
+    database_url: str, mqtt_url: str, cluster: str, hub_env: dict[str, str]
+) -> None:
+    """A consumer that is not confman (mosquitto_sub) subscribed to
+    ``<prefix>/staging/#`` hears staging's notices and nothing of the base or production;
+    a confman instance in staging applies the base and staging, never production."""
+    binary, stdbuf = shutil.which("mosquitto_sub"), shutil.which("stdbuf")
+    if binary is None or stdbuf is None:
+        pytest.skip("needs mosquitto_sub (mosquitto-clients) and stdbuf (coreutils)")
+    host, port = broker_address(mqtt_url)
+    prefix = f"confman/{cluster}"
+    # "-d": debug lines too (the SUBACK says it is subscribed); "-v": topic and payload;
+    # stdbuf: a line at a time, as a pipe would otherwise hold it until the exit.
+    sub = await asyncio.create_subprocess_exec(
+        stdbuf, "-oL", binary, "-h", host, "-p", str(port), "-q", "1", "-v", "-d",
+        "-t", f"{prefix}/staging/#",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert sub.stdout is not None
+    heard: list[tuple[str, dict[str, Any]]] = []
+
+    async def until(predicate: Any) -> None:
+        assert sub.stdout is not None
+        while True:
+            raw = await asyncio.wait_for(sub.stdout.readline(), 10)
+            assert raw, "mosquitto_sub ended"
+            line = raw.decode().rstrip("\n")
+            if line.startswith(f"{prefix}/"):  # "-v": topic, a space, the payload
+                topic, _, payload = line.partition(" ")
+                heard.append((topic, json.loads(payload)))
+            if predicate(line):
+                return
+
+    try:
+        await until(lambda line: "SUBACK" in line)  # subscribed: nothing is lost now
+        async with connect(database_url, hub_env, managers=[CountersManager]) as admin:
+            await admin.create_environment("staging")
+            await admin.create_environment("production")
+        env = {**hub_env, "CONFMAN_MQTT_URL": mqtt_url}
+        async with (
+            connect(database_url, env, managers=[CountersManager], bus="mqtt",
+                    cluster=cluster, instance_id="writer", **SLOW) as writer,
+            connect(database_url, env, managers=[CountersManager], bus="mqtt",
+                    cluster=cluster, instance_id="s", environment="staging", **SLOW) as s,
+        ):  # fmt: skip
+            seen = record_changes(s.manager(CountersManager))
+            counters = writer.manager(CountersManager)
+            await counters.create("k", {"value": 1})  # the base
+            await counters.update({"note": "prod"}, key="k", environment="production")
+            await counters.update({"note": "stage"}, key="k", environment="staging")
+            await counters.update({"value": 2}, key="k")  # the base again
+            await counters.update({"note": "last"}, key="k", environment="staging")
+            await until(lambda line: '"version":2' in line)  # staging's v2, its last
+            held = s.manager(CountersManager)
+
+            def state() -> tuple[int, str] | None:
+                found = held.find("k")
+                return None if found is None else (found.value, found.note)
+
+            for _ in range(200):  # the base's v2 and staging's v2, in either order
+                if state() == (2, "last"):
+                    break
+                await asyncio.sleep(0.05)
+            assert state() == (2, "last")
+            assert {c.environment for c in seen.changes} == {None, "staging"}
+    finally:
+        sub.terminate()
+        await asyncio.wait_for(sub.wait(), 10)
+    assert [t for t, _ in heard] == [f"{prefix}/staging/counters/k"] * 2
+    assert [(n["environment"], n["version"]) for _, n in heard] == [("staging", 1), ("staging", 2)]
+    assert all(set(n) == {"namespace", "key", "version", "seq", "origin", "environment"}
+               for _, n in heard)  # fmt: skip

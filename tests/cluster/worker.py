@@ -7,10 +7,20 @@ saw to ``config["out"]`` as JSON.
 
 Config keys: ``db``, ``redis`` (optional), ``mqtt`` (a broker URL, for ``bus="mqtt"``),
 ``cluster``, ``instance_id``, ``env`` (override variables), ``role`` (``listen``,
-``increment``, ``crash_after_commit``), ``bus`` (``redis``, ``postgres``, ``mqtt``,
-``drop_half``, ``no_publish``, ``local``), ``drop_received`` (deliver only every Nth
-notice received; 0: none), ``hub`` (extra `ConfigHub.connect` options), ``expect``
-(``{"ns/key": version}`` to announce ``CONVERGED``), ``increments``, ``key``.
+``increment``, ``crash_after_commit``, ``write``), ``bus`` (``redis``, ``postgres``,
+``mqtt``, ``drop_half``, ``no_publish``, ``local``), ``drop_received`` (deliver only every
+Nth notice received; 0: none), ``hub`` (extra `ConfigHub.connect` options, such as
+``environment``), ``expect`` (``{"ns/key": version}`` of the instance's own documents,
+its environment's where it has one, to announce ``CONVERGED``), ``expect_base`` (the
+same for the base's documents), ``increments``, ``key``, ``write`` (role ``write``:
+``{"keys", "rounds", "field", "prefix"}``: ``rounds`` times, every key at once, set
+counters' ``field`` to ``<prefix><round>`` (``value``: the round) in the instance's own
+environment).
+
+Besides ``seen`` (per ``ns/key``, the versions emitted) the result has ``seen_by_layer``
+(per ``<environment>|ns/key``, '' for the base: the versions emitted of that
+environment's document), ``versions`` (the same keys: the version held) and ``values``
+(per ``ns/key``, the effective value as JSON, secrets masked).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from confman import ChangeBus, ChangeNotice, ConfigChange, ConfigHub
 from confman.bus import NoticeHandler
 from confman.bus.redis import RedisBus
 from confman.cluster import ClusterOptions
+from confman.manager import OWN
 
 from .models import MANAGERS, CountersManager
 
@@ -89,6 +100,29 @@ def stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str]) -> N
     loop.call_soon_threadsafe(queue.put_nowait, "STOP")
 
 
+async def write_rounds(hub: ConfigHub, plan: dict[str, Any]) -> None:
+    """Role ``write``: ``rounds`` times, change every key at once, in the instance's own
+    environment (its overlay; the base without one)."""
+    counters = hub.manager(CountersManager)
+    field, prefix = plan["field"], plan.get("prefix", "")
+    for i in range(1, int(plan["rounds"]) + 1):
+        patch = {field: i if field == "value" else f"{prefix}{i}"}
+        await asyncio.gather(
+            *(counters.update(patch, key=key, retries=100) for key in plan["keys"])
+        )
+
+
+def layer_versions(hub: ConfigHub) -> dict[str, int]:
+    """``<environment>|ns/key`` → version held, for the base and the own environment."""
+    held: dict[str, int] = {}
+    for m in hub.managers():
+        for k, _ in m.items():
+            held[f"|{m.namespace}/{k}"] = m.version(k, environment=None)
+            if hub.environment is not None:
+                held[f"{hub.environment}|{m.namespace}/{k}"] = m.version(k)
+    return held
+
+
 async def main(config: dict[str, Any]) -> None:
     options: dict[str, Any] = dict(config.get("hub", {}))
     redis_url = config.get("redis")
@@ -108,7 +142,9 @@ async def main(config: dict[str, Any]) -> None:
     env = dict(config.get("env", {}))
     env.setdefault("CONFMAN_ENCRYPTION_KEY", config["key_material"])
     seen: dict[str, list[int]] = {}
+    seen_by_layer: dict[str, list[int]] = {}
     expect: dict[str, int] = dict(config.get("expect", {}))
+    expect_base: dict[str, int] = dict(config.get("expect_base", {}))
     commands: asyncio.Queue[str] = asyncio.Queue()
     threading.Thread(
         target=stdin_lines, args=(asyncio.get_running_loop(), commands), daemon=True
@@ -118,13 +154,18 @@ async def main(config: dict[str, Any]) -> None:
 
     def record(change: ConfigChange[Any]) -> None:
         seen.setdefault(f"{change.namespace}/{change.key}", []).append(change.version)
+        layer = f"{change.environment or ''}|{change.namespace}/{change.key}"
+        seen_by_layer.setdefault(layer, []).append(change.version)
         latencies.append(time.time() - change.at.timestamp())
 
+    def held(hub: ConfigHub, name: str, environment: Any = OWN) -> int:
+        namespace, key = name.split("/", 1)
+        return hub.by_namespace(namespace).version(key, environment=environment)
+
     async def watch_convergence(hub: ConfigHub) -> None:
-        while expect:
-            if all(
-                hub.by_namespace(k.split("/")[0]).version(k.split("/")[1]) >= v
-                for k, v in expect.items()
+        while expect or expect_base:
+            if all(held(hub, k) >= v for k, v in expect.items()) and all(
+                held(hub, k, None) >= v for k, v in expect_base.items()
             ):
                 say("CONVERGED")
                 return
@@ -170,6 +211,9 @@ async def main(config: dict[str, Any]) -> None:
                     log.warning("increment failed: %s", e)
             result.update(ok=ok, failed=failed)
             say("DONE", ok, failed)
+        if role == "write":
+            await write_rounds(hub, config["write"])
+            say("DONE")
         while True:
             command = await commands.get()
             if command == "STOP":
@@ -190,6 +234,13 @@ async def main(config: dict[str, Any]) -> None:
                 say("STATUS", json.dumps(status))
         watcher.cancel()
         result["seen"] = seen
+        result["seen_by_layer"] = seen_by_layer
+        result["versions"] = layer_versions(hub)
+        result["values"] = {
+            f"{m.namespace}/{k}": v.model_dump(mode="json")
+            for m in hub.managers()
+            for k, v in m.items()
+        }
         result["latencies"] = latencies
         result["stats"] = {
             "catch_up_runs": hub.stats.catch_up_runs,
