@@ -115,7 +115,7 @@ def test_reads_and_writes_in_an_environment(invoke: Invoke) -> None:
     invoke("set", "flags", "label=shared", "limits.rpm=100")
     r = invoke("set", "flags", "limits.rpm=500", "-e", "staging", "--actor", "ann")
     assert r.stdout.splitlines() == [
-        "created flags/default in staging: now version 1",
+        "updated flags/default in staging: now version 1",  # the item existed: in the base
         "changed: limits.rpm",
     ]
     staging = json.loads(invoke("get", "flags", "-e", "staging").stdout)
@@ -135,7 +135,7 @@ def test_reads_and_writes_in_an_environment(invoke: Invoke) -> None:
     assert "expected version 2, but the stored version is 1" in r.stderr
     invoke("set", "flags", "beta=true", "-e", "staging", "--expect-version", "1")
     history = invoke("history", "flags", "-e", "staging").stdout.splitlines()
-    assert [line.split()[1:3] for line in history[1:]] == [["2", "update"], ["1", "create"]]
+    assert [line.split()[1:3] for line in history[1:]] == [["2", "update"], ["1", "update"]]
     assert "ann" in history[2]
     base_history = invoke("history", "flags").stdout.splitlines()
     assert [line.split()[1] for line in base_history[1:]] == ["2", "1"]
@@ -353,6 +353,19 @@ def test_tokens_are_per_environment(invoke: Invoke) -> None:
     assert "ci" not in rows(invoke("tokens", "list", "-e", "production").stdout)
     r = invoke("tokens", "revoke", "ci", "-e", "staging")
     assert r.stdout.strip() == "revoked token 'ci' for servers in staging"
+    # --environments limits what a token may use on a server (which serves them all).
+    r = invoke("tokens", "create", "--name", "stage-bot", "--role", "editor",
+               "--environments", "staging, base,staging")  # fmt: skip
+    assert "(all namespaces; environments base, staging)" in r.stderr
+    listed = rows(invoke("tokens", "list").stdout)
+    assert listed["stage-bot"][1:4] == ["editor", "all", "base, staging"]
+    r = invoke("tokens", "create", "--name", "x", "--role", "viewer", "--environments", "prod",
+               code=2)  # fmt: skip
+    assert "unknown environment 'prod' (known: base, production, staging)" in r.stderr
+    r = invoke("tokens", "create", "--name", "x", "--role", "viewer", "--environments", " ,",
+               code=2)  # fmt: skip
+    assert "--environments names no environment" in r.stderr
+    assert "x" not in rows(invoke("tokens", "list").stdout)
 
 
 # --------------------------------------------------------------------------- real processes

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..environments import UnknownEnvironment
 from .context import (
+    BASE_NAME,
     Context,
     actor_name,
     actor_option,
@@ -60,34 +62,64 @@ def tokens(ctx: click.Context) -> None:
 @click.option("--name", required=True, help="also the actor its writes are audited as")
 @click.option("--role", required=True, type=click.Choice(ROLES))
 @click.option("--namespaces", metavar="A,B", help="only these namespaces (default: all)")
+@click.option(
+    "--environments",
+    metavar="A,B",
+    help="only these environments' documents ('base' for the base's; default: all)",
+)
 @actor_option
 @environment
 @shared_options
 @pass_context
-def create(ctx: Context, name: str, role: str, namespaces: str | None, actor: str | None) -> int:
-    """Create a token and print it (only the hash is stored; it is shown once)."""
-    granted = None
-    if namespaces is not None:
-        granted = [n.strip() for n in namespaces.split(",") if n.strip()]
-        if not granted:
-            # A token limited to nothing can see nothing: a typo, never what was meant.
-            raise UsageError(
-                "--namespaces names no namespace; name at least one, or omit it for all"
-            )
-        unknown = [n for n in granted if n not in ctx.known]
-        if unknown:
-            raise UsageError(f"unknown namespace(s): {', '.join(unknown)}")
-    return asyncio.run(_create(ctx, name, role, granted, actor))
+def create(
+    ctx: Context,
+    name: str,
+    role: str,
+    namespaces: str | None,
+    environments: str | None,
+    actor: str | None,
+) -> int:
+    """Create a token and print it (only the hash is stored; it is shown once).
+
+    -e says which environment's servers accept it; --environments which environments'
+    documents it may use on them (a server serves every environment: ?environment=).
+    """
+    granted = _names("--namespaces", "namespace", namespaces)
+    unknown = [n for n in granted or () if n not in ctx.known]
+    if unknown:
+        raise UsageError(f"unknown namespace(s): {', '.join(unknown)}")
+    stages = _names("--environments", "environment", environments)
+    return asyncio.run(_create(ctx, name, role, granted, stages, actor))
+
+
+def _names(option: str, what: str, given: str | None) -> list[str] | None:
+    if given is None:
+        return None
+    names = list(dict.fromkeys(n.strip() for n in given.split(",") if n.strip()))
+    if not names:
+        # A token limited to nothing can see nothing: a typo, never what was meant.
+        raise UsageError(f"{option} names no {what}; name at least one, or omit it for all")
+    return names
 
 
 async def _create(
-    ctx: Context, name: str, role: str, granted: list[str] | None, given_actor: str | None
+    ctx: Context,
+    name: str,
+    role: str,
+    granted: list[str] | None,
+    stages: list[str] | None,
+    given_actor: str | None,
 ) -> int:
     async with _tokens(ctx) as manager:
+        for stage in stages or ():
+            if stage != BASE_NAME and stage not in manager.hub.known_environments:
+                raise UnknownEnvironment(stage, sorted(manager.hub.known_environments))
         issued = await manager.create_token(
-            name, role, namespaces=granted, actor=actor_name(given_actor)
+            name, role, namespaces=granted, environments=stages, actor=actor_name(given_actor)
         )
     grants = ", ".join(issued.namespaces) if issued.namespaces is not None else "all namespaces"
+    if issued.environments is not None:
+        grants += f"; environments {', '.join(issued.environments)}"
     click.echo(
         f"confman: created {issued.role} token {issued.name!r} ({grants}){_servers(ctx)}; "
         "it is shown only now:",
@@ -113,11 +145,12 @@ async def _list(ctx: Context) -> int:
                 name,
                 str(token.role),
                 ", ".join(token.namespaces) if token.namespaces is not None else "all",
+                ", ".join(token.environments) if token.environments is not None else "all",
                 time(token.created_at),
             ]
             for name, token in sorted(manager.items())
         ]
-    out(table(["name", "role", "namespaces", "created"], rows))
+    out(table(["name", "role", "namespaces", "environments", "created"], rows))
     return EXIT_OK
 
 
