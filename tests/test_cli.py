@@ -286,7 +286,7 @@ def test_explain_shows_layers_and_overrides(cli: Cli) -> None:
     r = cli("get", "cache", "--explain", CONFMAN_CACHE__MAX_ENTRIES="5")
     assert r.out.splitlines()[0] == "cache/default: version 1"
     rows = {line.split()[0]: line for line in r.out.splitlines()[2:]}
-    assert rows["default_ttl_seconds"].split()[1:4] == ["60", "database", "base", "v1"]
+    assert rows["default_ttl_seconds"].split()[1:5] == ["60", "database", "base", "v1"]
     assert rows["max_entries"].split()[1:3] == ["5", "environment"]
     assert "CONFMAN_CACHE__MAX_ENTRIES" in rows["max_entries"]
     assert "database (base v1)" in rows["max_entries"]  # what the override shadows
@@ -616,7 +616,7 @@ async def test_round_trip_on_each_database(database_url: str, workdir: Path) -> 
 # --------------------------------------------------------------------------- the tour
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_tour(tmp_path: Path) -> None:
     proc = subprocess.run(
         [str(REPO / "scripts" / "tour"), "--no-setup"],
@@ -624,7 +624,7 @@ def test_tour(tmp_path: Path) -> None:
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=290,
     )
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
@@ -638,10 +638,16 @@ def test_tour(tmp_path: Path) -> None:
         "(exit code 3)",
         "rolled back cache/default: now version 3",
         "cache/default v4 update by dave: default_ttl_seconds (seen live)",
+        "cache/default in staging: staging version 1 over base version 4",
+        "unknown environment 'prod' (known: base, production, staging)",
+        "(exit code 2)",
+        "no differences between staging and production",
+        "deleted environment staging and the 0 document(s) it held",
         "tour complete.",
     ]:
         assert expected in out, expected
     assert re.search(r"cache\s+singleton\s+0\s+0 \(defaults\)", out)
+    assert re.search(r"max_entries\s+500\s+database \(staging v1\)\s+10000\s+default", out)
     assert list(tmp_path.iterdir()) == []  # the tour cleaned up after itself
 
 

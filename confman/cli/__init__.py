@@ -7,9 +7,10 @@ made here is validated, version-checked, audited and pushed to every running ins
 exactly like one made in code. See ``docs/cli.md``.
 
 Built on Click (parsing) and Rich (tables), one module per command group: ``db``,
-``documents`` (list/get/set/delete), ``history`` (history/rollback), ``watch``, ``keys``,
-``serve`` and ``tokens``; ``context`` holds the shared options and what they build,
-``errors`` the exit codes, ``output`` the printing, and ``main`` the group.
+``documents`` (list/get/set/delete), ``history`` (history/rollback), ``watch``,
+``environments`` (env list/create/delete, reset), ``diff``, ``keys``, ``serve`` and
+``tokens``; ``context`` holds the shared options and what they build (``-e`` among
+them), ``errors`` the exit codes, ``output`` the printing, and ``main`` the group.
 
 Errors are one line on stderr (``confman: error: ...``) with the exit code of
 `confman.cli.errors`, never a traceback (``-vv`` adds tracebacks to log records, for

@@ -2,7 +2,9 @@
 
 The shared options (``--database-url``, ``--app``, ``-v``) are module-level decorators,
 stacked on the ``confman`` group and on every command, so they may be given before or
-after the command's name; their values are gathered in one `Settings`.
+after the command's name; their values are gathered in one `Settings`. ``-e`` /
+``--environment`` (`environment`) is stacked on each command that reads or writes
+documents: its hub is opened in that environment (the base by default).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import click
 from click.core import ParameterSource
 from sqlalchemy.engine import URL
 
-from ..exceptions import SchemaOutOfDate
+from ..environments import ENVIRONMENT_VARIABLE, UnknownEnvironment, check_environment_name
+from ..exceptions import SchemaOutOfDate, ValidationFailed
 from ..hub import ConfigHub, registered_managers
 from ..manager import DEFAULT_KEY, ConfigurationManager
 from ..store.engine import DEFAULT_DATABASE_URL, normalize_url, sqlite_path
@@ -33,6 +36,7 @@ from .output import warn
 
 __all__ = [
     "APP_VARIABLE",
+    "BASE_NAME",
     "DATABASE_URL_VARIABLE",
     "Context",
     "ManagerClass",
@@ -41,6 +45,7 @@ __all__ = [
     "actor_option",
     "app",
     "database_url",
+    "environment",
     "expect_version",
     "key_for",
     "pass_context",
@@ -55,6 +60,8 @@ ManagerClass = type[ConfigurationManager[Any]]
 
 DATABASE_URL_VARIABLE = "CONFMAN_DATABASE_URL"
 APP_VARIABLE = "CONFMAN_APP"
+#: What names the base on the command line (no environment can be called that).
+BASE_NAME = "base"
 
 # What the CLI can open: plain sqlite:// and postgresql:// get their async drivers
 # (see normalize_url).
@@ -76,6 +83,9 @@ class Settings:
     database_url_from_env: bool = False
     apps: list[str] = field(default_factory=list)
     verbose: int = 0
+    # -e/--environment: whether the command takes it, and its value (None: the base).
+    scoped: bool = False
+    environment: str | None = None
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -99,6 +109,13 @@ def _store_apps(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 
 def _store_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
     _settings(ctx).verbose += value
+
+
+def _store_environment(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    settings = _settings(ctx)
+    settings.scoped = True
+    name = (value or "").strip()
+    settings.environment = None if name in ("", BASE_NAME) else name
 
 
 database_url = click.option(
@@ -125,6 +142,18 @@ verbose = click.option(
     expose_value=False,
     callback=_store_verbose,
     help="log more: -v info, -vv debug with tracebacks",
+)
+
+
+environment = click.option(
+    "-e",
+    "--environment",
+    metavar="NAME",
+    envvar=ENVIRONMENT_VARIABLE,
+    expose_value=False,
+    callback=_store_environment,
+    help=f"the environment to read or write (default: ${ENVIRONMENT_VARIABLE}, else the "
+    f"base; {BASE_NAME!r} names the base)",
 )
 
 
@@ -187,6 +216,14 @@ class Context:
     given: bool = False  # by --database-url or $CONFMAN_DATABASE_URL, not the default
     from_env: bool = False
     verbosity: int = 0
+    #: -e/--environment (None: the base); only commands that take it set ``scoped``.
+    environment: str | None = None
+    scoped: bool = False
+
+    @property
+    def where(self) -> str:
+        """`` in staging`` after a document's name, nothing for the base."""
+        return "" if self.environment is None else f" in {self.environment}"
 
     @property
     def shown_url(self) -> str:
@@ -267,7 +304,21 @@ class Context:
     async def hub(
         self, managers: Iterable[ManagerClass], **options: Any
     ) -> AsyncIterator[ConfigHub]:
+        """A hub on this database; a command with ``-e`` gets one in that environment
+        (``environment=""`` in ``options``: the base, whatever ``CONFMAN_ENVIRONMENT`` says).
+
+        Raises:
+            UnknownEnvironment: the environment names none (a malformed name included).
+        """
         self.require_database()
+        if self.scoped:
+            options.setdefault("environment", self.environment or "")
+        named = options.get("environment")
+        if named:
+            try:
+                check_environment_name(named)
+            except ValidationFailed:
+                raise UnknownEnvironment(named, await self.environment_names()) from None
         try:
             async with ConfigHub.connect(
                 self.database_url, managers=list(managers), **options
@@ -277,6 +328,11 @@ class Context:
             # The library's hint names the default database; name this one.
             fixed = str(e).replace("`confman db upgrade`", f"`{self.hint('db upgrade')}`")
             raise CliError(fixed) from None
+
+    async def environment_names(self) -> list[str]:
+        """The environments the registry lists, by name."""
+        async with self.hub([], environment="") as h:
+            return sorted(h.known_environments)
 
 
 def _with_requirements(classes: Iterable[ManagerClass]) -> list[ManagerClass]:
@@ -355,6 +411,8 @@ def _context(settings: Settings) -> Context:
         given=settings.database_url is not None,
         from_env=settings.database_url_from_env,
         verbosity=settings.verbose,
+        environment=settings.environment,
+        scoped=settings.scoped,
     )
 
 

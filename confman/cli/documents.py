@@ -1,4 +1,5 @@
-"""``confman list/get/set/delete``: read and change documents."""
+"""``confman list/get/set/delete``: read and change documents, in the base or (``-e``)
+an environment."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from typing import Any
 
 import click
 
-from ..change import Action, ConfigChange, Layer
+from ..change import BASE, Action, ConfigChange, Layer
+from ..environments import ENVIRONMENTS_NAMESPACE, is_hidden
 from ..exceptions import ConfmanError, NotFound
+from ..hub import ConfigHub
 from ..manager import DEFAULT_KEY, ConfigurationManager
 from ..sources.base import parse_value
 from .context import (
     Context,
     ManagerClass,
     actor_name,
+    environment,
     key_for,
     pass_context,
     report_problems,
@@ -26,28 +30,41 @@ from .context import (
 from .errors import EXIT_OK, CliError, UsageError
 from .output import label, masked, out, table, to_json, warn
 
-__all__ = ["build_patch", "delete", "describe_change", "get", "list_", "set_"]
+__all__ = [
+    "build_patch",
+    "delete",
+    "describe_change",
+    "hidden_namespaces",
+    "list_",
+    "set_",
+    "stored_keys",
+]
 
 
 # --------------------------------------------------------------------------- list and get
 
+ITEM = "(item)"  # the path of an explain or diff row about a whole item (hidden, missing)
+
 
 @click.command("list")
+@environment
 @shared_options
 @pass_context
 def list_(ctx: Context) -> int:
-    """Namespaces with their kind, items and version."""
+    """Namespaces with their kind, items and version (in an environment: and overlays)."""
     return asyncio.run(_list(ctx))
 
 
 async def _list(ctx: Context) -> int:
     # As the API's namespace listing: items are stored documents (a singleton on its
     # defaults has none), and the namespaces the API hides are not listed.
-    hidden = _hidden_namespaces()
+    hidden = hidden_namespaces()
     rows: list[list[str]] = []
     failed = 0
+    env = ctx.environment
     async with ctx.hub([]) as hub:
         stored = await hub.store.namespaces()
+        own = {} if env is None else await hub.store.namespaces(environment=env)
         for namespace, cls in ctx.known.items():
             if namespace in hidden:
                 continue
@@ -57,7 +74,10 @@ async def _list(ctx: Context) -> int:
             except ConfmanError as e:
                 failed += 1
                 warn(f"{namespace}: {e}")
-                rows.append([namespace, kind, "?", "?"])
+                rows.append([namespace, kind, "?", "?", *(["?"] if env else [])])
+                continue
+            if env is not None:
+                rows.append([namespace, kind, *await _in_environment(hub, manager, env, own)])
                 continue
             # Count what is stored: a lazily loaded manager holds only what it cached.
             items = str(stored.get(namespace, 0))
@@ -66,27 +86,65 @@ async def _list(ctx: Context) -> int:
             else:
                 version = manager.version()
                 rows.append([namespace, kind, items, str(version) if version else "0 (defaults)"])
-        for namespace, count in sorted(stored.items()):
+        for namespace in sorted({*stored, *own}):
             if namespace not in ctx.known and namespace not in hidden:
-                rows.append([namespace, "unknown (no manager; see --app)", str(count), ""])
-    out(table(["namespace", "kind", "items", "version"], rows))
+                count = str(stored.get(namespace, 0))
+                extra = [str(own.get(namespace, 0))] if env else []
+                rows.append([namespace, "unknown (no manager; see --app)", count, "", *extra])
+    out(table(["namespace", "kind", "items", "version", *(["overlays"] if env else [])], rows))
     if failed:
         raise CliError(f"{failed} namespace(s) could not be loaded (see the warnings above)")
     return EXIT_OK
 
 
-def _hidden_namespaces() -> frozenset[str]:
-    """Namespaces of confman's own secrets, never listed (the API hides the same)."""
+async def _in_environment(
+    hub: ConfigHub, manager: ConfigurationManager[Any], env: str, own: dict[str, int]
+) -> list[str]:
+    """items, version and overlays of ``manager``'s namespace in ``env``: the items in
+    effect there, the version a ``set -e`` changes (singletons) and ``env``'s documents."""
+    namespace = manager.namespace
+    if manager.inherits:
+        docs = await hub.store.load_namespace(namespace, environments=[BASE, env])
+        base = {d.key for d in docs if d.environment == BASE and d.data is not None}
+        over = {d.key: d.data for d in docs if d.environment == env}
+        items = sum(
+            1
+            for key in {*base, *over}
+            if (not is_hidden(over[key]) if over.get(key) is not None else key in base)
+        )
+    else:
+        items = own.get(namespace, 0)
+    version = ""
+    if not manager.keyed:
+        mine = manager.version()
+        under = manager.version(environment=None) if manager.inherits else 0
+        version = str(mine) if mine else f"0 (inherits base v{under})" if under else "0 (defaults)"
+    return [str(items), version, str(own.get(namespace, 0))]
+
+
+async def stored_keys(hub: ConfigHub, cls: ManagerClass, env: str | None) -> list[str]:
+    """The keys stored for ``cls`` in ``env``'s view (the base's and its own), sorted."""
+    wanted = [BASE] if env is None else [BASE, env] if cls.inherits else [env]
+    documents = await hub.store.load_namespace(cls.namespace, environments=wanted)
+    return sorted({d.key for d in documents})
+
+
+def hidden_namespaces() -> frozenset[str]:
+    """Namespaces of confman's own secrets, never listed (the API hides the same), and
+    the environments' registry (``confman env list`` shows it)."""
     from ..api.tokens import ApiTokenManager
     from ..managers.virtual_key import VirtualKeySecretManager
 
-    return frozenset({ApiTokenManager.namespace, VirtualKeySecretManager.namespace})
+    return frozenset(
+        {ApiTokenManager.namespace, VirtualKeySecretManager.namespace, ENVIRONMENTS_NAMESPACE}
+    )
 
 
 @click.command()
 @click.argument("namespace")
 @click.argument("key", required=False)
 @click.option("--explain", is_flag=True, help="show where each field comes from")
+@environment
 @shared_options
 @pass_context
 def get(ctx: Context, namespace: str, key: str | None, explain: bool) -> int:
@@ -101,29 +159,51 @@ async def _get(ctx: Context, namespace: str, given_key: str | None, explain: boo
         manager = hub.manager(cls)
         report_problems(manager)
         if key is None:  # a whole collection, as stored (lazy managers cache only some)
-            documents = await hub.store.load_namespace(cls.namespace)
             items = {}
-            for doc in sorted(documents, key=lambda d: d.key):
-                found = await manager.fetch(doc.key)
+            for doc_key in await stored_keys(hub, cls, ctx.environment):
+                found = await manager.fetch(doc_key)
                 if found is not None:
-                    items[doc.key] = masked(found)
+                    items[doc_key] = masked(found)
             out(json.dumps(items, indent=2, ensure_ascii=False))
             return EXIT_OK
         value = await manager.fetch(key)
-        if value is None:
-            raise NotFound(f"{cls.namespace} has no item {key!r}")
+        hidden = value is None and explain and ctx.environment is not None and cls.inherits
+        if hidden:
+            hidden = (await manager.resolve(key)).hidden
+        if value is None and not hidden:
+            raise NotFound(f"{cls.namespace} has no item {key!r}{ctx.where}")
         if not explain:
             out(json.dumps(masked(value), indent=2, ensure_ascii=False))
             return EXIT_OK
-        version = manager.version(key)
-        stored = f"version {version}" if version else "nothing stored (version 0)"
-        out(f"{label(cls.namespace, key)}: {stored}")
+        versions = await _versions(hub, manager, key, hidden)
+        out(f"{label(cls.namespace, key)}{ctx.where}: {versions}")
         rows = [
-            [f.path, to_json(f.value), str(f.layer), f.detail or "", ", ".join(f.shadows)]
+            [f.path or ITEM, to_json(f.value), str(f.layer), f.detail or "", ", ".join(f.shadows)]
             for f in manager.explain(key)
         ]
         out(table(["path", "value", "layer", "detail", "shadows"], rows))
     return EXIT_OK
+
+
+async def _versions(
+    hub: ConfigHub, manager: ConfigurationManager[Any], key: str, hidden: bool
+) -> str:
+    """``get --explain``'s header: the versions of the documents under the value."""
+    env = manager.environment
+    version = manager.version(key)
+    if env is None or not manager.inherits:
+        return f"version {version}" if version else "nothing stored (version 0)"
+    base = manager.version(key, environment=None)
+    under = f"base version {base}" if base else "nothing in the base"
+    if hidden:
+        return f"hidden by {env} version {version} (over {under})"
+    row = await hub.store.load(manager.namespace, key, environment=env)
+    if row is not None and row.data is not None:
+        return f"{env} version {version} over {under}"
+    if not base:
+        return "nothing stored (version 0)"
+    removed = f" (its version {version} was removed)" if version else ""
+    return f"no {env} overlay{removed}, inherits {under}"
 
 
 # --------------------------------------------------------------------------- writes
@@ -181,6 +261,8 @@ def _split_key(cls: ManagerClass, words: Sequence[str]) -> tuple[str | None, lis
 def describe_change(change: ConfigChange[Any], manager: ConfigurationManager[Any]) -> None:
     """Print what a write did: its version, the changed fields, and any pinned ones."""
     where = label(change.namespace, change.key)
+    if change.environment is not None:
+        where += f" in {change.environment}"
     if change.unchanged:
         out(f"unchanged {where}: still version {change.version} (nothing written)")
         return
@@ -224,6 +306,7 @@ def describe_change(change: ConfigChange[Any], manager: ConfigurationManager[Any
 @click.argument("namespace")
 @click.argument("words", nargs=-1, required=True, metavar="[KEY] FIELD=VALUE...")
 @write_options
+@environment
 @shared_options
 @pass_context
 def set_(
@@ -255,11 +338,23 @@ async def _set(
         who = actor_name(given_actor)
         # fetch, not `in`: a lazily loaded manager (virtual keys) holds only what it cached.
         missing = cls.keyed and await manager.fetch(key) is None
+        where = ctx.environment  # None: the base
+        if missing and where is not None and cls.inherits and (await manager.resolve(key)).hidden:
+            warn(
+                f"{label(cls.namespace, key)} is hidden in {where}: this creates it anew there "
+                f"(give every required field); `confman reset {cls.namespace} {key} --all "
+                f"-e {where}` shows the base's again"
+            )
         if missing and expect_version in (None, 0):
-            change = await manager.create(key, patch, actor=who, reason=reason)
+            change = await manager.create(key, patch, actor=who, reason=reason, environment=where)
         else:
             change = await manager.update(
-                patch, key=key, expected_version=expect_version, actor=who, reason=reason
+                patch,
+                key=key,
+                expected_version=expect_version,
+                actor=who,
+                reason=reason,
+                environment=where,
             )
         describe_change(change, manager)
     return EXIT_OK
@@ -269,6 +364,7 @@ async def _set(
 @click.argument("namespace")
 @click.argument("key", required=False)
 @write_options
+@environment
 @shared_options
 @pass_context
 def delete(
@@ -297,9 +393,22 @@ async def _delete(
     async with ctx.hub([cls]) as hub:
         manager = hub.manager(cls)
         change = await manager.delete(
-            key, expected_version=expect_version, actor=actor_name(given_actor), reason=reason
+            key,
+            expected_version=expect_version,
+            actor=actor_name(given_actor),
+            reason=reason,
+            environment=ctx.environment,
         )
         describe_change(change, manager)
-        if not cls.keyed:
+        env = ctx.environment
+        if env is not None and cls.inherits:
+            if not cls.keyed:
+                out(f"{cls.namespace} in {env} inherits the base again (and any overrides)")
+            elif (await manager.resolve(key)).hidden:
+                out(
+                    f"hidden in {env} only (the base keeps it); "
+                    f"`confman reset {cls.namespace} {key} --all -e {env}` shows it again"
+                )
+        elif not cls.keyed:
             out(f"{cls.namespace} is back to its defaults (and any overrides)")
     return EXIT_OK

@@ -9,13 +9,15 @@ ConfmanError
 ```
 
 Library errors keep their own classes and are mapped to a code by `error_line`:
-`ConcurrencyConflict` 3, `ValidationFailed` 4, any other `ConfmanError` 1.
+`UnknownEnvironment` 2 (as an unknown namespace), `ConcurrencyConflict` 3,
+`ValidationFailed` 4, any other `ConfmanError` 1 (`EnvironmentNotEmpty` included).
 """
 
 from __future__ import annotations
 
 import click
 
+from ..environments import EnvironmentNotEmpty, UnknownEnvironment
 from ..exceptions import ConcurrencyConflict, ConfmanError, ValidationFailed
 
 __all__ = [
@@ -78,6 +80,16 @@ def error_line(e: BaseException) -> tuple[str, int]:
         return f"{_lower_first(e.format_message())}{where}", EXIT_USAGE
     if isinstance(e, click.ClickException):
         return e.format_message(), e.exit_code
+    if isinstance(e, UnknownEnvironment):
+        known = ", ".join(["base", *e.known])
+        more = "" if e.known else "; create one with `confman env create NAME`"
+        return f"unknown environment {e.name!r} (known: {known}{more})", EXIT_USAGE
+    if isinstance(e, EnvironmentNotEmpty):
+        return (
+            f"environment {e.name!r} still holds {e.documents} document(s); nothing was "
+            "removed (--force removes them too, each removal audited)",
+            EXIT_ERROR,
+        )
     if isinstance(e, ConcurrencyConflict):
         return f"{e}; nothing was written (re-read and retry)", EXIT_CONFLICT
     if isinstance(e, ValidationFailed):

@@ -1,4 +1,5 @@
-"""``confman history/rollback``: the audit trail and restoring from it."""
+"""``confman history/rollback``: the audit trail and restoring from it (each document's
+versions count per environment: ``-e``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ import asyncio
 
 import click
 
-from ..change import ChangeRecord
-from .context import Context, actor_name, key_for, pass_context, shared_options, write_options
+from ..change import BASE, ChangeRecord
+from .context import (
+    Context,
+    actor_name,
+    environment,
+    key_for,
+    pass_context,
+    shared_options,
+    write_options,
+)
 from .documents import describe_change
 from .errors import EXIT_OK
 from .output import fields, label, out, table, time
@@ -28,6 +37,7 @@ MAX_HISTORY_LIMIT = 1000
     metavar="N",
     help=f"at most N (default 20, at most {MAX_HISTORY_LIMIT:,})",
 )
+@environment
 @shared_options
 @pass_context
 def history(ctx: Context, namespace: str, key: str | None, limit: int) -> int:
@@ -41,9 +51,11 @@ async def _history(ctx: Context, namespace: str, given_key: str | None, limit: i
     assert key is not None
     # Read the log directly: history must work even when the current value cannot load.
     async with ctx.hub([]) as hub:
-        records: list[ChangeRecord] = await hub.store.history(cls.namespace, key, limit=limit)
+        records: list[ChangeRecord] = await hub.store.history(
+            cls.namespace, key, limit=limit, environment=ctx.environment or BASE
+        )
     if not records:
-        out(f"{label(cls.namespace, key)} has no recorded changes")
+        out(f"{label(cls.namespace, key)} has no recorded changes{ctx.where}")
         return EXIT_OK
     rows = [
         [
@@ -72,6 +84,7 @@ async def _history(ctx: Context, namespace: str, given_key: str | None, limit: i
     help="the version to restore",
 )
 @write_options
+@environment
 @shared_options
 @pass_context
 def rollback(
@@ -83,7 +96,7 @@ def rollback(
     reason: str | None,
     actor: str | None,
 ) -> int:
-    """Restore an earlier version as a new one."""
+    """Restore an earlier version as a new one (versions count per environment)."""
     return asyncio.run(_rollback(ctx, namespace, key, to_version, expect_version, reason, actor))
 
 
@@ -107,6 +120,7 @@ async def _rollback(
             expected_version=expect_version,
             actor=actor_name(given_actor),
             reason=reason,
+            environment=ctx.environment,
         )
         describe_change(change, manager)
     return EXIT_OK

@@ -58,7 +58,8 @@ async def _rotate(ctx: Context, given_actor: str | None, reason: str | None) -> 
         def done(table: str, rows: int) -> None:
             progress.update(task, description=f"re-encrypted {rows} row(s) of {table}")
 
-        async with ctx.hub(ctx.known.values()) as hub:
+        # Every environment's secrets at once: the hub's own environment does not matter.
+        async with ctx.hub(ctx.known.values(), environment="") as hub:
             count = await rotate_keys(
                 hub, actor=actor_name(given_actor), reason=reason or None, on_progress=done
             )

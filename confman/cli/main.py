@@ -14,7 +14,9 @@ from .. import __version__
 from ..exceptions import ConfmanError
 from .context import shared_options
 from .db import db
+from .diff import diff
 from .documents import delete, get, list_, set_
+from .environments import env, reset
 from .errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -35,10 +37,12 @@ __all__ = ["cli", "main"]
 log = logging.getLogger("confman.cli")
 
 EPILOG = """\b
-exit codes: 0 ok, 1 error, 2 usage or configuration, 3 concurrency conflict,
-4 validation refused, 5 serve cannot start (port taken, host unresolvable).
+exit codes: 0 ok, 1 error, 2 usage or configuration (an unknown environment too),
+3 concurrency conflict, 4 validation refused, 5 serve cannot start (port taken, host
+unresolvable).
 environment: CONFMAN_DATABASE_URL, CONFMAN_APP (comma-separated module:attribute),
-CONFMAN_ENCRYPTION_KEY; CONFMAN_<NAMESPACE>__<FIELD> variables and .env/local.env in the
+CONFMAN_ENCRYPTION_KEY, CONFMAN_ENVIRONMENT (the default of -e; `-e base` for the base);
+CONFMAN_<NAMESPACE>__<FIELD> variables and .env/.env.<ENVIRONMENT>/local.env in the
 working directory override stored values, as in services.
 """
 
@@ -79,7 +83,22 @@ def cli(ctx: click.Context) -> None:
         raise click.UsageError("a COMMAND is required", ctx)
 
 
-for command in (db, list_, get, set_, delete, history, rollback, watch, keys, serve, tokens):
+for command in (
+    db,
+    list_,
+    get,
+    set_,
+    delete,
+    reset,
+    history,
+    rollback,
+    watch,
+    env,
+    diff,
+    keys,
+    serve,
+    tokens,
+):
     cli.add_command(command)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ..change import ConfigChange
-from .context import Context, pass_context, report_problems, shared_options
+from .context import Context, environment, pass_context, report_problems, shared_options
 from .errors import EXIT_OK, CliError, one_line
 from .output import fields, label, out, time, to_json
 
@@ -59,6 +59,7 @@ class _Options:
     help="seconds between change-log polls (default 0.5)",
 )
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@environment
 @shared_options
 @pass_context
 def watch(
@@ -69,7 +70,10 @@ def watch(
     interval: float,
     as_json: bool,
 ) -> int:
-    """Print changes live, from any process (all namespaces by default)."""
+    """Print changes live, from any process (all namespaces by default).
+
+    In an environment (-e): the base's changes and that environment's, no other's.
+    """
     return asyncio.run(_watch(ctx, _Options(namespaces, count, timeout, interval, as_json)))
 
 
@@ -78,6 +82,7 @@ def _watch_line(change: ConfigChange[Any]) -> str:
         time(change.at),
         f"#{change.seq}",
         label(change.namespace, change.key),
+        *([f"in {change.environment}"] if change.environment is not None else []),
         f"v{change.version}",
         str(change.action),
         f"by {change.actor or '-'}:",
@@ -98,6 +103,7 @@ def _watch_json(change: ConfigChange[Any]) -> str:
             "seq": change.seq,
             "namespace": change.namespace,
             "key": change.key,
+            "environment": change.environment,
             "version": change.version,
             "action": str(change.action),
             "actor": change.actor,
@@ -129,8 +135,10 @@ async def _watch(ctx: Context, opts: _Options) -> int:
             report_problems(manager)
             manager.changes.subscribe(on_next=queue.put_nowait)
             names.append(cls.namespace)
+        scope = "" if ctx.environment is None else f" (base and {ctx.environment})"
         click.echo(
-            f"confman: watching {', '.join(names)} on {ctx.shown_url} (Ctrl-C to stop)", err=True
+            f"confman: watching {', '.join(names)}{scope} on {ctx.shown_url} (Ctrl-C to stop)",
+            err=True,
         )
 
         async def consume() -> None:
