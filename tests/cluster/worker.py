@@ -15,7 +15,10 @@ its environment's where it has one, to announce ``CONVERGED``), ``expect_base`` 
 same for the base's documents), ``increments``, ``key``, ``write`` (role ``write``:
 ``{"keys", "rounds", "field", "prefix"}``: ``rounds`` times, every key at once, set
 counters' ``field`` to ``<prefix><round>`` (``value``: the round) in the instance's own
-environment).
+environment), ``sets`` (role ``sets``: ``{"keys", "rounds"}``: ``rounds`` change sets, each
+setting every key's ``value`` to the round; ``crash_in`` (optional): in that round, die by
+SIGKILL while the set's transaction is being committed), ``snapshot`` (keys whose values
+are recorded together at every emission, in ``snapshots``).
 
 Besides ``seen`` (per ``ns/key``, the versions emitted) the result has ``seen_by_layer``
 (per ``<environment>|ns/key``, '' for the base: the versions emitted of that
@@ -112,6 +115,28 @@ async def write_rounds(hub: ConfigHub, plan: dict[str, Any]) -> None:
         )
 
 
+async def set_rounds(hub: ConfigHub, plan: dict[str, Any]) -> None:
+    """Role ``sets``: each round one change set that sets every key's value to it."""
+    counters = hub.manager(CountersManager)
+    crash_in = plan.get("crash_in")
+    for i in range(1, int(plan["rounds"]) + 1):
+        cs = hub.change_set(actor="sets", reason=f"round {i}")
+        for key in plan["keys"]:
+            if key in counters:
+                cs.update(counters, {"value": i}, key=key)
+            else:
+                cs.create(counters, key, {"value": i})
+        if i == crash_in:
+            async def crash(writes: Any, write_all: Any = hub.store.write_all) -> Any:
+                task = asyncio.ensure_future(write_all(writes))
+                await asyncio.sleep(0.002)  # the transaction is on its way
+                os.kill(os.getpid(), 9)
+                return await task
+
+            hub.store.write_all = crash  # type: ignore[method-assign]
+        await cs.commit()
+
+
 def layer_versions(hub: ConfigHub) -> dict[str, int]:
     """``<environment>|ns/key`` → version held, for the base and the own environment."""
     held: dict[str, int] = {}
@@ -151,8 +176,14 @@ async def main(config: dict[str, Any]) -> None:
     ).start()
 
     latencies: list[float] = []
+    snapshot_keys: list[str] = list(config.get("snapshot", []))
+    snapshots: list[list[int]] = []
+    hub_ref: list[ConfigHub] = []
 
     def record(change: ConfigChange[Any]) -> None:
+        if snapshot_keys and change.key in snapshot_keys:
+            counters = hub_ref[0].manager(CountersManager)
+            snapshots.append([getattr(counters.find(k), "value", 0) for k in snapshot_keys])
         seen.setdefault(f"{change.namespace}/{change.key}", []).append(change.version)
         layer = f"{change.environment or ''}|{change.namespace}/{change.key}"
         seen_by_layer.setdefault(layer, []).append(change.version)
@@ -180,6 +211,7 @@ async def main(config: dict[str, Any]) -> None:
         cluster=config["cluster"],
         **options,
     ) as hub:
+        hub_ref.append(hub)
         for manager in hub.managers():
             manager.changes.subscribe(record)
         result: dict[str, Any] = {"instance_id": hub.instance_id, "pid": os.getpid()}
@@ -214,6 +246,9 @@ async def main(config: dict[str, Any]) -> None:
         if role == "write":
             await write_rounds(hub, config["write"])
             say("DONE")
+        if role == "sets":
+            await set_rounds(hub, config["sets"])
+            say("DONE")
         while True:
             command = await commands.get()
             if command == "STOP":
@@ -242,6 +277,7 @@ async def main(config: dict[str, Any]) -> None:
             for k, v in m.items()
         }
         result["latencies"] = latencies
+        result["snapshots"] = snapshots
         result["stats"] = {
             "catch_up_runs": hub.stats.catch_up_runs,
             "caught_up_changes": hub.stats.caught_up_changes,
