@@ -120,9 +120,9 @@ export function currentEnvironment() {
   return environment;
 }
 
-/** A query with the selected environment (or `env` when given) added. */
-function scoped(query = {}, env = environment) {
-  return { environment: env || undefined, ...query };
+/** A query with the selected environment added, last (URLs keep their old prefix). */
+function scoped(query = {}) {
+  return { ...query, environment: environment || undefined };
 }
 
 export const api = {

@@ -245,6 +245,15 @@ async function refreshNamespace(ns) {
   }
 }
 
+/** A listed item's version: in an environment, its overlay's ("v2") and the base's under it. */
+function listedVersion(d, { full = false } = {}) {
+  if (d.version === undefined) return "";
+  const base = d.base_version;
+  if (isBase(ctx.environment()) || base === undefined || base === null || base === 0) return `v${d.version}`;
+  if (!d.version) return `base v${base}`;
+  return full ? `v${d.version} · base v${base}` : `v${d.version}`;
+}
+
 function nsHref(n) {
   return n.keyed ? `#/ns/${encodeURIComponent(n.namespace)}` : `#/ns/${encodeURIComponent(n.namespace)}/default/value`;
 }
@@ -276,7 +285,7 @@ function renderSidebar() {
             href: `#/ns/${encodeURIComponent(n.namespace)}/${encodeURIComponent(d.key)}/value`,
             class: ["key-link", r.key === d.key && "selected"], testid: `key-${d.key}`,
             "aria-current": r.key === d.key ? "page" : null,
-          }, h("span", { class: "key-label" }, d.key), h("span", { class: "ns-meta" }, d.version !== undefined ? `v${d.version}` : "")))));
+          }, h("span", { class: "key-label" }, d.key), h("span", { class: "ns-meta" }, listedVersion(d))))));
     }
     return h("li", { class: ["ns-item", selected && "open"] }, link, keys);
   }));
@@ -424,7 +433,7 @@ function renderCollection(ns) {
         h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Key"), h("th", { scope: "col" }, "Version"), h("th", { scope: "col" }, "Updated"))),
         h("tbody", {}, docs.map((d) => h("tr", {},
           h("td", {}, h("a", { href: `#/ns/${encodeURIComponent(ns)}/${encodeURIComponent(d.key)}/value` }, h("code", {}, d.key))),
-          h("td", {}, d.version !== undefined ? `v${d.version}` : "—"),
+          h("td", {}, listedVersion(d, { full: true }) || "—"),
           h("td", {}, timeNode(d.updated_at))))))));
 }
 

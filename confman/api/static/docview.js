@@ -284,7 +284,12 @@ export class DocView {
     const path = String(source.path ?? "");
     if (!path) return null;
     if (origin && origin.scope === "overlay") {
-      return h("button", { type: "button", class: "btn small", testid: `reset-${path}`, title: `remove ${path} from the ${this.environment} overlay: it inherits from base again`, onclick: () => this.reset([path]) }, "Reset to base");
+      const onlyHere = this.doc.base_version === 0; // an item the base does not hold
+      return h("button", {
+        type: "button", class: "btn small", testid: `reset-${path}`,
+        title: onlyHere ? `remove ${path} from the ${this.environment} item: the model default applies` : `remove ${path} from the ${this.environment} overlay: it inherits from base again`,
+        onclick: () => this.reset([path]),
+      }, onlyHere ? "Reset to default" : "Reset to base");
     }
     if (source.layer === "database" || source.layer === "default") {
       return h("button", { type: "button", class: "btn ghost small", testid: `override-${path}`, title: `edit ${path}: saving stores it in the ${this.environment} overlay`, onclick: () => this.override(path) }, `Override in ${this.environment}`);
