@@ -92,7 +92,9 @@ def test_select_override_reset_and_compare(pages: Pages, server: Server) -> None
     page.get_by_test_id("tab-value").click()
     expect(origin).to_have_attribute("data-origin", "overlay")
     expect(origin).to_contain_text("staging v1")
-    expect(page.get_by_test_id("source-max_entries")).to_have_attribute("data-origin", "base")
+    # A field no document stores stays the model default, still overridable.
+    expect(page.get_by_test_id("source-max_entries")).to_have_attribute("data-origin", "")
+    expect(page.get_by_test_id("override-max_entries")).to_be_visible()
 
     # The stream of staging carries the change, with its environment; production's does not.
     feed = page.get_by_test_id("live-feed").get_by_test_id("feed-item")
@@ -146,4 +148,5 @@ def test_select_override_reset_and_compare(pages: Pages, server: Server) -> None
 
     # The cluster view says which environment this instance serves.
     page.get_by_test_id("cluster-link").click()
-    expect(page.get_by_test_id("cluster-environment")).to_have_text("base")
+    expect(page.get_by_test_id("cluster-environment")).to_contain_text("base")
+    expect(page.get_by_test_id("cluster-instance-environment").first).to_have_text("base")

@@ -75,7 +75,10 @@ export class ClusterView {
     const selfId = data.instance_id ?? (isPlainObject(self) ? self.instance_id ?? self.id : typeof self === "string" ? self : null);
     const dbSeq = data.database_seq;
     const lag = typeof dbSeq === "number" && typeof data.applied_seq === "number" ? dbSeq - data.applied_seq : null;
-    const selfEnv = data.environment !== undefined ? data.environment : isPlainObject(self) ? self.environment : undefined;
+    const selfRow = instances.find((i) => isPlainObject(i) && selfId && (i.instance_id ?? i.id) === selfId);
+    const selfEnv = data.environment !== undefined ? data.environment
+      : isPlainObject(self) && self.environment !== undefined ? self.environment
+      : selfRow ? selfRow.environment : undefined;
     const stats = h("div", { class: "stats" },
       card("This instance", selfId ? h("span", { class: "small-value" }, String(selfId)) : dash(null), { testid: "cluster-instance-id" }),
       selfEnv !== undefined ? card("Environment", envBadge(selfEnv), { testid: "cluster-environment" }) : null,
