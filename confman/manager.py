@@ -771,6 +771,68 @@ class ConfigurationManager(Generic[T]):
         )  # fmt: skip
         return candidate.effective
 
+    async def preview(
+        self,
+        change: Mapping[str, Any] | T | Callable[[T], T] | None,
+        *,
+        key: str = DEFAULT_KEY,
+        replace: bool = False,
+        environment: Environment = OWN,
+    ) -> T | None:
+        """Preview for any environment: the effective value ``change`` (``None``: a
+        delete) would give ``key`` there; nothing is written. For an environment this
+        instance holds it is `validate` (a delete: `validate_write`); for any other the
+        stored layers are read from the database, as `resolve` reads them. A base
+        change is also checked against every environment's overlay, as the write is.
+
+        Raises:
+            ValidationFailed: the change is refused (field paths and messages).
+            NotFound: no such item there.
+            UnknownEnvironment: no such environment.
+        """
+        target = self._target_name(environment)
+        if target != BASE:
+            await self.hub.check_environment(target)
+        own = (target or None) == self.hub.environment
+        if own and change is not None:
+            value = self.validate(change, key=key, replace=replace, environment=environment)
+            if target == BASE and self.inherits:
+                entry = self._entries.get(key)
+                stored = entry.stored if entry else None
+                new_base = self._apply_change(stored, change, key, replace=replace)
+                await self._check_environments(key, new_base)
+            return value
+        if self.inherits and target != BASE:
+            rows = {
+                d.environment: d
+                for d in await self.hub.store.load_everywhere(self.namespace, key)
+                if d.environment in (BASE, target)
+            }
+        else:
+            row = await self.hub.store.load(self.namespace, key, environment=target)
+            rows = {} if row is None else {target: row}
+        overlaying = self.inherits and target != BASE
+        under = rows.get(BASE) if overlaying else None
+        parent = None if under is None else self._decode(under.data, key, under.version)
+        row_here = rows.get(target)
+        before = None if row_here is None else self._decode(row_here.data, key, row_here.version)
+        plain: dict[str, Any] | None
+        if change is None:
+            plain = hidden() if overlaying and self.keyed and parent is not None else None
+        else:
+            plain = self._apply_change(
+                before, change, key, replace=replace, parent=parent, overlaying=overlaying
+            )
+        candidate = self._candidate(
+            key, plain, source=f"validate in {target or 'base'}", parent=parent,
+            overlaying=overlaying, layered=own,
+        )  # fmt: skip
+        if target == BASE and self.inherits:
+            await self._check_environments(key, candidate.plain)
+        if change is not None and candidate.effective is None:
+            raise NotFound(f"{self.namespace} has no item {key!r}{self._where(target)}")
+        return candidate.effective
+
     async def _parent_of(self, key: str, environment: str) -> tuple[dict[str, Any] | None, bool]:
         """(the base document under ``environment``'s document of ``key``, whether it is
         an overlay over it)."""

@@ -1,26 +1,26 @@
-"""Namespaces and documents: read with provenance, write version-checked, audit, roll back."""
+"""Namespaces and documents: read with provenance, write version-checked, audit, roll back,
+reset an overlay; every route in the environment ``?environment=`` names (`scope`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 
 from confman import DEFAULT_KEY, Action, ConfigChange, ConfigurationManager
 from confman.manager import MAX_KEY_LENGTH
-from confman.patch import leaf_items
-from confman.secrets import mask_document
 
-from . import models
+from . import models, views
 from .auth import CurrentPrincipal, hub_of, manager_for, served
+from .diffs import diff
 from .params import well_formed
 from .problems import ApiProblem
+from .scope import EnvironmentParam, environment_for, label
 from .tokens import Principal, Role
 
-__all__ = ["router"]
+__all__ = ["diff", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["documents"], dependencies=[Depends(well_formed)])
 
@@ -63,55 +63,6 @@ def _version_from(if_match: str | None) -> int | None:
     return int(found[1])
 
 
-def _masked(value: Any) -> dict[str, Any] | None:
-    return None if value is None else mask_document(value.model_dump(mode="python"))
-
-
-def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[models.Diff]:
-    """Leaf-level differences of two (masked) documents, by dotted path.
-
-    Both documents are walked together, once (no recursion), so the cost is linear in
-    their size, plus sorting what differs: equal members are settled by one comparison.
-    An object on one side and a value on the other is the object's leaves removed (or
-    added) and the value added (or removed); an empty object that gains or loses members
-    is those members.
-    """
-    found: list[tuple[str, Literal["added", "removed", "changed"], Any, Any]] = []
-    stack: list[tuple[str, Mapping[str, Any], Mapping[str, Any]]] = [
-        ("", before or {}, after or {})
-    ]
-    while stack:
-        prefix, old, new = stack.pop()
-        for name in old.keys() | new.keys():
-            a, b = old.get(name, _ABSENT), new.get(name, _ABSENT)
-            if a is b or (a is not _ABSENT and b is not _ABSENT and a == b):
-                continue
-            path = f"{prefix}{name}"
-            if isinstance(a, Mapping) and isinstance(b, Mapping):
-                stack.append((path + ".", a, b))
-            elif _is_leaf(a) and _is_leaf(b) and a is not _ABSENT and b is not _ABSENT:
-                found.append((path, "changed", a, b))
-            else:
-                if a is not _ABSENT:
-                    found.extend((p, "removed", v, None) for p, v in _leaves(path, a))
-                if b is not _ABSENT:
-                    found.extend((p, "added", None, v) for p, v in _leaves(path, b))
-    found.sort(key=lambda d: d[0])
-    return [models.Diff(path=p, change=c, before=a, after=b) for p, c, a, b in found]
-
-
-_ABSENT: Any = object()
-
-
-def _is_leaf(value: Any) -> bool:
-    """A value `leaf_items` yields itself: anything but a non-empty object."""
-    return not (isinstance(value, Mapping) and value)
-
-
-def _leaves(path: str, value: Any) -> list[tuple[str, Any]]:
-    return list(leaf_items(value, path + ".")) if not _is_leaf(value) else [(path, value)]
-
-
 def _check_key(manager: ConfigurationManager[Any], key: str) -> None:
     if len(key) > MAX_KEY_LENGTH or "\x00" in key:
         raise ApiProblem(404, f"{manager.namespace} has no such item (not a valid key)")
@@ -119,45 +70,16 @@ def _check_key(manager: ConfigurationManager[Any], key: str) -> None:
         raise ApiProblem(404, f"{manager.namespace} is a singleton; its only key is 'default'")
 
 
-async def _document(manager: ConfigurationManager[Any], key: str) -> models.Document:
-    _check_key(manager, key)
-    value = await manager.fetch(key)
-    if value is None:
-        raise ApiProblem(404, f"{manager.namespace} has no item {key!r}")
-    problems = [
-        models.StoredProblem(
-            version=p.version,
-            source=p.source,
-            errors=[models.ProblemError(path=e.path, message=e.message) for e in p.errors],
-        )
-        for p in manager.problems()
-        if p.key == key
-    ]
-    return models.Document(
-        namespace=manager.namespace,
-        key=key,
-        version=manager.version(key),
-        value=_masked(value) or {},
-        sources=[
-            models.FieldOrigin(
-                path=f.path,
-                layer=str(f.layer),
-                detail=f.detail,
-                value=f.value,
-                shadows=list(f.shadows),
-            )
-            for f in manager.explain(key)
-        ],
-        problems=problems,
-    )
-
-
 def _etag(response: Response, version: int) -> None:
     response.headers["ETag"] = f'"{version}"'
 
 
 async def _written(
-    manager: ConfigurationManager[Any], change: ConfigChange[Any], response: Response
+    request: Request,
+    manager: ConfigurationManager[Any],
+    change: ConfigChange[Any],
+    response: Response,
+    environment: str | None,
 ) -> models.WriteResult:
     _etag(response, change.version)
     changed = change.changed_fields
@@ -173,23 +95,26 @@ async def _written(
         pinned=list(change.pinned),
         unchanged=change.unchanged,
     )
-    if change.new is None:  # a deleted item: nothing left to show
+    if change.new is None:  # a deleted (or hidden) item: nothing left to show
         return models.WriteResult(
             namespace=manager.namespace,
             key=change.key,
+            environment=environment,
             version=change.version,
             value={},
             sources=[],
             problems=[],
             change=summary,
         )
-    document = await _document(manager, change.key)
+    document = await views.document(hub_of(request), manager, change.key, environment)
     return models.WriteResult(**document.model_dump(), change=summary)
 
 
-def _dry_run(before: Any, after: Any) -> models.DryRun:
-    shown = _masked(after)
-    return models.DryRun(value=shown, diff=diff(_masked(before), shown))
+def _dry_run(before: Any, after: Any, environment: str | None) -> models.DryRun:
+    shown = views.masked(after)
+    return models.DryRun(
+        value=shown, diff=diff(views.masked(before), shown), environment=environment
+    )
 
 
 @dataclass(slots=True)
@@ -198,50 +123,73 @@ class _Write:
 
     manager: ConfigurationManager[Any]
     key: str
+    environment: str | None
     expected: int | None  # from If-Match
-    before: Any  # the effective value now (None: no such item)
+    found: views.State  # the effective value and the version now, in that environment
+
+    @property
+    def before(self) -> Any:
+        return self.found.value
 
     @property
     def current(self) -> int:
-        return self.manager.version(self.key)
+        return self.found.version
 
     def require_version(self, wanted: int) -> None:
         """What the store would check, for dry runs: 412 unless at ``wanted``."""
         if self.current != wanted:
-            detail = f"{self.manager.namespace}/{self.key} is at version {self.current}"
+            detail = (
+                f"{self.manager.namespace}/{self.key} is at version {self.current} in "
+                f"{label(self.environment)}"
+            )
             etag = {"ETag": f'"{self.current}"'}
             raise ApiProblem(412, detail, headers=etag, current_version=self.current)
 
 
 async def _start_write(
-    request: Request, who: Principal, namespace: str, key: str, if_match: str | None
+    request: Request,
+    who: Principal,
+    namespace: str,
+    key: str,
+    if_match: str | None,
+    environment: str | None,
+    *,
+    role: Role = Role.EDITOR,
 ) -> _Write:
-    manager = manager_for(request, who, namespace, role=Role.EDITOR)
+    manager = manager_for(request, who, namespace, role=role)
+    target = await environment_for(request, who, environment)
     _check_key(manager, key)
-    return _Write(manager, key, _version_from(if_match), await manager.fetch(key))
+    found = await views.state(hub_of(request), manager, key, target)
+    return _Write(manager, key, target, _version_from(if_match), found)
 
 
 # --------------------------------------------------------------------------- reads
 
 
 @router.get("/namespaces", responses=_PROBLEMS)
-async def list_namespaces(request: Request, who: CurrentPrincipal) -> list[models.NamespaceInfo]:
-    """Every namespace the token may see, with its kind and size."""
+async def list_namespaces(
+    request: Request, who: CurrentPrincipal, environment: EnvironmentParam = None
+) -> list[models.NamespaceInfo]:
+    """Every namespace the token may see, with its kind and size in the environment."""
+    target = await environment_for(request, who, environment)
+    hub = hub_of(request)
     found = []
-    counts = await hub_of(request).store.namespaces()  # lazy managers hold only some
     for manager in served(request, who):
         model = manager.model
-        items = counts.get(manager.namespace, 0)
-        version = None if manager.keyed else manager.version()
+        version = None
+        if not manager.keyed:
+            version = (await views.state(hub, manager, DEFAULT_KEY, target)).version
         found.append(
             models.NamespaceInfo(
                 namespace=manager.namespace,
                 keyed=manager.keyed,
                 title=model.__name__,
                 description=(model.__doc__ or "").strip().split("\n\n")[0] or None,
-                items=items,
+                items=await views.namespace_size(hub, manager, target),
                 version=version,
                 writable=who.may(Role.EDITOR),
+                environment=target,
+                inherits=manager.inherits,
             )
         )
     return found
@@ -249,7 +197,7 @@ async def list_namespaces(request: Request, who: CurrentPrincipal) -> list[model
 
 @router.get("/namespaces/{namespace}/schema", responses=_PROBLEMS)
 async def namespace_schema(request: Request, who: CurrentPrincipal, namespace: str) -> Any:
-    """The JSON Schema of the namespace's model."""
+    """The JSON Schema of the namespace's model (the same in every environment)."""
     return manager_for(request, who, namespace).model.model_json_schema()
 
 
@@ -260,40 +208,34 @@ async def list_documents(
     namespace: str,
     limit: Annotated[int, Query(ge=1, le=10_000, description="at most this many")] = 1000,
     after: Annotated[str | None, Query(description="keys after this one (paging)")] = None,
+    environment: EnvironmentParam = None,
 ) -> models.DocumentList:
-    """Stored documents by key (a singleton lists ``default`` even when nothing is stored).
+    """The items the environment sees, by key (a singleton lists ``default`` even when
+    nothing is stored): in an environment, the base's items and its own, less those it
+    hides; in a namespace that does not inherit, the environment's own documents.
 
     ``next_after`` is set when more remain: pass it as ``after`` for the next page.
     """
     manager = manager_for(request, who, namespace)
-    # One more than asked for says whether another page follows.
-    page = await hub_of(request).store.list_documents(namespace, after=after or "", limit=limit + 1)
-    documents = [
-        models.DocumentSummary(
-            key=d.key, version=d.version, updated_at=d.updated_at, updated_by=d.updated_by
-        )
-        for d in page[:limit]
-    ]
-    if not manager.keyed and not documents and after is None:
-        documents = [
-            models.DocumentSummary(
-                key=DEFAULT_KEY, version=manager.version(), updated_at=None, updated_by=None
-            )
-        ]
-    return models.DocumentList(
-        namespace=namespace,
-        keyed=manager.keyed,
-        documents=documents,
-        next_after=documents[-1].key if len(page) > limit else None,
-    )
+    target = await environment_for(request, who, environment)
+    return await views.listing(hub_of(request), manager, target, after=after, limit=limit)
 
 
 @router.get("/namespaces/{namespace}/documents/{key}", responses=_PROBLEMS)
 async def read_document(
-    request: Request, response: Response, who: CurrentPrincipal, namespace: str, key: Key
+    request: Request,
+    response: Response,
+    who: CurrentPrincipal,
+    namespace: str,
+    key: Key,
+    environment: EnvironmentParam = None,
 ) -> models.Document:
-    """The effective value (secrets masked), where each field came from, and the version."""
-    document = await _document(manager_for(request, who, namespace), key)
+    """The effective value (secrets masked), where each field came from (base or
+    overlay, with its version), and the version a write there checks (the ETag)."""
+    manager = manager_for(request, who, namespace)
+    target = await environment_for(request, who, environment)
+    _check_key(manager, key)
+    document = await views.document(hub_of(request), manager, key, target)
     _etag(response, document.version)
     return document
 
@@ -305,13 +247,18 @@ async def document_history(
     namespace: str,
     key: Key,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    environment: EnvironmentParam = None,
 ) -> list[models.HistoryEntry]:
-    """Committed changes, newest first, each with its field-level diff."""
+    """Committed changes of the environment's own document, newest first, each with its
+    field-level diff (an overlay's diffs are of its own fields)."""
     manager = manager_for(request, who, namespace)
+    target = await environment_for(request, who, environment)
     _check_key(manager, key)
     return [
-        models.HistoryEntry(**models.record_fields(r), diff=diff(r.before, r.after))
-        for r in await manager.history(key, limit=limit)
+        models.HistoryEntry(
+            **models.record_fields(r), diff=diff(r.before, r.after), environment=r.environment
+        )
+        for r in await manager.history(key, limit=limit, environment=target)
     ]
 
 
@@ -333,20 +280,24 @@ async def replace_document(
     if_match: IfMatch = None,
     dry_run: DryRun = False,
     reason: Reason = None,
+    environment: EnvironmentParam = None,
 ) -> models.WriteResult | models.DryRun:
-    """Replace the document with the body. Without ``If-Match`` it must not exist yet."""
-    w = await _start_write(request, who, namespace, key, if_match)
-    manager, expected = w.manager, w.expected
+    """Replace the document with the body (in an environment: the overlay becomes the
+    fields that differ from the base). Without ``If-Match`` it must not exist yet; an
+    item an environment inherits from the base is overridden with ``If-Match: "0"``."""
+    w = await _start_write(request, who, namespace, key, if_match, environment)
+    manager, expected, target = w.manager, w.expected, w.environment
     exists = w.before is not None if manager.keyed else w.current != 0
+    creating = manager.keyed and (expected is None or (expected == 0 and w.before is None))
     if dry_run:
-        if not expected and exists:
-            w.require_version(0)
-        elif expected:
-            w.require_version(expected)
-        after = manager.validate(body, key=key, replace=True)
-        return _dry_run(w.before if exists else None, after)
-    if manager.keyed and not expected:  # none, or "0": must not exist yet
-        change = await manager.create(key, body, actor=who.name, reason=reason)
+        if creating and exists:
+            w.require_version(-1)  # PUT without If-Match creates: it exists (there)
+        elif expected is not None or exists:
+            w.require_version(expected or 0)
+        after = await manager.preview(body, key=key, replace=True, environment=target)
+        return _dry_run(w.before if exists else None, after, target)
+    if creating:
+        change = await manager.create(key, body, actor=who.name, reason=reason, environment=target)
     else:
         change = await manager.update(
             body,
@@ -355,10 +306,11 @@ async def replace_document(
             expected_version=0 if expected is None else expected,
             actor=who.name,
             reason=reason,
+            environment=target,
         )
     if change.action is Action.CREATE:  # also a deleted item made again
         response.status_code = 201
-    return await _written(manager, change, response)
+    return await _written(request, manager, change, response, target)
 
 
 @router.patch(
@@ -376,19 +328,29 @@ async def patch_document(
     if_match: IfMatch = None,
     dry_run: DryRun = False,
     reason: Reason = None,
+    environment: EnvironmentParam = None,
 ) -> models.WriteResult | models.DryRun:
-    """Apply the body as a JSON merge patch (RFC 7386: ``null`` resets a field)."""
-    w = await _start_write(request, who, namespace, key, if_match)
+    """Apply the body as a JSON merge patch (RFC 7386: ``null`` resets a field; in an
+    environment, ``null`` removes the field from the overlay so it inherits again)."""
+    w = await _start_write(request, who, namespace, key, if_match, environment)
+    target = w.environment
     if w.manager.keyed and w.before is None:
-        raise ApiProblem(404, f"{namespace} has no item {key!r} (create it with PUT)")
+        where = "" if target is None else f" in {target}"
+        raise ApiProblem(404, f"{namespace} has no item {key!r}{where} (create it with PUT)")
     if dry_run:
         if w.expected is not None:
             w.require_version(w.expected)
-        return _dry_run(w.before, w.manager.validate(body, key=key))
+        after = await w.manager.preview(body, key=key, environment=target)
+        return _dry_run(w.before, after, target)
     change = await w.manager.update(
-        body, key=key, expected_version=w.expected, actor=who.name, reason=reason
+        body,
+        key=key,
+        expected_version=w.expected,
+        actor=who.name,
+        reason=reason,
+        environment=target,
     )
-    return await _written(w.manager, change, response)
+    return await _written(request, w.manager, change, response, target)
 
 
 @router.delete(
@@ -408,20 +370,25 @@ async def delete_document(
     if_match: IfMatch = None,
     dry_run: DryRun = False,
     reason: Reason = None,
+    environment: EnvironmentParam = None,
 ) -> models.WriteResult | models.DryRun:
-    """Delete an item, or reset a singleton to its defaults. Needs ``If-Match``."""
-    w = await _start_write(request, who, namespace, key, if_match)
+    """Delete an item, or reset a singleton to its defaults. Needs ``If-Match``. In an
+    environment, an item of the base is hidden there only (reset shows it again), and
+    a singleton's overlay is dropped (it inherits the base again)."""
+    w = await _start_write(request, who, namespace, key, if_match, environment)
+    target = w.environment
     if w.expected is None:
         raise ApiProblem(428, 'DELETE needs If-Match: "<version>" (the ETag you read)')
-    if w.before is None or w.current == 0:
-        raise ApiProblem(404, f"{namespace}/{key} is not stored")
+    if w.before is None or (not w.manager.keyed and w.current == 0):
+        raise ApiProblem(404, f"{namespace}/{key} is not stored in {label(target)}")
     if dry_run:
         w.require_version(w.expected)
-        w.manager.validate_write(key, None)  # rules across managers (a route still in use)
-        after = None if w.manager.keyed else w.manager.validate({}, key=key, replace=True)
-        return _dry_run(w.before, after)
-    change = await w.manager.delete(key, expected_version=w.expected, actor=who.name, reason=reason)
-    return await _written(w.manager, change, response)
+        after = await w.manager.preview(None, key=key, environment=target)
+        return _dry_run(w.before, after, target)
+    change = await w.manager.delete(
+        key, expected_version=w.expected, actor=who.name, reason=reason, environment=target
+    )
+    return await _written(request, w.manager, change, response, target)
 
 
 @router.post(
@@ -439,22 +406,63 @@ async def rollback_document(
     if_match: IfMatch = None,
     dry_run: DryRun = False,
     reason: Reason = None,
+    environment: EnvironmentParam = None,
 ) -> models.WriteResult | models.DryRun:
-    """Write a new version whose content equals ``to_version``'s (admin)."""
-    manager = manager_for(request, who, namespace, role=Role.ADMIN)
-    _check_key(manager, key)
-    expected = _version_from(if_match)
+    """Write a new version whose content equals ``to_version``'s (admin); versions
+    count per environment."""
+    w = await _start_write(request, who, namespace, key, if_match, environment, role=Role.ADMIN)
+    manager, expected, target = w.manager, w.expected, w.environment
     if dry_run:
-        w = _Write(manager, key, expected, await manager.fetch(key))
         if expected is not None:
             w.require_version(expected)
-        after = await manager.validate_rollback(key, to_version=body.to_version)
-        return _dry_run(w.before, after)
+        after = await manager.validate_rollback(key, to_version=body.to_version, environment=target)
+        return _dry_run(w.before, after, target)
     change = await manager.rollback(
         key,
         to_version=body.to_version,
         expected_version=expected,
         actor=who.name,
         reason=reason,
+        environment=target,
     )
-    return await _written(manager, change, response)
+    return await _written(request, manager, change, response, target)
+
+
+@router.post(
+    "/namespaces/{namespace}/documents/{key}/reset",
+    responses=_WRITE_PROBLEMS,
+    response_model=models.WriteResult,
+)
+async def reset_document(
+    request: Request,
+    response: Response,
+    who: CurrentPrincipal,
+    namespace: str,
+    key: Key,
+    body: models.ResetRequest,
+    if_match: IfMatch = None,
+    reason: Reason = None,
+    environment: EnvironmentParam = None,
+) -> models.WriteResult:
+    """Remove ``fields`` from the environment's overlay (all of it: ``null``), so they
+    inherit from the base again; dropping the overlay also shows an item it hid."""
+    w = await _start_write(request, who, namespace, key, if_match, environment)
+    target = w.environment
+    if target is None or not w.manager.inherits:
+        why = "the base has no overlay" if target is None else f"{namespace} does not inherit"
+        raise ApiProblem(
+            422,
+            f"reset removes fields from an environment's overlay; {why}",
+            errors=[{"path": "environment", "in": "query", "message": why}],
+        )
+    if w.expected is not None and w.expected != w.current:
+        w.require_version(w.expected)
+    change = await w.manager.reset(
+        key,
+        body.fields,
+        environment=target,
+        expected_version=w.expected,
+        actor=who.name,
+        reason=reason,
+    )
+    return await _written(request, w.manager, change, response, target)

@@ -1,5 +1,11 @@
 """The live stream: every committed change as a server-sent event, resumable by seq.
 
+``?environment=E`` streams what concerns E: the base's changes and E's own documents'
+(in a namespace that does not inherit, E's alone). This server's own environment comes
+from what it applies, as it applies it; any other is read from the change log as far as
+this server has applied it (``applied_seq``: catch-up reads every environment's rows),
+so no change is skipped or sent twice, at most a catch-up interval late.
+
 Each stream is bounded (`StreamLimits`, docs/api.md): a client too far behind, or one whose
 send does not finish in time, is cut off and resumes from the change log with
 ``Last-Event-ID``. A resume point the log cannot serve (ahead of it, or pruned) is a 409.
@@ -9,9 +15,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request
 from reactivex.disposable import CompositeDisposable
 
@@ -20,6 +28,7 @@ from confman import ChangeRecord, ConfigChange, ConfigurationManager
 from . import models
 from .auth import CurrentPrincipal, hub_of, manager_for, served
 from .problems import PROBLEM_JSON, ApiProblem
+from .scope import EnvironmentParam, environment_for, holds
 from .stream import KEEPALIVE, BoundedEventStream, Outbox, StreamLimits, frame
 from .tokens import ApiTokenManager
 
@@ -28,6 +37,12 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
 _SEQ = re.compile(r"[0-9]{1,18}")  # ASCII digits only; fits a BIGINT
+_TAIL_POLL = 0.2  # seconds between looks at applied_seq (memory only) for another environment
+
+
+def concerns(manager: ConfigurationManager[Any], changed: str | None, target: str | None) -> bool:
+    """Whether a change to ``changed``'s document (None: the base) concerns ``target``."""
+    return changed == target or (manager.inherits and changed is None)
 
 
 def _from_change(change: ConfigChange[Any]) -> models.ChangeEvent:
@@ -42,12 +57,16 @@ def _from_change(change: ConfigChange[Any]) -> models.ChangeEvent:
         origin=change.origin,
         at=change.at,
         changed=list(change.stored_changed),  # as the change log has it, for resumes
+        environment=change.environment or None,
     )
 
 
 def _from_record(record: ChangeRecord) -> models.ChangeEvent:
     return models.ChangeEvent(
-        **models.record_fields(record), namespace=record.namespace, key=record.key
+        **models.record_fields(record),
+        namespace=record.namespace,
+        key=record.key,
+        environment=record.environment or None,
     )
 
 
@@ -115,8 +134,11 @@ async def change_events(
     last_event_id: Annotated[
         str | None, Header(description="resume after this seq (sent by EventSource)")
     ] = None,
+    environment: EnvironmentParam = None,
 ) -> BoundedEventStream:
-    """Changes as they are applied here, from any process; resumable with Last-Event-ID."""
+    """Changes that concern the environment (the base's and its own), from any process;
+    every event names whose document changed; resumable with Last-Event-ID."""
+    target = await environment_for(request, who, environment)
     after = int(last_event_id) if last_event_id and _SEQ.fullmatch(last_event_id) else None
     if after is not None:
         await _check_resumable(request, after)
@@ -124,8 +146,36 @@ async def change_events(
     hub = hub_of(request)
     outbox = Outbox(limits)
     wanted = [m.namespace for m in managers]
+    by_namespace = {m.namespace: m for m in managers}
+    scopes = [None] if target is None else [None, target]
+
+    def wanted_record(record: ChangeRecord) -> bool:
+        manager = by_namespace.get(record.namespace)
+        return manager is not None and concerns(manager, record.environment or None, target)
+
+    async def records(cursor: int, high: int | None = None) -> AsyncIterator[ChangeRecord]:
+        """What concerns the stream after ``cursor`` (up to ``high``), a page at a time."""
+        while True:  # one page in memory at a time, filtered by the database
+            page = await hub.changes_since(
+                cursor,
+                namespaces=wanted,
+                environments=scopes,
+                limit=limits.replay_page,
+                with_values=False,
+            )
+            for record in page:
+                if high is not None and record.seq > high:
+                    return
+                if wanted_record(record):
+                    yield record
+            if len(page) < limits.replay_page:
+                return
+            cursor = page[-1].seq
 
     def push(change: ConfigChange[Any]) -> None:
+        manager = by_namespace.get(change.namespace)
+        if manager is None or not concerns(manager, change.environment or None, target):
+            return
         if outbox.ended is None:
             outbox.put(change.seq, _event(_from_change(change)))
 
@@ -134,7 +184,32 @@ async def change_events(
         if change.key == who.name:
             outbox.end("token changed")
 
+    async def tail(send: Callable[[bytes], Awaitable[None]]) -> None:
+        """Another environment's stream: the change log up to ``applied_seq``."""
+        cursor = hub.applied_seq if after is None else after
+        if after is None:
+            await send(frame(json.dumps({"seq": cursor}), event="ready", id=str(cursor)))
+        quiet_since = time.monotonic()
+        while True:
+            high = hub.applied_seq
+            if high > cursor:
+                async for record in records(cursor, high):
+                    await send(_event(_from_record(record)))
+                    quiet_since = time.monotonic()
+                cursor = high
+            elif time.monotonic() - quiet_since >= limits.ping_interval:
+                await send(KEEPALIVE)
+                quiet_since = time.monotonic()
+            await anyio.sleep(min(_TAIL_POLL, limits.ping_interval))
+
     async def pump(send: Callable[[bytes], Awaitable[None]]) -> None:
+        if not holds(hub, target):
+            subscription = hub.manager(ApiTokenManager).changes.subscribe(token_changed)
+            try:
+                await tail(send)
+            finally:
+                subscription.dispose()
+            return
         # Subscribe before reading the backlog so nothing falls between the two; the seqs
         # sent from the backlog are skipped when the live feed delivers them again.
         subscriptions = CompositeDisposable(
@@ -151,18 +226,10 @@ async def change_events(
                 # before any change, it resumes from here (every change up to it applied).
                 await send(frame(json.dumps({"seq": applied}), event="ready", id=str(applied)))
             else:
-                cursor = after
-                while True:  # one page in memory at a time, filtered by the database
-                    page = await hub.changes_since(
-                        cursor, namespaces=wanted, limit=limits.replay_page, with_values=False
-                    )
-                    for record in page:
-                        if record.seq > applied:  # it may still arrive live: skip it then
-                            sent.add(record.seq)
-                        await send(_event(_from_record(record)))
-                    if len(page) < limits.replay_page:
-                        break
-                    cursor = page[-1].seq
+                async for record in records(after):
+                    if record.seq > applied:  # it may still arrive live: skip it then
+                        sent.add(record.seq)
+                    await send(_event(_from_record(record)))
             while True:
                 item = await outbox.get(limits.ping_interval)
                 if item is None:

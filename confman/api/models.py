@@ -15,17 +15,23 @@ __all__ = [
     "ChangeEvent",
     "ChangeSummary",
     "ClusterView",
+    "ComparedField",
+    "Comparison",
     "Diff",
     "Document",
     "DocumentList",
     "DocumentSummary",
     "DryRun",
+    "EnvironmentDeleted",
+    "EnvironmentInfo",
+    "EnvironmentRequest",
     "FieldOrigin",
     "HistoryEntry",
     "NamespaceInfo",
     "Problem",
     "ProblemError",
     "Readiness",
+    "ResetRequest",
     "RollbackRequest",
     "TokenCreated",
     "TokenInfo",
@@ -37,6 +43,12 @@ __all__ = [
 
 
 MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
+
+_ENVIRONMENT = "the environment it is about (null: the base)"
+_BASE_VERSION = (
+    "the base document's version under it (inheriting namespaces; null where the "
+    "namespace keeps each environment's documents apart)"
+)
 
 
 class ProblemError(BaseModel):
@@ -59,6 +71,9 @@ class WhoAmI(BaseModel):
     name: str
     role: Role
     namespaces: list[str] | None = Field(description="null: every namespace")
+    environments: list[str] | None = Field(
+        default=None, description="null: every environment ('base': the base)"
+    )
 
 
 class NamespaceInfo(BaseModel):
@@ -69,17 +84,23 @@ class NamespaceInfo(BaseModel):
     items: int = Field(description="stored documents")
     version: int | None = Field(description="a singleton's stored version (0: defaults)")
     writable: bool = Field(description="whether the caller may write here")
+    environment: str | None = Field(default=None, description=_ENVIRONMENT)
+    inherits: bool = Field(
+        default=True, description="environments inherit the base's documents (overlays)"
+    )
 
 
 class DocumentSummary(BaseModel):
     key: str
-    version: int
+    version: int = Field(description="the environment's own document (0: none; the ETag)")
+    base_version: int | None = Field(default=None, description=_BASE_VERSION)
     updated_at: datetime | None
     updated_by: str | None
 
 
 class DocumentList(BaseModel):
     namespace: str
+    environment: str | None = Field(default=None, description=_ENVIRONMENT)
     keyed: bool
     documents: list[DocumentSummary]
     next_after: str | None = Field(default=None, description="more remain: the next 'after'")
@@ -102,7 +123,12 @@ class StoredProblem(BaseModel):
 class Document(BaseModel):
     namespace: str
     key: str
-    version: int = Field(description="stored version (0: nothing stored); also the ETag")
+    environment: str | None = Field(default=None, description=_ENVIRONMENT)
+    version: int = Field(
+        description="the stored version of the environment's own document, which a write "
+        "there changes (0: nothing stored; an overlay's in an environment); also the ETag"
+    )
+    base_version: int | None = Field(default=None, description=_BASE_VERSION)
     value: dict[str, Any] = Field(description="the effective value, secrets masked")
     sources: list[FieldOrigin]
     problems: list[StoredProblem]
@@ -139,6 +165,7 @@ class Diff(BaseModel):
 
 class DryRun(BaseModel):
     dry_run: bool = True
+    environment: str | None = Field(default=None, description=_ENVIRONMENT)
     value: dict[str, Any] | None = Field(description="the effective value it would give")
     diff: list[Diff]
 
@@ -169,6 +196,7 @@ def record_fields(record: ChangeRecord) -> dict[str, Any]:
 
 
 class HistoryEntry(_ChangeFields):
+    environment: str | None = Field(default=None, description=_ENVIRONMENT)
     diff: list[Diff] = Field(description="stored document against the version before")
 
 
@@ -176,23 +204,39 @@ class RollbackRequest(BaseModel):
     to_version: int = Field(ge=1, le=MAX_VERSION)
 
 
+class ResetRequest(BaseModel):
+    fields: list[str] | None = Field(
+        default=None,
+        max_length=1000,
+        description="dotted paths to remove from the overlay (inherit the base again); "
+        "null: drop the whole overlay (also shows an item the environment hid)",
+    )
+
+
 class ChangeEvent(_ChangeFields):
     """The data of one server-sent event (``id`` is ``seq``)."""
 
     namespace: str
     key: str
+    environment: str | None = Field(default=None, description="whose document (null: the base)")
 
 
 class TokenRequest(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     role: Role
     namespaces: list[str] | None = None
+    environments: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="limit the token to these environments ('base': the base); null: all",
+    )
 
 
 class TokenInfo(BaseModel):
     name: str
     role: Role
     namespaces: list[str] | None
+    environments: list[str] | None = Field(default=None, description="null: all")
     created_at: datetime
 
 
@@ -210,6 +254,48 @@ class ClusterView(BaseModel):
     fencing_token: int | None
     instances: list[dict[str, Any]]
     drift: list[dict[str, Any]]
+
+
+class EnvironmentInfo(BaseModel):
+    name: str
+    description: str
+    version: int
+    updated_at: datetime
+    updated_by: str | None
+    documents: int = Field(description="live documents the environment holds (its overlays)")
+
+
+class EnvironmentRequest(BaseModel):
+    name: str = Field(
+        max_length=63, description="lower-case letters, digits and dashes, from a letter"
+    )
+    description: str = Field(default="", max_length=1000)
+
+
+class EnvironmentDeleted(BaseModel):
+    name: str
+    removed: int = Field(description="its documents deleted with it (each audited)")
+
+
+class ComparedField(BaseModel):
+    namespace: str
+    key: str
+    path: str = Field(description="dotted field path; '' for an item present on one side only")
+    left: Any = Field(description="JSON value; a secret as 'fingerprint:<16 hex>'")
+    right: Any
+    left_source: str = Field(description="default, database (base v7), database (staging v3)…")
+    right_source: str
+    left_present: bool
+    right_present: bool
+    secret: bool
+    same: bool
+
+
+class Comparison(BaseModel):
+    left: str = Field(description="an environment's name, or 'base'")
+    right: str
+    everything: bool = Field(description="false: only the fields that differ")
+    fields: list[ComparedField]
 
 
 class Readiness(BaseModel):

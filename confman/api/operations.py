@@ -19,7 +19,8 @@ from confman.store import head_revision
 from . import models
 from .auth import HIDDEN_NAMESPACES, CurrentPrincipal, hub_of, require, served
 from .problems import ApiProblem
-from .tokens import ApiTokenManager, Principal, Role
+from .scope import EnvironmentParam, environment_for
+from .tokens import BASE_NAME, ApiTokenManager, Principal, Role
 
 __all__ = ["router"]
 
@@ -58,9 +59,10 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/api/v1/whoami", tags=["tokens"])
 async def whoami(who: CurrentPrincipal) -> models.WhoAmI:
-    """The caller's token: its name, role and namespaces."""
+    """The caller's token: its name, role, namespaces and environments."""
     grants = None if who.namespaces is None else sorted(who.namespaces)
-    return models.WhoAmI(name=who.name, role=who.role, namespaces=grants)
+    stages = None if who.environments is None else sorted(who.environments)
+    return models.WhoAmI(name=who.name, role=who.role, namespaces=grants, environments=stages)
 
 
 def _shown(who: Principal, namespace: str) -> bool:
@@ -89,6 +91,8 @@ def _visible_cluster(who: Principal, view: models.ClusterView) -> models.Cluster
     """
     instances = []
     for instance in view.instances:
+        if not who.reaches(instance.get("environment")):
+            continue  # an instance of an environment the token may not use
         shown = dict(instance)
         problems = instance.get("problems") or ()
         shown["problems"] = [p for p in problems if _shown(who, _problem_namespace(p))]
@@ -99,6 +103,8 @@ def _visible_cluster(who: Principal, view: models.ClusterView) -> models.Cluster
     problems_of = {i.get("instance_id"): i["problems"] for i in instances}
     drift = []
     for entry in view.drift:
+        if "environment" in entry and not who.reaches(entry["environment"]):
+            continue
         kind = entry.get("kind")
         if kind == "problems":
             left = problems_of.get(entry.get("instance_id"), [])
@@ -111,11 +117,23 @@ def _visible_cluster(who: Principal, view: models.ClusterView) -> models.Cluster
     return view.model_copy(update={"instances": instances, "drift": drift})
 
 
+def _environment_of(item: Any) -> str | None:
+    # The cluster status says which environment each instance runs in once it carries
+    # the field (confman.cluster adds `environment` to InstanceState and drift entries);
+    # until then every instance reads as the base.
+    found = getattr(item, "environment", None)
+    return found if isinstance(found, str) and found else None
+
+
 @router.get("/api/v1/cluster", tags=["operations"])
-async def cluster(request: Request, who: CurrentPrincipal) -> models.ClusterView:
-    """This instance and, with Redis, the fleet: instances, leader, drift (of the
-    namespaces the token may read)."""
+async def cluster(
+    request: Request, who: CurrentPrincipal, environment: EnvironmentParam = None
+) -> models.ClusterView:
+    """This instance and, with Redis, the fleet: instances (each with its environment),
+    leader, drift (of the namespaces and environments the token may read). With
+    ``environment``, only the instances of that environment ('base': of none)."""
     hub = hub_of(request)
+    only = await environment_for(request, who, environment) if environment else _ANY
     try:
         database_seq: int | None = await hub.store.max_seq()
     except ConfmanError:
@@ -138,6 +156,7 @@ async def cluster(request: Request, who: CurrentPrincipal) -> models.ClusterView
                 "applied_seq": hub.applied_seq,
                 "problems": [str(p) for p in hub.problems()],
                 "degraded": hub.degraded,
+                "environment": hub.environment,
             }
         ],
         drift=[],
@@ -145,18 +164,38 @@ async def cluster(request: Request, who: CurrentPrincipal) -> models.ClusterView
     try:
         status = await hub.cluster_status()
     except ConfmanError:
-        return _visible_cluster(who, view)  # a lone instance (no redis_url)
+        return _only(_visible_cluster(who, view), only)  # a lone instance (no redis_url)
     fleet = view.model_copy(
         update={
             "redis": True,
             "leader": status.leader,
             "fencing_token": status.fencing_token,
             "database_seq": status.database_seq,
-            "instances": [jsonable_encoder(dataclasses.asdict(i)) for i in status.instances],
+            "instances": [
+                {**jsonable_encoder(dataclasses.asdict(i)), "environment": _environment_of(i)}
+                for i in status.instances
+            ],
             "drift": [jsonable_encoder(dataclasses.asdict(d)) for d in status.drift],
         }
     )
-    return _visible_cluster(who, fleet)
+    return _only(_visible_cluster(who, fleet), only)
+
+
+_ANY = object()  # no environment named: every instance the token may see
+
+
+def _only(view: models.ClusterView, environment: Any) -> models.ClusterView:
+    if environment is _ANY:
+        return view
+    instances = [i for i in view.instances if i.get("environment") == environment]
+    ids = {i.get("instance_id") for i in instances}
+    drift = [
+        d
+        for d in view.drift
+        if d.get("environment", environment) == environment
+        and (d.get("instance_id") is None or d.get("instance_id") in ids)
+    ]
+    return view.model_copy(update={"instances": instances, "drift": drift})
 
 
 # --------------------------------------------------------------------------- admin
@@ -175,6 +214,7 @@ async def list_tokens(request: Request, who: CurrentPrincipal) -> list[models.To
             name=name,
             role=token.role,
             namespaces=None if token.namespaces is None else list(token.namespaces),
+            environments=None if token.environments is None else list(token.environments),
             created_at=token.created_at,
         )
         for name, token in sorted(_tokens(request).items())
@@ -200,14 +240,27 @@ async def create_token(
     ]
     if unknown:
         raise ApiProblem(422, "the token names unknown namespaces", errors=unknown)
+    stages = {e.name for e in await hub_of(request).environments()} | {BASE_NAME}
+    strangers = [
+        {"path": f"environments.{i}", "message": "no such environment (nor 'base')"}
+        for i, name in enumerate(body.environments or ())
+        if name not in stages
+    ]
+    if strangers:
+        raise ApiProblem(422, "the token names unknown environments", errors=strangers)
     issued = await _tokens(request).create_token(
-        body.name, body.role, namespaces=body.namespaces, actor=who.name
+        body.name,
+        body.role,
+        namespaces=body.namespaces,
+        environments=body.environments,
+        actor=who.name,
     )
     token = _tokens(request).get(issued.name)
     return models.TokenCreated(
         name=issued.name,
         role=issued.role,
         namespaces=None if issued.namespaces is None else list(issued.namespaces),
+        environments=None if issued.environments is None else list(issued.environments),
         created_at=token.created_at,
         token=issued.plaintext,
     )

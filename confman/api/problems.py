@@ -25,6 +25,7 @@ from confman import (
     StoreUnavailable,
     ValidationFailed,
 )
+from confman.environments import EnvironmentNotEmpty, UnknownEnvironment
 
 __all__ = ["PROBLEM_JSON", "ApiProblem", "install_handlers", "problem_response"]
 
@@ -80,12 +81,31 @@ def _validation_failed(request: Request, e: Exception) -> JSONResponse:
     # (a router editor asking about providers): those parts are told in neutral words.
     who = getattr(request.state, "principal", None)
     e = e.seen_by(_nothing if who is None else who.sees)
+    extra: dict[str, Any] = {}
+    if e.environment is not None:
+        extra["environment"] = e.environment  # the overlay a base write would break
     return problem_response(
         422,
         str(e),
         errors=[{"path": f.path, "message": f.message} for f in e.errors],
         source=e.source,
+        **extra,
     )
+
+
+def _unknown_environment(request: Request, e: Exception) -> JSONResponse:
+    assert isinstance(e, UnknownEnvironment)
+    # A token limited to environments is told only of those it may use.
+    who = getattr(request.state, "principal", None)
+    known = [n for n in e.known if who is None or who.reaches(n)]
+    listed = ", ".join(known) or "none"
+    detail = f"unknown environment {e.name!r}; known: {listed} (or base)"
+    return problem_response(404, detail, environment=e.name, known=known)
+
+
+def _not_empty(_: Request, e: Exception) -> JSONResponse:
+    assert isinstance(e, EnvironmentNotEmpty)
+    return problem_response(409, str(e), environment=e.name, documents=e.documents)
 
 
 def _conflict(_: Request, e: Exception) -> JSONResponse:
@@ -136,6 +156,8 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, _api_problem)
     app.add_exception_handler(ValidationFailed, _validation_failed)
     app.add_exception_handler(ConcurrencyConflict, _conflict)
+    app.add_exception_handler(UnknownEnvironment, _unknown_environment)
+    app.add_exception_handler(EnvironmentNotEmpty, _not_empty)
     app.add_exception_handler(ConfmanError, _confman_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -29,10 +29,21 @@ from confman import (
     NotFound,
     ValidationFailed,
 )
+from confman.environments import check_environment_name
 
-__all__ = ["TOKEN_PREFIX", "ApiToken", "ApiTokenManager", "IssuedToken", "Principal", "Role"]
+__all__ = [
+    "BASE_NAME",
+    "TOKEN_PREFIX",
+    "ApiToken",
+    "ApiTokenManager",
+    "IssuedToken",
+    "Principal",
+    "Role",
+]
 
 TOKEN_PREFIX = "cmt_"
+#: How a token's ``environments`` (and the API) name the base.
+BASE_NAME = "base"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 
@@ -57,6 +68,11 @@ class ApiToken(BaseModel):
     namespaces: tuple[str, ...] | None = Field(
         default=None, description="namespaces the token may use; null: all"
     )
+    environments: tuple[str, ...] | None = Field(
+        default=None,
+        description="environments the token may use ('base' for the base documents); "
+        "null (and absent, in tokens made before environments): all",
+    )
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     created_at: datetime
 
@@ -68,12 +84,19 @@ class Principal:
     name: str
     role: Role
     namespaces: frozenset[str] | None = None
+    environments: frozenset[str] | None = None  # None: all; "base" names the base
 
     def may(self, role: Role) -> bool:
         return self.role.rank >= role.rank
 
     def sees(self, namespace: str) -> bool:
         return self.role is Role.ADMIN or self.namespaces is None or namespace in self.namespaces
+
+    def reaches(self, environment: str | None) -> bool:
+        """Whether the token may use ``environment`` (``None``: the base)."""
+        if self.role is Role.ADMIN or self.environments is None:
+            return True
+        return (BASE_NAME if environment is None else environment) in self.environments
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +107,15 @@ class IssuedToken:
     role: Role
     namespaces: tuple[str, ...] | None
     plaintext: str = field(repr=False)
+    environments: tuple[str, ...] | None = None
+
+
+def _is_environment_name(name: str) -> bool:
+    try:
+        check_environment_name(name)
+    except ValidationFailed:
+        return False
+    return True
 
 
 def _digest(plaintext: str) -> str:
@@ -123,7 +155,8 @@ class ApiTokenManager(ConfigurationManager[ApiToken]):
         if token is None or not hmac.compare_digest(token.token_sha256, digest):
             return None
         grants = None if token.namespaces is None else frozenset(token.namespaces)
-        return Principal(name, token.role, grants)
+        stages = None if token.environments is None else frozenset(token.environments)
+        return Principal(name, token.role, grants, stages)
 
     async def create_token(
         self,
@@ -131,12 +164,18 @@ class ApiTokenManager(ConfigurationManager[ApiToken]):
         role: Role | str,
         *,
         namespaces: Sequence[str] | None = None,
+        environments: Sequence[str] | None = None,
         actor: str | None = None,
     ) -> IssuedToken:
         """Create token ``name`` and return its plaintext (the only time it is seen).
 
+        ``environments`` limits the token to those environments (``base`` names the
+        base documents); ``None``, the default, grants all. The names are not checked
+        against the registry here (the API route does): a token may name an environment
+        that is created later.
+
         Raises:
-            ValidationFailed: a bad name, role or namespace list.
+            ValidationFailed: a bad name, role, namespace or environment list.
             ConcurrencyConflict: a token of that name exists (revoke it first).
         """
         if not _NAME.fullmatch(name):
@@ -158,17 +197,35 @@ class ApiTokenManager(ConfigurationManager[ApiToken]):
                 [FieldError("namespaces", "an admin token has every namespace; name none")],
                 source="token",
             )
+        if str(role) == Role.ADMIN.value and environments is not None:
+            raise ValidationFailed(
+                self.namespace,
+                name,
+                [FieldError("environments", "an admin token has every environment; name none")],
+                source="token",
+            )
+        bad = [
+            FieldError(f"environments.{i}", "names no environment (nor 'base')")
+            for i, stage in enumerate(environments or ())
+            if stage != BASE_NAME and not _is_environment_name(stage)
+        ]
+        if bad:
+            raise ValidationFailed(self.namespace, name, bad, source="token")
         grants = None if namespaces is None else tuple(sorted(set(namespaces)))
+        stages = None if environments is None else tuple(sorted(set(environments)))
         plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
         document = {
             "role": str(role),
             "namespaces": None if grants is None else list(grants),
+            **({} if stages is None else {"environments": list(stages)}),
             "token_sha256": _digest(plaintext),
             "created_at": datetime.now(UTC).isoformat(),
         }
         change = await self.create(name, document, actor=actor, reason="create API token")
         assert change.new is not None
-        return IssuedToken(name, change.new.role, change.new.namespaces, plaintext)
+        return IssuedToken(
+            name, change.new.role, change.new.namespaces, plaintext, change.new.environments
+        )
 
     async def revoke(self, name: str, *, actor: str | None = None) -> None:
         """Delete token ``name``; it stops working on every instance as the change arrives.

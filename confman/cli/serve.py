@@ -53,6 +53,15 @@ CLUSTER_VARIABLE = "CONFMAN_CLUSTER"
     f"(default: ${CLUSTER_VARIABLE} or confman)",
 )
 @click.option(
+    "--environment",
+    "serve_environment",
+    metavar="NAME",
+    envvar="CONFMAN_ENVIRONMENT",
+    help="the environment this server runs in: it serves the base and NAME's overlays, "
+    "and routes without ?environment= are about NAME (default: $CONFMAN_ENVIRONMENT; "
+    "without it, the base)",
+)
+@click.option(
     "--bootstrap-token/--no-bootstrap-token",
     default=None,
     help="when no API token exists, create an admin token and print it once "
@@ -90,6 +99,7 @@ def serve(
     port: int,
     redis_url: str | None,
     cluster: str | None,
+    serve_environment: str | None,
     bootstrap_token: bool | None,
     max_body_bytes: int,
     max_document_bytes: int,
@@ -101,7 +111,7 @@ def serve(
     (CONFMAN_DATABASE_TIMEOUT, CONFMAN_READINESS_TIMEOUT, CONFMAN_STREAM_*; see
     docs/api.md).
     """
-    limits = _Limits(max_body_bytes, Limits(max_document_bytes, max_depth))
+    limits = _Limits(max_body_bytes, Limits(max_document_bytes, max_depth), serve_environment)
     return asyncio.run(_serve(ctx, host, port, redis_url, cluster, bootstrap_token, limits))
 
 
@@ -109,6 +119,7 @@ def serve(
 class _Limits:
     body_bytes: int
     documents: Limits
+    environment: str | None = None  # carried with the limits: what the hub is opened with
 
 
 async def _serve(
@@ -165,6 +176,8 @@ async def _serve_on(
     bootstrap = bootstrap_token if bootstrap_token is not None else embedded
     managers = [*ctx.known.values(), token_manager()]
     options: dict[str, Any] = {"redis_url": redis_url, "limits": limits.documents}
+    if limits.environment:
+        options["environment"] = limits.environment
     cluster = cluster or os.environ.get(CLUSTER_VARIABLE)
     if cluster:
         options["cluster"] = cluster

@@ -314,9 +314,12 @@ class EventStream:
         *,
         namespaces: Iterable[str] = (),
         last_event_id: str | None = None,
+        environment: str | None = None,
     ) -> None:
         self.client = client
         self.params = [("namespace", n) for n in namespaces]
+        if environment is not None:
+            self.params.append(("environment", environment))
         self.resuming = last_event_id is not None
         self.headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
         self.events: asyncio.Queue[ServerSentEvent] = asyncio.Queue()

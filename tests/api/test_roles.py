@@ -52,6 +52,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PATCH", DOC): Rule("editor", 200, scoped=True),
     ("DELETE", DOC): Rule("editor", 200, scoped=True),
     ("POST", DOC + "/rollback"): Rule("admin", 404, scoped=True),  # version 999999: none
+    ("POST", DOC + "/reset"): Rule("editor", 422, scoped=True),  # the base has no overlay
+    ("GET", "/api/v1/environments"): Rule("viewer", 200),
+    ("POST", "/api/v1/environments"): Rule("admin", 201),
+    ("DELETE", "/api/v1/environments/{name}"): Rule("admin", 404),  # "x": none
+    ("GET", "/api/v1/compare"): Rule("viewer", 200),
     ("GET", "/api/v1/events"): Rule("viewer", 200, scoped=True),
     ("GET", "/api/v1/cluster"): Rule("viewer", 200),
     ("GET", "/api/v1/tokens"): Rule("admin", 200),
@@ -97,6 +102,12 @@ def call(
             options["json"] = {}
     elif path.endswith("/rollback"):
         options = {"json": {"to_version": 999_999}}
+    elif path.endswith("/reset"):
+        options = {"json": {"fields": None}}
+    elif (method, path) == ("POST", "/api/v1/environments"):
+        options = {"json": {"name": unique("e")}}
+    elif path == "/api/v1/compare":
+        options = {"params": {"left": "base", "right": "base"}}
     elif (method, path) == ("POST", "/api/v1/tokens"):
         options = {"json": {"name": unique("t"), "role": "viewer"}}
     elif (method, path) == ("DELETE", "/api/v1/tokens/{name}"):
@@ -155,7 +166,12 @@ def test_a_limited_token_sees_only_its_namespaces(sqlite_server: Server) -> None
     assert [n["namespace"] for n in listed] == ["cache"]
     assert listed[0]["writable"] is True
     me = scoped.get("/api/v1/whoami").json()
-    assert me == {"name": "cache-editor", "role": "editor", "namespaces": ["cache"]}
+    assert me == {
+        "name": "cache-editor",
+        "role": "editor",
+        "namespaces": ["cache"],
+        "environments": None,
+    }
     viewer = sqlite_server.client("viewer")
     assert viewer.get("/api/v1/whoami").json()["namespaces"] is None
     namespaces = {n["namespace"]: n for n in viewer.get("/api/v1/namespaces").json()}

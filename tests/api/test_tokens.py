@@ -27,7 +27,12 @@ def test_a_token_made_through_the_api_works_at_once_and_revoking_ends_it(
     bot = sqlite_server.bearer(token)
     me = bot.get("/api/v1/whoami")  # at once: no wait for any propagation
     assert me.status_code == 200, me.text
-    assert me.json() == {"name": name, "role": "editor", "namespaces": ["cache"]}
+    assert me.json() == {
+        "name": name,
+        "role": "editor",
+        "namespaces": ["cache"],
+        "environments": None,  # not limited to environments: all of them
+    }
     write = bot.patch("/api/v1/namespaces/cache/documents/default", json={"max_entries": 42})
     assert write.status_code == 200, write.text
     assert_problem(bot.patch("/api/v1/namespaces/router/documents/default", json={}), 403)
