@@ -150,3 +150,30 @@ def test_select_override_reset_and_compare(pages: Pages, server: Server) -> None
     page.get_by_test_id("cluster-link").click()
     expect(page.get_by_test_id("cluster-environment")).to_contain_text("base")
     expect(page.get_by_test_id("cluster-instance-environment").first).to_have_text("base")
+
+
+def test_a_token_limited_to_staging_sees_and_writes_staging_only(
+    pages: Pages, server: Server
+) -> None:
+    _setup(server)
+    made = server.client("ops").post(
+        "/api/v1/tokens", json={"name": "stager", "role": "editor", "environments": ["staging"]}
+    )
+    assert made.status_code in (200, 201), made.text
+    page = _log_in(pages, server, made.json()["token"])
+
+    # Only staging is offered, and picked: nothing asks for an environment it may not use.
+    select = page.get_by_test_id("env-select")
+    values = select.locator("option").evaluate_all("options => options.map(o => o.value)")
+    assert values == ["staging"]
+    expect(select).to_have_value("staging")
+    expect(page.get_by_test_id("stream-state")).to_have_text("live")
+    page.get_by_test_id("ns-cache").click()
+    expect(page.get_by_test_id("doc-environment")).to_have_text("staging")
+    page.get_by_test_id("override-default_ttl_seconds").click()
+    page.get_by_test_id("field-default_ttl_seconds").fill("15")
+    page.get_by_test_id("save-button").click()
+    origin = page.get_by_test_id("origin-default_ttl_seconds")
+    expect(origin).to_have_attribute("data-origin", "overlay")
+    assert _ttl(server, "staging")[0] == 15
+    assert _ttl(server, "base")[0] == 120
