@@ -4,11 +4,16 @@ view (secrets as fingerprints only), the event stream and the cluster view of on
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..api.servers import Server, wait_for
+from confman import ConfigHub
+from confman.api import ApiTokenManager
+
+from ..api.servers import Server, start_server, wait_for
+from ..support import run
 from .conftest import Pages
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -177,3 +182,32 @@ def test_a_token_limited_to_staging_sees_and_writes_staging_only(
     expect(origin).to_have_attribute("data-origin", "overlay")
     assert _ttl(server, "staging")[0] == 15
     assert _ttl(server, "base")[0] == 120
+
+
+def test_a_server_in_staging_opens_on_staging(pages: Pages, server: Server, tmp_path: Path) -> None:
+    _setup(server)
+
+    async def staging_token() -> str:
+        # Tokens do not inherit: a server in staging authenticates staging's tokens.
+        async with ConfigHub.connect(
+            server.database_url, env=server.env, environment="staging", managers=[ApiTokenManager]
+        ) as hub:
+            issued = await hub.manager(ApiTokenManager).create_token("stage-ops", "admin")
+            return issued.plaintext
+
+    token = run(staging_token())
+    staged = start_server(
+        server.database_url, server.env, tmp_path, {"ops": token}, "--environment", "staging",
+        name="staging",
+    )  # fmt: skip
+    try:
+        # No choice remembered in this browser: the server's own environment comes first.
+        page = _log_in(pages, staged, token)
+        expect(page.get_by_test_id("env-select")).to_have_value("staging")
+        page.get_by_test_id("ns-cache").click()
+        expect(page.get_by_test_id("doc-environment")).to_have_text("staging")
+        page.get_by_test_id("cluster-link").click()
+        expect(page.get_by_test_id("cluster-environment")).to_contain_text("staging")
+        pages.close()  # before the server stops: its event streams would log errors
+    finally:
+        staged.stop()

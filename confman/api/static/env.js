@@ -1,6 +1,7 @@
 // The environment selector: GET /api/v1/environments, "base" first. The choice is kept in
 // localStorage (it outlives the tab, like the operator's habit) and api.js sends it with
-// every document route and listing; app.js restarts the event stream with it.
+// every document route and listing; app.js restarts the event stream with it. Before any
+// choice, the server's own environment is picked (the base unless it serves another).
 
 import { api, ApiError, setEnvironment } from "./api.js";
 import { h, clear } from "./dom.js";
@@ -69,9 +70,23 @@ export class EnvironmentPicker {
     if (this.allowed) this.environments = this.environments.filter((e) => this.allowed.includes(e.name));
     if (!this.environments.length) this.environments = [{ name: BASE, description: "" }];
     const names = this.names();
-    const wanted = remembered();
+    // A limited token may not read the server's own environment: it starts on its first.
+    const wanted = remembered() ?? (this.allowed ? null : await this._serversOwn());
     this._set(names.includes(wanted) ? wanted : names[0]);
     this.render();
+  }
+
+  /** The environment the server runs in (`confman serve --environment`), which it reads
+   * when asked for none: the first choice of an operator who has not picked one yet. */
+  async _serversOwn() {
+    setEnvironment(null);
+    try {
+      const res = await api.namespaces();
+      const first = Array.isArray(res.body) ? res.body[0] : null;
+      return first && "environment" in first ? envName(first.environment) : null;
+    } catch {
+      return null;
+    }
   }
 
   names() {
