@@ -4,6 +4,7 @@ view (secrets as fingerprints only), the event stream and the cluster view of on
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from .conftest import Pages
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
+SHOTS = os.environ.get("CONFMAN_SCREENSHOTS")  # as in test_dashboard.py
 CACHE = "/api/v1/namespaces/cache/documents/default"
 PROVIDER = "/api/v1/namespaces/model_provider/documents/openai-main"
 
@@ -30,6 +32,12 @@ def _log_in(pages: Pages, server: Server, token: str) -> Any:
     page.get_by_test_id("login-button").click()
     expect(page.get_by_test_id("ns-cache")).to_be_visible()
     return page
+
+
+def _shot(page: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
 
 
 def _ttl(server: Server, environment: str) -> tuple[int, int]:
@@ -100,6 +108,7 @@ def test_select_override_reset_and_compare(pages: Pages, server: Server) -> None
     # A field no document stores stays the model default, still overridable.
     expect(page.get_by_test_id("source-max_entries")).to_have_attribute("data-origin", "")
     expect(page.get_by_test_id("override-max_entries")).to_be_visible()
+    _shot(page, "environment-document")
 
     # The stream of staging carries the change, with its environment; production's does not.
     feed = page.get_by_test_id("live-feed").get_by_test_id("feed-item")
@@ -128,6 +137,7 @@ def test_select_override_reset_and_compare(pages: Pages, server: Server) -> None
     expect(ttl_row).to_contain_text("30")
     expect(ttl_row).to_contain_text("staging v1")
     expect(page.get_by_test_id("compare-summary")).to_contain_text("difference")
+    _shot(page, "compare")
 
     # Staging against production: the secret differs, shown as fingerprints only.
     page.get_by_test_id("compare-left").select_option("staging")

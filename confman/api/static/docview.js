@@ -248,12 +248,13 @@ export class DocView {
       const n = this._overridden().length;
       parts.push(h("p", { class: "env-note muted", testid: "env-note" },
         n ? `${n} field${n === 1 ? "" : "s"} overridden in ${this.environment}; the others inherit from base.`
-          : `Nothing overridden in ${this.environment}: every stored field inherits from base.`));
+          : `Nothing overridden in ${this.environment}: every stored field inherits from base.`,
+        actions ? ` “Override” edits a field in the ${this.environment} overlay; “Reset to base” removes it from there.` : ""));
     } else if (!isBase(this.environment) && !this.inherits) {
       parts.push(h("p", { class: "env-note muted", testid: "env-note" }, `${this.ns} is per-environment: ${this.environment} holds its own documents and never inherits from base.`));
     }
     if (sources.length) {
-      parts.push(h("table", { class: "sources-table", testid: "sources-table" },
+      parts.push(h("table", { class: ["sources-table", actions && "with-actions"], testid: "sources-table" },
         h("thead", {}, h("tr", {},
           h("th", { scope: "col" }, "Field"),
           h("th", { scope: "col" }, "Value"),
@@ -292,7 +293,7 @@ export class DocView {
       }, onlyHere ? "Reset to default" : "Reset to base");
     }
     if (source.layer === "database" || source.layer === "default") {
-      return h("button", { type: "button", class: "btn ghost small", testid: `override-${path}`, title: `edit ${path}: saving stores it in the ${this.environment} overlay`, onclick: () => this.override(path) }, `Override in ${this.environment}`);
+      return h("button", { type: "button", class: "btn ghost small", testid: `override-${path}`, title: `edit ${path}: saving stores it in the ${this.environment} overlay`, onclick: () => this.override(path) }, "Override");
     }
     return null; // an env file or variable of this instance: not stored, nothing to override
   }

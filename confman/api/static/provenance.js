@@ -37,7 +37,7 @@ export function originBadge(source, { testid } = {}) {
     dataset: { origin: p.scope },
     testid,
     title: p.scope === "base" ? "inherited from the base document" : `set by the ${p.environment} overlay`,
-  }, p.scope === "overlay" ? [h("span", { class: "origin-kind" }, "overlay "), label] : label);
+  }, p.scope === "overlay" ? [h("span", { class: "origin-kind" }, "overlay"), h("span", {}, label)] : label);
 }
 
 /** A comparison side's source text ("database (base v7)", "default", "absent", ...) as a badge. */
