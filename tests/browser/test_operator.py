@@ -324,9 +324,11 @@ def _check_cluster_view(page: Any, server: Server) -> None:
     row = page.get_by_test_id("cluster-instance").filter(has=page.locator(".badge.this"))
     expect(row).to_have_count(1)
     expect(row).to_contain_text(f"{socket.gethostname()} · {server.proc.pid}")
-    for cell in (1, 2):  # host · PID, up since
+    # environment, host · PID, up since
+    expect(row.locator("td").nth(1)).to_have_text("base")
+    for cell in (2, 3):
         expect(row.locator("td").nth(cell)).not_to_contain_text("—")
-    expect(row.locator("td").nth(2).locator("time")).to_have_count(1)
+    expect(row.locator("td").nth(3).locator("time")).to_have_count(1)
 
 
 def test_the_cluster_view_shows_this_instance_without_redis(pages: Pages, server: Server) -> None:

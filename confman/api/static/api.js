@@ -108,26 +108,54 @@ export async function request(method, path, { body, headers = {}, token, signal,
   return { status: response.status, body: data, headers: response.headers };
 }
 
+// The environment every document route reads and writes (`?environment=`); "base" is the
+// shared base. Set by env.js; null (before it is known) lets the server pick its own.
+let environment = null;
+
+export function setEnvironment(name) {
+  environment = name || null;
+}
+
+export function currentEnvironment() {
+  return environment;
+}
+
+/** A query with the selected environment added, last (URLs keep their old prefix). */
+function scoped(query = {}) {
+  return { ...query, environment: environment || undefined };
+}
+
 export const api = {
   whoami: (token) => request("GET", "/whoami", { token }),
-  namespaces: () => request("GET", "/namespaces"),
+  namespaces: () => request("GET", "/namespaces", { query: scoped() }),
   schema: (ns) => request("GET", `/namespaces/${enc(ns)}/schema`),
-  documents: (ns) => request("GET", `/namespaces/${enc(ns)}/documents`),
-  document: (ns, key) => request("GET", docPath(ns, key)),
-  history: (ns, key, limit = 50) => request("GET", `${docPath(ns, key)}/history`, { query: { limit } }),
+  documents: (ns) => request("GET", `/namespaces/${enc(ns)}/documents`, { query: scoped() }),
+  document: (ns, key) => request("GET", docPath(ns, key), { query: scoped() }),
+  history: (ns, key, limit = 50) => request("GET", `${docPath(ns, key)}/history`, { query: scoped({ limit }) }),
   patch: (ns, key, patch, version, { dryRun = false, reason = null } = {}) =>
     request("PATCH", docPath(ns, key), {
       body: patch,
       headers: version === null || version === undefined ? {} : { "If-Match": ifMatch(version) },
-      query: { dry_run: dryRun ? "true" : undefined, reason: reason || undefined },
+      query: scoped({ dry_run: dryRun ? "true" : undefined, reason: reason || undefined }),
     }),
   create: (ns, key, doc, { dryRun = false, reason = null } = {}) =>
-    request("PUT", docPath(ns, key), { body: doc, query: { dry_run: dryRun ? "true" : undefined, reason: reason || undefined } }),
-  remove: (ns, key, version) => request("DELETE", docPath(ns, key), { headers: { "If-Match": ifMatch(version) } }),
+    request("PUT", docPath(ns, key), { body: doc, query: scoped({ dry_run: dryRun ? "true" : undefined, reason: reason || undefined }) }),
+  remove: (ns, key, version) => request("DELETE", docPath(ns, key), { headers: { "If-Match": ifMatch(version) }, query: scoped() }),
   rollback: (ns, key, toVersion, currentVersion) =>
     request("POST", `${docPath(ns, key)}/rollback`, {
       body: { to_version: toVersion },
       headers: { "If-Match": ifMatch(currentVersion) },
+      query: scoped(),
     }),
+  /** Remove `fields` (dotted paths; null: all) from the selected environment's overlay. */
+  reset: (ns, key, fields, version) =>
+    request("POST", `${docPath(ns, key)}/reset`, {
+      body: { fields },
+      headers: version ? { "If-Match": ifMatch(version) } : {},
+      query: scoped(),
+    }),
+  environments: () => request("GET", "/environments"),
+  compare: (left, right, { namespace = null, all = false } = {}) =>
+    request("GET", "/compare", { query: { left, right, namespace: namespace || undefined, all: all ? "true" : undefined } }),
   cluster: () => request("GET", "/cluster"),
 };

@@ -1,10 +1,12 @@
-// confman operator dashboard: login, namespaces, documents, live feed, cluster.
+// confman operator dashboard: login, namespaces, documents, live feed, cluster, compare.
 // Plain ES modules, no build step, no external resources.
 
 import { api, ApiError, getToken, setToken, onUnauthorized } from "./api.js";
 import { h, clear, actionBadge, timeNode, relativeTime, richText, plainText } from "./dom.js";
 import { DocView, NewItemView } from "./docview.js";
 import { ClusterView } from "./cluster.js";
+import { CompareView } from "./compare.js";
+import { EnvironmentPicker, isBase, envName } from "./env.js";
 import { EventStream } from "./sse.js";
 import { summary } from "./form.js";
 
@@ -20,6 +22,7 @@ const state = {
   route: null,
   stream: null,
   feedCount: 0,
+  picker: null, // EnvironmentPicker: the environment every view reads and writes
 };
 
 // ---- status / toasts ----------------------------------------------------------------
@@ -82,14 +85,22 @@ async function mayLeave() {
 
 const ctx = {
   me: () => state.me,
+  environment: () => (state.picker ? state.picker.name : "base"),
+  environments: () => (state.picker ? state.picker.names() : ["base"]),
+  /** Whether the token may write in the selected environment (tokens may be limited). */
+  canWriteEnvironment() {
+    const me = state.me;
+    return !(me && Array.isArray(me.environments) && !me.environments.map(envName).includes(this.environment()));
+  },
   nsInfo: (ns) => state.namespaces.find((n) => n.namespace === ns) || null,
+  namespaceNames: () => state.namespaces.map((n) => n.namespace),
   canWrite(ns) {
     const me = state.me;
     if (!me || (me.role !== "editor" && me.role !== "admin")) return false;
     const info = this.nsInfo(ns);
     if (info && info.writable === false) return false;
     if (me.role !== "admin" && Array.isArray(me.namespaces) && !me.namespaces.includes(ns)) return false;
-    return true;
+    return this.canWriteEnvironment();
   },
   isAdmin: () => Boolean(state.me && state.me.role === "admin"),
   status, // status(text, kind, {page}): page is the hash it belongs to (default: this one)
@@ -182,9 +193,21 @@ async function startApp() {
   const scope = Array.isArray(me.namespaces) ? `namespaces: ${me.namespaces.join(", ")}` : "all namespaces";
   $("whoami").title = `token “${name}”, role ${roleName}, ${scope}`;
   document.title = "confman";
+  await state.picker.load(me);
   renderFeedEmpty();
   startStream();
   await loadNamespaces();
+  route();
+}
+
+/** Another environment picked: every listing, the view and the stream follow it. */
+async function switchEnvironment() {
+  destroyView(); // mayChange asked about unsaved edits already
+  state.keys.clear();
+  clearFeed();
+  startStream();
+  await loadNamespaces();
+  state.route = null; // the same hash, another environment: a new view
   route();
 }
 
@@ -222,6 +245,15 @@ async function refreshNamespace(ns) {
   }
 }
 
+/** A listed item's version: in an environment, its overlay's ("v2") and the base's under it. */
+function listedVersion(d, { full = false } = {}) {
+  if (d.version === undefined) return "";
+  const base = d.base_version;
+  if (isBase(ctx.environment()) || base === undefined || base === null || base === 0) return `v${d.version}`;
+  if (!d.version) return `base v${base}`;
+  return full ? `v${d.version} · base v${base}` : `v${d.version}`;
+}
+
 function nsHref(n) {
   return n.keyed ? `#/ns/${encodeURIComponent(n.namespace)}` : `#/ns/${encodeURIComponent(n.namespace)}/default/value`;
 }
@@ -253,7 +285,7 @@ function renderSidebar() {
             href: `#/ns/${encodeURIComponent(n.namespace)}/${encodeURIComponent(d.key)}/value`,
             class: ["key-link", r.key === d.key && "selected"], testid: `key-${d.key}`,
             "aria-current": r.key === d.key ? "page" : null,
-          }, h("span", { class: "key-label" }, d.key), h("span", { class: "ns-meta" }, d.version !== undefined ? `v${d.version}` : "")))));
+          }, h("span", { class: "key-label" }, d.key), h("span", { class: "ns-meta" }, listedVersion(d))))));
     }
     return h("li", { class: ["ns-item", selected && "open"] }, link, keys);
   }));
@@ -271,6 +303,7 @@ function parseHash() {
     }
   });
   if (parts[0] === "cluster") return { view: "cluster" };
+  if (parts[0] === "compare") return { view: "compare", left: parts[1] || null, right: parts[2] || null };
   if (parts[0] === "ns" && parts[1]) {
     const ns = parts[1];
     if (parts[2] === "+new") return { view: "new", ns };
@@ -315,6 +348,8 @@ async function route() {
   if (statusPage !== null && statusPage !== location.hash) hideStatus();
   $("cluster-link").setAttribute("aria-current", r.view === "cluster" ? "page" : "false");
   $("cluster-link").classList.toggle("active", r.view === "cluster");
+  $("compare-link").setAttribute("aria-current", r.view === "compare" ? "page" : "false");
+  $("compare-link").classList.toggle("active", r.view === "compare");
   // Same document, other tab: keep the view (and any unsaved edits).
   if (r.view === "doc" && prev && prev.view === "doc" && prev.ns === r.ns && prev.key === r.key && state.view instanceof DocView) {
     state.view.showTab(r.tab);
@@ -338,6 +373,11 @@ async function route() {
     renderHome();
   } else if (r.view === "cluster") {
     const v = new ClusterView(ctx);
+    state.view = v;
+    clear(main, v.element);
+    v.load();
+  } else if (r.view === "compare") {
+    const v = new CompareView(ctx, r.left, r.right);
     state.view = v;
     clear(main, v.element);
     v.load();
@@ -393,7 +433,7 @@ function renderCollection(ns) {
         h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Key"), h("th", { scope: "col" }, "Version"), h("th", { scope: "col" }, "Updated"))),
         h("tbody", {}, docs.map((d) => h("tr", {},
           h("td", {}, h("a", { href: `#/ns/${encodeURIComponent(ns)}/${encodeURIComponent(d.key)}/value` }, h("code", {}, d.key))),
-          h("td", {}, d.version !== undefined ? `v${d.version}` : "—"),
+          h("td", {}, listedVersion(d, { full: true }) || "—"),
           h("td", {}, timeNode(d.updated_at))))))));
 }
 
@@ -402,6 +442,13 @@ function renderCollection(ns) {
 function renderFeedEmpty() {
   const feed = $("live-feed");
   if (!feed.children.length) feed.appendChild(h("li", { class: "feed-empty muted" }, "Waiting for changes…"));
+}
+
+function clearFeed() {
+  clear($("live-feed"));
+  state.feedCount = 0;
+  $("feed-count").textContent = "0";
+  renderFeedEmpty();
 }
 
 function setStreamState(s, info) {
@@ -414,8 +461,9 @@ function setStreamState(s, info) {
 
 function startStream() {
   stopStream();
+  const env = ctx.environment();
   state.stream = new EventStream({
-    url: "/api/v1/events",
+    url: `/api/v1/events?environment=${encodeURIComponent(env)}`,
     token: getToken,
     onEvent: handleEvent,
     onState: setStreamState,
@@ -441,9 +489,11 @@ function handleEvent(ev) {
   }
   if (!data || typeof data !== "object") return;
   addFeedItem(data);
-  // Sidebar counts and versions.
+  // Sidebar counts and versions: the listing shows the selected environment's documents;
+  // a base change seen from an environment changes no version listed there.
   const info = ctx.nsInfo(data.namespace);
-  if (info) {
+  const ours = data.environment === undefined || envName(data.environment) === ctx.environment();
+  if (info && ours) {
     if (!info.keyed && typeof data.version === "number") info.version = data.version;
     if (info.keyed && (data.action === "create" || data.action === "delete")) {
       refreshNamespace(data.namespace);
@@ -469,11 +519,15 @@ function addFeedItem(e) {
   const key = String(e.key ?? "default");
   const changed = Array.isArray(e.changed) ? e.changed : [];
   const href = `#/ns/${encodeURIComponent(ns)}/${encodeURIComponent(key)}/value`;
-  const item = h("li", { class: "feed-item new", testid: "feed-item", dataset: { seq: String(e.seq ?? ""), namespace: ns, key, version: String(e.version ?? "") } },
+  const env = e.environment === undefined ? null : envName(e.environment);
+  const item = h("li", { class: "feed-item new", testid: "feed-item", dataset: { seq: String(e.seq ?? ""), namespace: ns, key, version: String(e.version ?? ""), environment: env ?? "" } },
     h("div", { class: "feed-top" },
       h("a", { href, class: "feed-doc", title: `${ns}/${key}` }, ns, key !== "default" ? h("span", { class: "feed-key" }, ` / ${key}`) : null),
       e.at ? h("time", { datetime: String(e.at), title: String(e.at), class: "rel" }, relativeTime(e.at)) : null),
     h("div", { class: "feed-line" },
+      env !== null && (!isBase(env) || !isBase(ctx.environment()))
+        ? h("span", { class: ["badge", "env", isBase(env) ? "env-base" : "env-named"], testid: "feed-environment", title: `a change to the ${env} document` }, env)
+        : null,
       h("span", { class: "badge version" }, `v${e.version ?? "?"}`),
       actionBadge(e.action),
       changed.length ? h("code", { class: "feed-changed" }, changed.join(", ")) : e.action === "update" ? h("span", { class: "muted" }, "no field changed") : null),
@@ -510,12 +564,8 @@ function boot() {
   });
   $("toast-close").addEventListener("click", hideStatus);
   $("cluster-link").addEventListener("click", () => ctx.navigate("#/cluster"));
-  $("feed-clear").addEventListener("click", () => {
-    clear($("live-feed"));
-    state.feedCount = 0;
-    $("feed-count").textContent = "0";
-    renderFeedEmpty();
-  });
+  $("feed-clear").addEventListener("click", clearFeed);
+  state.picker = new EnvironmentPicker($("env-select"), { mayChange: mayLeave, onChange: switchEnvironment });
   window.addEventListener("hashchange", onHashChange);
   // Closing or reloading the tab: the browser's own question.
   window.addEventListener("beforeunload", (ev) => {

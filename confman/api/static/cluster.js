@@ -1,8 +1,15 @@
 // The cluster view: GET /api/v1/cluster. Every field may be absent or null (without
-// Redis the server knows only itself).
+// Redis the server knows only itself). Each instance serves one environment (null or ""
+// = the base); drift compares instances of the same environment only.
 
 import { api, ApiError } from "./api.js";
 import { h, clear, timeNode, jsonText, isPlainObject } from "./dom.js";
+import { envName, isBase } from "./env.js";
+
+function envBadge(env, testid) {
+  const name = envName(env);
+  return h("span", { class: ["badge", "env", isBase(name) ? "env-base" : "env-named"], testid }, name);
+}
 
 function dash(v) {
   return v === null || v === undefined || v === "" ? h("span", { class: "muted" }, "—") : String(v);
@@ -68,8 +75,13 @@ export class ClusterView {
     const selfId = data.instance_id ?? (isPlainObject(self) ? self.instance_id ?? self.id : typeof self === "string" ? self : null);
     const dbSeq = data.database_seq;
     const lag = typeof dbSeq === "number" && typeof data.applied_seq === "number" ? dbSeq - data.applied_seq : null;
+    const selfRow = instances.find((i) => isPlainObject(i) && selfId && (i.instance_id ?? i.id) === selfId);
+    const selfEnv = data.environment !== undefined ? data.environment
+      : isPlainObject(self) && self.environment !== undefined ? self.environment
+      : selfRow ? selfRow.environment : undefined;
     const stats = h("div", { class: "stats" },
       card("This instance", selfId ? h("span", { class: "small-value" }, String(selfId)) : dash(null), { testid: "cluster-instance-id" }),
+      selfEnv !== undefined ? card("Environment", envBadge(selfEnv), { testid: "cluster-environment" }) : null,
       card("Redis", data.redis === true ? "yes" : data.redis === false ? "no" : dash(null), { tone: data.redis === false ? null : undefined }),
       card("Leader", data.leader ? h("span", { class: "small-value" }, String(data.leader)) : data.is_leader ? "this instance" : dash(null), { testid: "cluster-leader" }),
       card("Fencing token", dash(data.fencing_token), { testid: "cluster-fencing" }),
@@ -83,17 +95,18 @@ export class ClusterView {
     }
     if (drift.length) {
       parts.push(h("h2", {}, "Drift"), h("ul", { class: "drift-list" }, drift.map((d) => h("li", { class: "callout warn" },
-        isPlainObject(d) ? [h("strong", {}, dash(d.instance_id)), " ", h("span", { class: "badge drift-kind" }, dash(d.kind)), " ", dash(d.detail)] : String(d)))));
+        isPlainObject(d) ? [h("strong", {}, dash(d.instance_id)), " ", d.environment !== undefined ? [envBadge(d.environment), " "] : null, h("span", { class: "badge drift-kind" }, dash(d.kind)), " ", dash(d.detail)] : String(d)))));
     }
     if (instances.length) {
       parts.push(h("h2", {}, "Instances"), h("div", { class: "table-wrap" }, h("table", { class: "instances-table" },
-        h("thead", {}, h("tr", {}, ["Instance", "Host · PID", "Up since", "Beat", "Applied", "Overrides", "State", "Problems"].map((t) => h("th", { scope: "col" }, t)))),
+        h("thead", {}, h("tr", {}, ["Instance", "Environment", "Host · PID", "Up since", "Beat", "Applied", "Overrides", "State", "Problems"].map((t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, instances.map((i) => {
           const id = i.instance_id ?? i.id;
           const lag = typeof dbSeq === "number" && typeof i.applied_seq === "number" ? dbSeq - i.applied_seq : null;
           const problems = Array.isArray(i.problems) ? i.problems : [];
           return h("tr", { testid: "cluster-instance" },
             h("td", {}, h("code", {}, dash(id)), i.leader || (id && id === data.leader) ? h("span", { class: "badge leader" }, "leader") : null, id && id === selfId ? h("span", { class: "badge this" }, "this") : null),
+            h("td", { class: "nowrap" }, i.environment !== undefined ? envBadge(i.environment, "cluster-instance-environment") : dash(null)),
             h("td", { class: "nowrap" }, i.host || i.pid ? `${i.host ?? "?"} · ${i.pid ?? "?"}` : dash(null)),
             h("td", { class: "nowrap" }, timeNode(i.started_at, { relative: true })),
             h("td", { class: "nowrap" }, timeNode(i.beat_at, { relative: true })),
@@ -108,7 +121,7 @@ export class ClusterView {
         })))));
     }
     if (isPlainObject(self)) parts.push(h("h2", {}, "This instance"), kvList(self));
-    const known = new Set(["cluster", "instances", "leader", "fencing_token", "database_seq", "drift", "instance", "self", "this_instance", "instance_id", "redis", "is_leader", "applied_seq"]);
+    const known = new Set(["environment", "cluster", "instances", "leader", "fencing_token", "database_seq", "drift", "instance", "self", "this_instance", "instance_id", "redis", "is_leader", "applied_seq"]);
     const extra = Object.fromEntries(Object.entries(data).filter(([k]) => !known.has(k)));
     if (Object.keys(extra).length) parts.push(h("h2", {}, "Other"), kvList(extra));
     parts.push(h("details", { class: "raw" }, h("summary", {}, "Raw response"), h("pre", { class: "json-block" }, JSON.stringify(data, null, 2))));

@@ -3,6 +3,8 @@
 import { api, ApiError, etagVersion } from "./api.js";
 import { h, clear, valueNode, layerBadge, actionBadge, timeNode, jsonText, isPlainObject, breakable, richText } from "./dom.js";
 import { SchemaForm, maskedPaths, summary } from "./form.js";
+import { isBase, envName } from "./env.js";
+import { provenance, originBadge } from "./provenance.js";
 
 const TABS = [
   { id: "value", label: "Value" },
@@ -59,12 +61,35 @@ export class DocView {
     this.form = null;
     this.history = null;
     this.historyLoaded = false;
+    this.environment = ctx.environment(); // fixed for the view: a switch builds a new one
     this.element = h("section", { class: "doc-view", "aria-labelledby": "doc-title" });
     this.alive = true;
   }
 
   get version() {
     return this.doc ? this.doc.version : null;
+  }
+
+  /** Whether this view is of an environment's overlay over the base (not the base itself). */
+  get overlaid() {
+    return !isBase(this.environment) && this.inherits;
+  }
+
+  /** Whether the namespace inherits from the base (credentials do not: each environment
+   * holds its own documents). The server says so with `base_version` on an overlay read. */
+  get inherits() {
+    const info = this.ctx.nsInfo(this.ns);
+    if (info && typeof info.inherits === "boolean") return info.inherits;
+    return !this.doc || isBase(this.environment) || (this.doc.base_version !== undefined && this.doc.base_version !== null);
+  }
+
+  /** Fields the selected environment's overlay sets. */
+  _overridden() {
+    const sources = Array.isArray(this.doc && this.doc.sources) ? this.doc.sources : [];
+    return sources.filter((s) => {
+      const p = provenance(s);
+      return p && p.scope === "overlay";
+    }).map((s) => String(s.path));
   }
 
   destroy() {
@@ -108,15 +133,23 @@ export class DocView {
     const keyed = info ? info.keyed : this.key !== "default";
     const actions = [];
     actions.push(h("button", { type: "button", class: "btn ghost small", testid: "reload-doc", onclick: () => this.reload({ force: true }) }, "Reload"));
+    if (this.overlaid && writable && this._overridden().length) {
+      actions.push(h("button", { type: "button", class: "btn ghost small", testid: "reset-all", title: `drop the ${this.environment} overlay: every field inherits from base again`, onclick: () => this.resetAll() }, "Reset all to base"));
+    }
     if (keyed && writable) {
-      actions.push(h("button", { type: "button", class: "btn ghost small danger", testid: "delete-button", onclick: () => this._delete() }, "Delete item"));
+      const label = this.overlaid ? `Delete in ${this.environment}` : "Delete item";
+      actions.push(h("button", { type: "button", class: "btn ghost small danger", testid: "delete-button", onclick: () => this._delete() }, label));
     }
     const header = h("div", { class: "doc-header" },
       h("div", { class: "doc-title-row" },
         h("h1", { id: "doc-title" },
           h("span", { class: "ns-name" }, this.ns),
           keyed ? [h("span", { class: "sep" }, " / "), h("span", { class: "key-name" }, this.key)] : null),
+        this._envBadge(),
         this.versionEl,
+        this.overlaid && doc.base_version !== undefined && doc.base_version !== null
+          ? h("span", { class: "badge version base-version", testid: "doc-base-version", title: "the base document's version" }, `base v${doc.base_version}`)
+          : null,
         writable ? null : h("span", { class: "badge readonly", title: this._readOnlyReason() }, "read-only"),
         h("div", { class: "spacer" }),
         actions),
@@ -144,9 +177,16 @@ export class DocView {
     this.showTab(this.tab);
   }
 
+  _envBadge() {
+    const env = envName(this.environment);
+    const title = isBase(env) ? "the shared base" : this.inherits ? `the ${env} overlay over the base` : `${env}'s own documents (this namespace never inherits)`;
+    return h("span", { class: ["badge", "env", isBase(env) ? "env-base" : "env-named"], testid: "doc-environment", title }, env);
+  }
+
   _readOnlyReason() {
     const me = this.ctx.me();
     if (me && me.role === "viewer") return "Your token has the viewer role.";
+    if (!this.ctx.canWriteEnvironment()) return `Your token may not write in ${envName(this.environment)}.`;
     return "This namespace is not writable with your token.";
   }
 
@@ -179,6 +219,7 @@ export class DocView {
       this.panels[t.id].hidden = !active;
     }
     if (tab === "history" && !this.historyLoaded) this.loadHistory();
+    if (tab === "edit") this._focusPending();
   }
 
   // ---- Value ----------------------------------------------------------------------------
@@ -202,28 +243,110 @@ export class DocView {
     parts.push(h("div", { class: "legend" },
       h("span", { class: "muted" }, `${sources.length} field${sources.length === 1 ? "" : "s"}:`),
       Object.entries(counts).map(([layer, n]) => h("span", { class: "legend-item" }, layerBadge(layer), ` ${n}`))));
+    const actions = this.overlaid && this.ctx.canWrite(this.ns);
+    if (this.overlaid) {
+      const n = this._overridden().length;
+      parts.push(h("p", { class: "env-note muted", testid: "env-note" },
+        n ? `${n} field${n === 1 ? "" : "s"} overridden in ${this.environment}; the others inherit from base.`
+          : `Nothing overridden in ${this.environment}: every stored field inherits from base.`,
+        actions ? ` “Override” edits a field in the ${this.environment} overlay; “Reset to base” removes it from there.` : ""));
+    } else if (!isBase(this.environment) && !this.inherits) {
+      parts.push(h("p", { class: "env-note muted", testid: "env-note" }, `${this.ns} is per-environment: ${this.environment} holds its own documents and never inherits from base.`));
+    }
     if (sources.length) {
-      parts.push(h("table", { class: "sources-table", testid: "sources-table" },
+      parts.push(h("table", { class: ["sources-table", actions && "with-actions"], testid: "sources-table" },
         h("thead", {}, h("tr", {},
           h("th", { scope: "col" }, "Field"),
           h("th", { scope: "col" }, "Value"),
           h("th", { scope: "col" }, "Source"),
-          h("th", { scope: "col" }, "Detail"))),
+          h("th", { scope: "col" }, "Detail"),
+          actions ? h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")) : null)),
         h("tbody", {}, sources.map((s) => {
           const shadows = Array.isArray(s.shadows) ? s.shadows : [];
-          return h("tr", { class: [`row-${s.layer}`, shadows.length && "shadowing"], dataset: { path: String(s.path ?? "") }, testid: `source-${s.path}` },
+          const origin = provenance(s);
+          return h("tr", { class: [`row-${s.layer}`, shadows.length && "shadowing", origin && `row-${origin.scope}`], dataset: { path: String(s.path ?? ""), origin: origin ? origin.scope : "" }, testid: `source-${s.path}` },
             h("td", { class: "path" }, h("code", {}, breakable(String(s.path ?? "")))),
             h("td", { class: "value" }, valueNode(s.value)),
-            h("td", { class: "layer" }, layerBadge(s.layer)),
+            h("td", { class: "layer" }, layerBadge(s.layer), " ", originBadge(s, { testid: `origin-${s.path}` })),
             h("td", { class: "detail" },
               s.detail ? h("code", { class: "detail-text" }, String(s.detail)) : h("span", { class: "muted" }, s.layer === "default" ? "model default" : "—"),
-              shadows.length ? h("div", { class: "shadows" }, "overrides ", shadows.map((x, i) => [i ? ", " : "", h("span", { class: "shadow" }, String(x))])) : null));
+              shadows.length ? h("div", { class: "shadows" }, "overrides ", shadows.map((x, i) => [i ? ", " : "", h("span", { class: "shadow" }, String(x))])) : null),
+            actions ? h("td", { class: "field-actions" }, this._fieldAction(s, origin)) : null);
         }))));
     } else {
       parts.push(h("pre", { class: "json-block" }, JSON.stringify(doc.value ?? null, null, 2)));
     }
     parts.push(h("details", { class: "raw" }, h("summary", {}, "Effective value as JSON"), h("pre", { class: "json-block" }, JSON.stringify(doc.value ?? null, null, 2))));
     clear(panel, parts);
+  }
+
+  /** "Override in <env>" on an inherited field, "Reset to base" on an overridden one. */
+  _fieldAction(source, origin) {
+    const path = String(source.path ?? "");
+    if (!path) return null;
+    if (origin && origin.scope === "overlay") {
+      const onlyHere = this.doc.base_version === 0; // an item the base does not hold
+      return h("button", {
+        type: "button", class: "btn small", testid: `reset-${path}`,
+        title: onlyHere ? `remove ${path} from the ${this.environment} item: the model default applies` : `remove ${path} from the ${this.environment} overlay: it inherits from base again`,
+        onclick: () => this.reset([path]),
+      }, onlyHere ? "Reset to default" : "Reset to base");
+    }
+    if (source.layer === "database" || source.layer === "default") {
+      return h("button", { type: "button", class: "btn ghost small", testid: `override-${path}`, title: `edit ${path}: saving stores it in the ${this.environment} overlay`, onclick: () => this.override(path) }, "Override");
+    }
+    return null; // an env file or variable of this instance: not stored, nothing to override
+  }
+
+  /** Open the Edit tab on one field: what is saved there goes to this environment's overlay. */
+  override(path) {
+    this.focusPath = path;
+    this.ctx.navigate(this._hash("edit"));
+  }
+
+  _focusPending() {
+    const path = this.focusPath;
+    this.focusPath = null;
+    if (!path || !this.panels) return;
+    const field = this.panels.edit.querySelector(`[data-testid="field-${CSS.escape(path)}"]`);
+    if (!field) return;
+    const box = field.closest(".field") || field;
+    box.classList.add("overriding");
+    field.scrollIntoView({ block: "center" });
+    field.focus({ preventScroll: true });
+  }
+
+  /** Remove `fields` from this environment's overlay (null: all of it): they inherit again. */
+  async reset(fields) {
+    if (!this.ctx.canWrite(this.ns) || !this.overlaid) return;
+    if (this.dirty) {
+      this.ctx.status("Save or discard your edits first: a reset re-reads the document.", "warn");
+      return;
+    }
+    const what = fields ? fields.join(", ") : "every field";
+    try {
+      const res = await api.reset(this.ns, this.key, fields, this.doc.version);
+      if (!this.alive) return;
+      const body = res.body || {};
+      if (body.value !== undefined && body.sources !== undefined) {
+        this._setDoc(body, res.headers);
+        this._rerender();
+      } else {
+        await this.reload({ force: true, quiet: true });
+      }
+      this.ctx.status(`Reset ${what} of ${this.ns}/${this.key} in ${this.environment}: inherited from base again.`, "success");
+      this.ctx.onDocChanged(this.ns);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 412) this.ctx.status(conflictMessage(err), "error");
+      else if (err instanceof ApiError && err.status === 422) this.ctx.status(`Reset refused: ${err.message}`, "error");
+      else if (!(err instanceof ApiError && err.status === 401)) this.ctx.status(`Reset failed: ${err.message}`, "error");
+    }
+  }
+
+  async resetAll() {
+    const n = this._overridden().length;
+    if (!window.confirm(`Drop the ${this.environment} overlay of ${this.ns}/${this.key} (${n} overridden field${n === 1 ? "" : "s"})? Every field inherits from base again.`)) return;
+    await this.reset(null);
   }
 
   // ---- Edit -----------------------------------------------------------------------------
@@ -243,13 +366,21 @@ export class DocView {
     this.form.onChange(() => this._onFormChange());
     const formEl = h("form", { class: "edit-form", novalidate: true, onsubmit: (ev) => { ev.preventDefault(); this.save(); } },
       h("p", { class: "form-intro muted" },
-        writable
-          ? `Editing version ${this.doc.version}. Only the fields you change are sent, as a JSON merge patch. Secret fields left empty stay unchanged.`
-          : `Read-only: ${this._readOnlyReason()}`),
+        writable ? this._editIntro() : `Read-only: ${this._readOnlyReason()}`),
       this.form.element,
       this.diffEl,
       h("div", { class: "action-bar" }, this.changedEl, this.reasonInput, h("div", { class: "spacer" }), discard, this.previewBtn, this.saveBtn));
     clear(panel, this._problemsCallout("edit-problems"), this.editMsg, formEl);
+  }
+
+  _editIntro() {
+    const common = "Only the fields you change are sent, as a JSON merge patch. Secret fields left empty stay unchanged.";
+    if (this.overlaid) {
+      const v = this.doc.version ? `version ${this.doc.version}` : "none yet";
+      return `Saving writes to the ${this.environment} overlay (${v}): the fields you change are stored there as overrides; the others keep inheriting from base. ${common}`;
+    }
+    if (!isBase(this.environment)) return `Editing ${this.environment}'s own version ${this.doc.version}. ${common}`;
+    return `Editing the base, version ${this.doc.version}: every environment that does not override a field inherits it. ${common}`;
   }
 
   _onFormChange() {
@@ -370,7 +501,8 @@ export class DocView {
       const newVersion = change.version ?? body.version;
       const changed = Array.isArray(change.changed) ? change.changed : [];
       const pinned = Array.isArray(change.pinned) ? change.pinned : [];
-      let msg = `Saved ${this.ns}/${this.key} as version ${newVersion}`;
+      const where = this.overlaid ? ` in ${this.environment}` : "";
+      let msg = `Saved ${this.ns}/${this.key}${where} as version ${newVersion}`;
       msg += changed.length ? ` (changed: ${changed.join(", ")})` : " (no effective change)";
       if (pinned.length) msg += `. Pinned by an override, still hidden: ${pinned.join(", ")}`;
       if (body.value !== undefined && body.sources !== undefined) {
@@ -389,7 +521,10 @@ export class DocView {
   }
 
   async _delete() {
-    if (!window.confirm(`Delete ${this.ns}/${this.key} (version ${this.doc.version})? It disappears for every instance; history is kept.`)) return;
+    const question = this.overlaid
+      ? `Delete ${this.ns}/${this.key} in ${this.environment}? It disappears there only (the base keeps it); history is kept.`
+      : `Delete ${this.ns}/${this.key} (version ${this.doc.version})? It disappears for every instance; history is kept.`;
+    if (!window.confirm(question)) return;
     try {
       await api.remove(this.ns, this.key, this.doc.version);
       const collection = `#/ns/${encodeURIComponent(this.ns)}`;
@@ -447,7 +582,9 @@ export class DocView {
         h("button", { type: "button", class: "btn small", testid: "reload-button", onclick: () => this.reload({ force: true }) }, "Reload")));
       return;
     }
-    if (typeof ev.version === "number" && typeof this.version === "number" && ev.version <= this.version) return;
+    // A base change to a doc seen through an overlay carries the base's version.
+    const known = this.overlaid && isBase(ev.environment) ? this.doc.base_version : this.version;
+    if (typeof ev.version === "number" && typeof known === "number" && ev.version <= known) return;
     this.reload({ event: ev });
   }
 
