@@ -127,6 +127,7 @@ async def set_rounds(hub: ConfigHub, plan: dict[str, Any]) -> None:
             else:
                 cs.create(counters, key, {"value": i})
         if i == crash_in:
+
             async def crash(writes: Any, write_all: Any = hub.store.write_all) -> Any:
                 task = asyncio.ensure_future(write_all(writes))
                 await asyncio.sleep(0.002)  # the transaction is on its way
