@@ -1062,7 +1062,10 @@ class ConfigurationManager(Generic[T]):
             value = self._layering.validate(plain, key=key, source=source)
             self._rule(key, value)
             seen = self._combined(plain, overlay)
-            effective = None if seen is None else self._layered(key, seen, source, layered)
+            if seen is plain and not (layered and self._layering.overrides(key)):
+                effective = value  # nothing on top: validating again gives value
+            else:
+                effective = None if seen is None else self._layered(key, seen, source, layered)
         except ValidationFailed:
             self.stats.validation_failures += 1
             raise
