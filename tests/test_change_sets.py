@@ -193,3 +193,22 @@ async def test_promote_makes_the_target_equal_the_source_by_its_overlays(
         assert production.manager(FlagsManager).current.ratio == 0.2
         assert sorted(production.manager(ItemsManager).keys()) == ["extra", "shared"]
     assert await hub.promote("staging", "production") == []  # nothing left to do
+
+
+async def test_a_set_over_postgresql_notify_reaches_the_other_instance_at_once(
+    database_url: str, hub_env: dict[str, str], cluster: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("NOTIFY is PostgreSQL's")
+    options: dict[str, Any] = {"bus": "postgres", "cluster": cluster, "catch_up_interval": 30}
+    async with (
+        connect(database_url, env=hub_env, managers=MANAGERS, **options) as a,
+        connect(database_url, env=hub_env, managers=MANAGERS, **options) as b,
+    ):
+        seen = record_changes(b.manager(CounterManager))
+        async with a.change_set() as cs:
+            cs.update(FlagsManager, {"name": "together"})
+            cs.update(CounterManager, {"value": 7})
+        await seen.wait_for(version=1, timeout=10)  # well before any catch-up interval
+        assert b.manager(FlagsManager).current.name == "together"
+        assert seen.changes[-1].change_set == cs.id

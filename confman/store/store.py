@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import sqlite3
 import time
@@ -524,44 +525,100 @@ class _Postgres(_DriverWriter):
     async def write_all(
         self, conn: AsyncConnection, each: Sequence[tuple[Write, Mapping[str, Any]]]
     ) -> list[int]:
-        """One transaction, one statement per write (each writes its document and its
-        change-log row, as `write` does); a conflict rolls all of it back."""
-        statements = [
-            (
-                w,
-                values,
-                (self.create if w.expected_version == 0 else self.update)
-                if values.get("w_channel") is None
-                else (self.create_notified if w.expected_version == 0 else self.update_notified),
-            )
-            for w, values in each
-        ]
+        """One transaction of three statements however many writes: the documents
+        (created and version-checked updates), their change-log rows, and (with a
+        channel) their notices. A write that finds another version stored rolls all of
+        it back. The documents must be distinct (a change set's are)."""
+        first = each[0][1]
+        channel = first.get("w_channel")
+        now, actor = first["w_now"], first["w_actor"]
 
-        async def run(pg: Any) -> tuple[list[int], Write | None, int]:
-            seqs: list[int] = []
+        def column(name: str, encode: Callable[[Any], Any] | None = None) -> list[Any]:
+            return [v[name] if encode is None else encode(v[name]) for _, v in each]
+
+        def as_json(value: Any) -> str | None:
+            return None if value is None else json.dumps(value)
+
+        where = (column("w_environment"), column("w_namespace"), column("w_key"))
+        documents = (*where, column("w_data", as_json), column("w_expected"))
+        logged = (
+            *where, column("w_version"), column("w_action"), column("w_actor"),
+            column("w_reason"), column("w_before", as_json), column("w_after", as_json),
+            column("w_changed", as_json), column("w_data", as_json), column("w_origin"),
+            column("w_change_set"),
+        )  # fmt: skip
+
+        async def run(pg: Any) -> list[int]:
             async with pg.transaction():
-                for w, values, statement in statements:
-                    seq = await pg.fetchval(statement.sql, *statement.args(values))
-                    if seq is None:
-                        current = await pg.fetchval(self.version.sql, *self.version.args(values))
-                        # Leaving the block by an exception rolls the transaction back.
-                        raise _Lost(w, int(current or 0))
-                    seqs.append(int(seq))
-            return seqs, None, 0
+                written = await pg.fetchval(_PG_SET_DOCUMENTS, *documents, now, actor)
+                if written != len(each):
+                    for w, values in each:
+                        current = int(
+                            await pg.fetchval(self.version.sql, *self.version.args(values)) or 0
+                        )
+                        if current != w.expected_version:
+                            raise _Lost(w, current)  # leaving the block rolls it all back
+                rows = await pg.fetch(_PG_SET_CHANGES, *logged, now)
+                seqs = {(r["environment"], r["namespace"], r["key"]): int(r["seq"]) for r in rows}
+                if channel is not None:
+                    await pg.execute(_PG_SET_NOTICES, channel, list(seqs.values()))
+            return [seqs[w.environment, w.namespace, w.key] for w, _ in each]
 
         try:
-            seqs, _, _ = await self._call(conn, run)
+            return await self._call(conn, run)
         except DBAPIError as e:
             if isinstance(e.orig, _Lost):
                 raise _conflict(e.orig.write, e.orig.current) from None
             raise
-        return seqs
 
     async def change_at(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Any:
         """The change-log row (an asyncpg ``Record``: a mapping by column) or None."""
         return await self._call(
             conn, lambda pg: pg.fetchrow(self.change.sql, *self.change.args(params))
         )
+
+
+# A change set's writes on PostgreSQL, whatever their number, in three statements (see
+# `_Postgres.write_all`). Arrays in, one row per write: the same columns `_LOGGED` fills.
+_PG_SET_DOCUMENTS = """
+WITH i AS (
+    SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::jsonb[], $5::int[])
+        AS t(environment, namespace, key, data, expected)
+), created AS (
+    INSERT INTO config_documents (environment, namespace, key, data, version, updated_at,
+                                  updated_by)
+    SELECT environment, namespace, key, data, 1, $6, $7 FROM i WHERE expected = 0
+    RETURNING 1
+), updated AS (
+    UPDATE config_documents AS d
+    SET data = i.data, version = i.expected + 1, updated_at = $6, updated_by = $7
+    FROM i
+    WHERE i.expected > 0 AND d.environment = i.environment AND d.namespace = i.namespace
+        AND d.key = i.key AND d.version = i.expected
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM created) + (SELECT count(*) FROM updated)
+"""
+_PG_SET_CHANGES = """
+INSERT INTO config_changes (environment, namespace, key, version, action, actor, reason,
+                            before, after, changed, data, origin, change_set, committed_at)
+SELECT environment, namespace, key, version, action, actor, reason, before, after, changed,
+       data, origin, change_set, $14
+FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::int[], $5::varchar[],
+            $6::varchar[], $7::text[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::jsonb[],
+            $12::varchar[], $13::varchar[])
+    WITH ORDINALITY AS t(environment, namespace, key, version, action, actor, reason, before,
+                         after, changed, data, origin, change_set, ord)
+ORDER BY ord
+RETURNING seq, environment, namespace, key
+"""
+_PG_SET_NOTICES = """
+SELECT pg_notify($1, json_build_object(
+    'namespace', namespace, 'key', key, 'version', version, 'seq', seq, 'origin', origin,
+    'environment', environment, 'change_set', change_set)::text)
+FROM config_changes WHERE seq = ANY($2::bigint[])
+ORDER BY seq
+"""
 
 
 class _Lost(Exception):
