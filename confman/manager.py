@@ -974,20 +974,6 @@ class ConfigurationManager(Generic[T]):
                 )
             whole = plain_document(result.model_dump(mode="python", exclude_unset=True))
             return diff_patch(parent or {}, whole)
-        if isinstance(change, Mapping) and overlaying and replace:
-            self._check_limits(change, key, source=source)
-            unknown = unknown_fields(self._model, dict(change))
-            if unknown:
-                self.stats.validation_failures += 1
-                raise ValidationFailed(
-                    self.namespace,
-                    key,
-                    [FieldError(p, f"{self._model.__name__} has no such field") for p in unknown],
-                    source=source,
-                )
-            return diff_patch(parent or {}, dict(change))
-        if isinstance(change, Mapping) and overlaying and is_hidden(stored):
-            stored = None  # a patch to a hidden item starts a new overlay
         if isinstance(change, Mapping):
             self._check_limits(change, key, source=source)
             unknown = unknown_fields(self._model, dict(change))
@@ -999,6 +985,10 @@ class ConfigurationManager(Generic[T]):
                     [FieldError(p, f"{self._model.__name__} has no such field") for p in unknown],
                     source=source,
                 )
+            if overlaying and replace:  # the whole effective document: store what differs
+                return diff_patch(parent or {}, dict(change))
+            if overlaying and is_hidden(stored):
+                stored = None  # a patch to a hidden item starts a new overlay
             if replace:  # the whole document: null is a value here, not a removal
                 return copy.deepcopy(dict(change))
             return merge_patch(stored or {}, change)
