@@ -10,10 +10,19 @@ Define one in three lines::
 
 and get it, loaded, from a hub: ``hub.manager(FlagsManager)``.
 
-Why one long module: the read path, the write path (patch, validate, limits, no-op
-check, commit, emit) and the apply path (notices, catch-up) share the per-key entries and
-their invariants (strictly increasing versions, one emission per version), and are kept
-together until the entry-storage strategy planned in ``shared/STYLE.md`` separates them.
+Environments: an instance holds its own scope (the base, or for a namespace that does
+not inherit, its environment's documents) and, where the namespace inherits, its
+environment's overlays on top; it reads any other environment from the database
+(`resolve`) and writes any (``environment=``), validating each write on the effective
+value of every environment it affects. See docs/environments.md.
+
+Why one long module: the read path, the write path (patch, overlay, validate, limits,
+no-op check, commit, emit; `_prepare` and `_finish`, which change sets share) and the
+apply path (notices, catch-up) share the per-key entries, with their base and overlay
+slots, and their invariants (strictly increasing versions per document, one emission per
+version), and are kept together until the entry-storage strategy planned in
+``shared/STYLE.md`` separates them: the overlay slot and the reads of other environments
+are its first candidates to move out.
 """
 
 from __future__ import annotations
@@ -1237,15 +1246,7 @@ class ConfigurationManager(Generic[T]):
             before = (entry.overlay if overlaying else entry.stored) if entry else None
             current = self._version_in(entry, slot)
         else:
-            if self.inherits:
-                rows = {
-                    d.environment: d
-                    for d in await self.hub.store.load_everywhere(self.namespace, key)
-                    if d.environment in (BASE, target)
-                }
-            else:
-                row = await self.hub.store.load(self.namespace, key, environment=target)
-                rows = {} if row is None else {target: row}
+            rows = await self._rows(key, target)
             own, under = rows.get(target), rows.get(BASE)
             overlaying = self.inherits
             parent = None if under is None else self._decode(under.data, key, under.version)
@@ -1830,18 +1831,22 @@ class ConfigurationManager(Generic[T]):
         target = self._target_name(environment)
         if target != BASE:
             await self.hub.check_environment(target)
-        if self.inherits and target != BASE:
-            rows = {
-                d.environment: d
-                for d in await self.hub.store.load_everywhere(self.namespace, key)
-                if d.environment in (BASE, target)
-            }
-        else:
-            row = await self.hub.store.load(self.namespace, key, environment=target)
-            rows = {} if row is None else {target: row}
+        rows = await self._rows(key, target)
         base = rows.get(BASE if self.inherits else target)
         overlay = rows.get(target) if self.inherits and target != BASE else None
         return self._resolved(key, target, base, overlay)
+
+    async def _rows(self, key: str, environment: str) -> dict[str, StoredDocument]:
+        """``key``'s stored rows that make its value in ``environment``, by environment:
+        the base's and the environment's where the namespace inherits, else its own."""
+        if self.inherits and environment != BASE:
+            return {
+                d.environment: d
+                for d in await self.hub.store.load_everywhere(self.namespace, key)
+                if d.environment in (BASE, environment)
+            }
+        row = await self.hub.store.load(self.namespace, key, environment=environment)
+        return {} if row is None else {environment: row}
 
     def _resolved(
         self,
