@@ -11,8 +11,13 @@ or ``gap_timeout`` passes (an id whose transaction rolled back never appears). M
 apply a row only if its version is newer than what they hold, so reading a change twice
 never emits it twice.
 
-Why one long module: start-up, catch-up with its gap tracking, notice coalescing and
-snapshotting all order their work on the same seq cursor and locks. The planned split (a
+Environments and change sets: the hub keeps the list of environments (a base namespace
+of its own, read at start and whenever it changes), lets each manager decide which
+notices and rows concern it, and applies a change set's rows whole (`_holding`): a
+member's notice wakes catch-up, which reads the whole set.
+
+Why one long module: start-up, catch-up with its gap tracking, notice coalescing, change
+sets applied whole and snapshotting all order their work on the same seq cursor and locks. The planned split (a
 pure ``ChangeLogCursor`` and ``snapshot.py``, ``shared/STYLE.md`` item 5) moves them out
 once the backend seam exists.
 """
