@@ -19,8 +19,8 @@ Roles (``config["role"]``):
     each put it decodes the value with the same pydantic model and prints
     ``CHG <mod_revision> <perf_counter_ns>``; ``READY`` once the watch is created.
 
-``serve``, ``load``, ``sse``
-    the HTTP figures' server, load generator and SSE clients (`benchmarks.http_roles`).
+``serve``, ``load``, ``sse``, ``patch``
+    the HTTP figures' server, load generators and SSE clients (`benchmarks.http_roles`).
 
 Every role stops on ``STOP`` (or EOF) on stdin.
 """
@@ -256,7 +256,7 @@ async def main(config: dict[str, Any]) -> None:
         await proto_listen(config, lines)
     elif role == "etcd-watch":
         await etcd_watch(config, lines)
-    elif role in ("serve", "load", "sse"):
+    elif role in ("serve", "load", "sse", "patch"):
         from . import http_roles
 
         await getattr(http_roles, role)(config, lines)
