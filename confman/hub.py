@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .bus import ChangeBus, ChangeNotice, CommitNotifyingBus, LocalBus, ReconnectingBus
 from .change import ChangeRecord
 from .exceptions import ConfmanError, NotFound, StoreUnavailable
+from .gcpause import full_collections_paused
 from .limits import DEFAULT_LIMITS, Limits
 from .retention import DatabaseRetention
 from .secrets import KeyRing
@@ -381,8 +382,9 @@ class ConfigHub:
             )
             self._snapshot = snapshot
             self._seq = snapshot.applied_seq
-        for cls in managers:
-            await self.load(cls)
+        with full_collections_paused():  # see confman.gcpause
+            for cls in managers:
+                await self.load(cls)
         if isinstance(self.bus, ReconnectingBus):
             self.bus.set_reconnect_handler(self._on_bus_reconnect)
         await self.bus.start(self._on_notice)
