@@ -264,5 +264,17 @@ async def main(config: dict[str, Any]) -> None:
         raise SystemExit(f"unknown role {role!r}")
 
 
+def _loop_factory(config: dict[str, Any]) -> Any:
+    """The HTTP servers run on the event loop `confman serve` runs on (uvloop when
+    installed), the bare route included: "the same uvicorn settings"."""
+    if config["role"] != "serve":
+        return None
+    from confman.api.serve import event_loop_factory
+
+    return event_loop_factory()
+
+
 if __name__ == "__main__":
-    asyncio.run(main(json.loads(sys.argv[1])))
+    config = json.loads(sys.argv[1])
+    with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
+        runner.run(main(config))
