@@ -40,7 +40,7 @@ async def run(ctx: Context, result: FigureResult) -> None:
         require_redis_bus()
     if not found:
         raise Skipped("no transport reachable (Redis, PostgreSQL or an MQTT broker)")
-    instances = ctx.scale(4, INSTANCES)
+    instances = ctx.scale(3, INSTANCES)  # quick: 2 listeners and 2 prototype listeners
     result.facts["database"] = backend
     result.facts["instances"] = f"{instances} (this writer + {instances - 1} listener processes)"
     result.facts["transports"] = ", ".join(found)
@@ -55,8 +55,8 @@ async def fleet(
 
     from .raw import open_writer
 
-    total = ctx.scale(30, 1_000)
-    block = ctx.scale(15, 250)
+    total = ctx.scale(20, 1_000)
+    block = ctx.scale(10, 250)
     warmup = ctx.scale(5, 30)
     cluster = ctx.cluster("b8")
     channel = f"{cluster}/prototype" if transport == "mqtt" else f"{cluster}:prototype"
