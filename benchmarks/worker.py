@@ -19,8 +19,8 @@ Roles (``config["role"]``):
     each put it decodes the value with the same pydantic model and prints
     ``CHG <mod_revision> <perf_counter_ns>``; ``READY`` once the watch is created.
 
-``serve``, ``load``, ``sse``
-    the HTTP figures' server, load generator and SSE clients (`benchmarks.http_roles`).
+``serve``, ``load``, ``sse``, ``patch``
+    the HTTP figures' server, load generators and SSE clients (`benchmarks.http_roles`).
 
 Every role stops on ``STOP`` (or EOF) on stdin.
 """
@@ -256,7 +256,7 @@ async def main(config: dict[str, Any]) -> None:
         await proto_listen(config, lines)
     elif role == "etcd-watch":
         await etcd_watch(config, lines)
-    elif role in ("serve", "load", "sse"):
+    elif role in ("serve", "load", "sse", "patch"):
         from . import http_roles
 
         await getattr(http_roles, role)(config, lines)
@@ -264,5 +264,17 @@ async def main(config: dict[str, Any]) -> None:
         raise SystemExit(f"unknown role {role!r}")
 
 
+def _loop_factory(config: dict[str, Any]) -> Any:
+    """The HTTP servers run on the event loop `confman serve` runs on (uvloop when
+    installed), the bare route included: "the same uvicorn settings"."""
+    if config["role"] != "serve":
+        return None
+    from confman.api.serve import event_loop_factory
+
+    return event_loop_factory()
+
+
 if __name__ == "__main__":
-    asyncio.run(main(json.loads(sys.argv[1])))
+    config = json.loads(sys.argv[1])
+    with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
+        runner.run(main(config))

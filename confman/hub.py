@@ -56,6 +56,7 @@ from .environments import (
     list_environments,
 )
 from .exceptions import ConfmanError, NotFound, StoreUnavailable
+from .gcpause import full_collections_paused
 from .limits import DEFAULT_LIMITS, Limits
 from .retention import DatabaseRetention
 from .secrets import KeyRing
@@ -417,8 +418,9 @@ class ConfigHub:
             )
             self._snapshot = snapshot
             self._seq = snapshot.applied_seq
-        for cls in managers:
-            await self.load(cls)
+        with full_collections_paused():  # see confman.gcpause
+            for cls in managers:
+                await self.load(cls)
         if isinstance(self.bus, ReconnectingBus):
             self.bus.set_reconnect_handler(self._on_bus_reconnect)
         await self.bus.start(self._on_notice)

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -112,7 +113,19 @@ def serve(
     docs/api.md).
     """
     limits = _Limits(max_body_bytes, Limits(max_document_bytes, max_depth), serve_environment)
-    return asyncio.run(_serve(ctx, host, port, redis_url, cluster, bootstrap_token, limits))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_serve(ctx, host, port, redis_url, cluster, bootstrap_token, limits))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The server's event loop (uvloop when installed); asyncio's without the api extra,
+    which `_serve` then reports."""
+    try:
+        serving = importlib.import_module("confman.api.serve")
+    except ModuleNotFoundError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = serving.event_loop_factory()
+    return factory
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 
 import httpx
@@ -135,8 +136,12 @@ def test_metrics_show_no_values(sqlite_server: Server) -> None:
 
 def test_made_up_methods_share_one_label(sqlite_server: Server) -> None:
     client = sqlite_server.client(None)
-    for method in ("XYZZY1", "XYZZY2"):
-        client.request(method, "/healthz")
+    statuses = [client.request(method, "/healthz").status_code for method in ("XYZZY1", "XYZZY2")]
     text = client.get("/metrics").text
     assert "XYZZY" not in text
-    assert 'method="OTHER"' in text
+    if importlib.util.find_spec("httptools") is not None:
+        # uvicorn parses with httptools when it is installed (the api extra), and that
+        # parser refuses a method it does not know before the app runs: nothing counted.
+        assert statuses == [400, 400]
+    else:  # h11 passes any method on; the app counts them all under one label
+        assert 'method="OTHER"' in text
