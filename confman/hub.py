@@ -17,9 +17,9 @@ notices and rows concern it, and applies a change set's rows whole (`_holding`):
 member's notice wakes catch-up, which reads the whole set.
 
 Why one long module: start-up, catch-up with its gap tracking, notice coalescing, change
-sets applied whole and snapshotting all order their work on the same seq cursor and locks. The planned split (a
-pure ``ChangeLogCursor`` and ``snapshot.py``, ``shared/STYLE.md`` item 5) moves them out
-once the backend seam exists.
+sets applied whole and snapshotting all order their work on the same seq cursor and
+locks. The planned split (a pure ``ChangeLogCursor`` and ``snapshot.py``,
+``shared/STYLE.md`` item 5) moves them out once the backend seam exists.
 """
 
 from __future__ import annotations
