@@ -236,5 +236,6 @@ async def _tell(hub: ConfigHub, written: list[tuple[StoredDocument, ChangeRecord
                 record.seq,
                 hub.instance_id,
                 stored.environment,
+                replies=False,  # nobody waits on the registry
             )
         )

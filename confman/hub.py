@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -1027,7 +1028,10 @@ class ConfigHub:
         pending = self._pending_notices.get(slot)
         if pending is not None:
             if notice.version > pending.version:
-                self._pending_notices[slot] = notice
+                # A writer waiting on the one coalesced away is answered by this one.
+                self._pending_notices[slot] = (
+                    dataclasses.replace(notice, replies=True) if pending.replies else notice
+                )
             return
         self._pending_notices[slot] = notice
         self._spawn(self._apply_notices(manager, slot), name="confman-notice")
@@ -1043,7 +1047,8 @@ class ConfigHub:
         try:
             while True:
                 await self._apply_notice(manager, notice)
-                self._acknowledge(manager, notice.key, notice.environment)
+                if notice.replies:  # else nobody waits: the next catch-up run replies
+                    self._acknowledge(manager, notice.key, notice.environment)
                 newest = self._pending_notices[slot]
                 if newest is notice:
                     return

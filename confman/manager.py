@@ -651,6 +651,7 @@ class ConfigurationManager(Generic[T]):
                     origin=_Origin(actor, reason),
                     must_exist=self.keyed,
                     environment=environment,
+                    replies=wait_for_instances is not None,
                 )
             except ConcurrencyConflict:
                 if attempt + 1 == attempts:
@@ -1174,8 +1175,11 @@ class ConfigurationManager(Generic[T]):
         must_not_exist: bool = False,
         environment: Environment = OWN,
         resetting: bool = False,
+        replies: bool = False,
     ) -> ConfigChange[T]:
         """Build, validate and commit one document's new version (a change set of one).
+        ``replies``: the writer will wait for every instance's reply, so the notice asks
+        for them (other instances reply only to a catch-up run otherwise).
 
         ``build(before, parent, overlaying)`` makes the new document from the one stored
         in the target environment (an overlay over ``parent`` when ``overlaying``).
@@ -1188,7 +1192,7 @@ class ConfigurationManager(Generic[T]):
             step = await self._prepare(
                 key, build, target, action=action, expected_version=expected_version,
                 origin=origin, must_exist=must_exist, must_not_exist=must_not_exist,
-                resetting=resetting,
+                resetting=resetting, replies=replies,
             )  # fmt: skip
             if step.unchanged:
                 return await self._confirm_unchanged(step)
@@ -1219,6 +1223,7 @@ class ConfigurationManager(Generic[T]):
         resetting: bool,
         change_set: str | None = None,
         rules: bool = True,
+        replies: bool = False,
     ) -> _Step[T]:
         """Everything a write does before the database: read what is stored (memory for
         what this instance holds, else the database), check versions, build, validate.
@@ -1307,6 +1312,7 @@ class ConfigurationManager(Generic[T]):
             origin=self.hub.instance_id,
             environment=target,
             change_set=change_set,
+            replies=replies,
         )
         at = own.updated_at if own is not None else (entry.updated_at if entry else None)
         return _Step(self, key, target, slot, write, candidate, old, unchanged, origin, at)
@@ -1354,6 +1360,7 @@ class ConfigurationManager(Generic[T]):
                 self.hub.instance_id,
                 step.target,
                 record.change_set,
+                step.write.replies,
             )
         )
         candidate = step.candidate

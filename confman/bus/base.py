@@ -27,6 +27,9 @@ class ChangeNotice:
     origin: str
     environment: str = ""  # '' for the base, else the environment whose document changed
     change_set: str | None = None  # the set the change was committed in (applied whole)
+    # Whether the writer waits for the instances' replies (`wait_for_instances`). A notice
+    # of an older writer says nothing, which means it may.
+    replies: bool = True
 
 
 NoticeHandler = Callable[[ChangeNotice], None]

@@ -34,6 +34,8 @@ def encode_notice(notice: ChangeNotice) -> str:
         fields["environment"] = notice.environment
     if notice.change_set:
         fields["change_set"] = notice.change_set
+    if not notice.replies:
+        fields["quiet"] = True
     return json.dumps(fields, separators=(",", ":"))
 
 
@@ -48,6 +50,7 @@ def decode_notice(raw: bytes | str) -> ChangeNotice:
         origin=str(data["origin"]),
         environment=str(data.get("environment") or ""),
         change_set=str(data["change_set"]) if data.get("change_set") else None,
+        replies=not data.get("quiet"),
     )
     if notice.version < 1 or notice.seq < 1:
         raise ValueError("version and seq must be positive")

@@ -25,6 +25,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import (
     CTE,
+    Boolean,
     ClauseElement,
     ColumnElement,
     Insert,
@@ -112,6 +113,9 @@ class Write:
     origin: str
     environment: str = BASE  # '' writes the base, a name writes that environment's row
     change_set: str | None = None  # the id shared by the rows of one change set
+    # Whether the writer waits for every instance's reply (`wait_for_instances`): the
+    # notice asks for them. Without, instances stay quiet and catch-up replies later.
+    replies: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +337,7 @@ def _notify_after(logged: Insert) -> Select[Any]:
         part
         for name in ("namespace", "key", "version", "seq", "origin", "environment", "change_set")
         for part in (literal_column(f"'{name}'"), row.c[name])
-    ]
+    ] + [literal_column("'quiet'"), bindparam("w_quiet", type_=Boolean)]
     payload = sql_cast(func.json_build_object(*fields), Text)
     return select(row.c.seq, func.pg_notify(bindparam("w_channel", type_=Text), payload))
 
@@ -615,7 +619,7 @@ RETURNING seq, environment, namespace, key
 _PG_SET_NOTICES = """
 SELECT pg_notify($1, json_build_object(
     'namespace', namespace, 'key', key, 'version', version, 'seq', seq, 'origin', origin,
-    'environment', environment, 'change_set', change_set)::text)
+    'environment', environment, 'change_set', change_set, 'quiet', true)::text)
 FROM config_changes WHERE seq = ANY($2::bigint[])
 ORDER BY seq
 """
@@ -1154,6 +1158,7 @@ class ConfigStore:
         }
         if self.notify_channel is not None:
             values["w_channel"] = self.notify_channel
+            values["w_quiet"] = not w.replies
         return values
 
     async def _write(self, conn: AsyncConnection, w: Write, values: dict[str, Any]) -> int:
