@@ -820,7 +820,12 @@ class ConfigHub:
         """Wait up to ``timeout`` seconds until every live instance ``change`` concerns
         has answered it: applied it, or refused it (with its reason). A base change
         concerns every instance, an environment's change the instances in that
-        environment (see `confman.cluster.fleet.concerned`); the writer always."""
+        environment (see `confman.cluster.fleet.concerned`); the writer always.
+
+        Instances answer a change at once when its writer asked them to, as
+        ``update(..., wait_for_instances=...)`` does; any other change they answer at
+        their next catch-up run (every ``catch_up_interval`` seconds), so that a fleet
+        does not send every instance's reply for every change nobody waits on."""
         if self._cluster is not None:
             manager = self._by_namespace.get(change.namespace)
             return await self._cluster.wait_for(
