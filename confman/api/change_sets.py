@@ -153,7 +153,7 @@ def _written(i: int, change: ConfigChange[Any], *, shown_diff: bool) -> models.C
     )
 
 
-def _result(
+def change_set_result(
     changes: list[ConfigChange[Any]], *, dry_run: bool, change_set: str | None
 ) -> models.ChangeSetResult:
     return models.ChangeSetResult(
@@ -282,7 +282,7 @@ async def create_change_set(
     changes = await _run(request, cs, checked, if_matches, dry_run=dry_run)
     if not dry_run and any(not c.unchanged for c in changes):
         response.status_code = 201
-    return _result(changes, dry_run=dry_run, change_set=cs.id)
+    return change_set_result(changes, dry_run=dry_run, change_set=cs.id)
 
 
 @router.get(
@@ -347,7 +347,9 @@ async def rollback_change_set(
         raise _conflict_problem(e, members, []) from None
     except ChangeSetInvalid as e:
         raise _invalid_problem(request, e, members) from None
-    return _result(changes, dry_run=False, change_set=changes[0].change_set if changes else None)
+    return change_set_result(
+        changes, dry_run=False, change_set=changes[0].change_set if changes else None
+    )
 
 
 def _once(request: Request) -> None:
@@ -430,4 +432,6 @@ async def promote(
         raise _invalid_problem(request, e, members) from None
     if changes and not dry_run:
         response.status_code = 201
-    return _result(changes, dry_run=dry_run, change_set=changes[0].change_set if changes else None)
+    return change_set_result(
+        changes, dry_run=dry_run, change_set=changes[0].change_set if changes else None
+    )
