@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from confman import ConfigHub, NotFound, __version__
 from confman.limits import DEFAULT_MAX_BODY_BYTES
 
-from . import documents, environments, events, operations
+from . import change_sets, documents, environments, events, operations
 from .metrics import Metrics
 from .openapi import keep_openapi_31
 from .problems import install_handlers, problem_response
@@ -194,6 +194,7 @@ def create_app(
     install_handlers(app)
     keep_openapi_31(app)
     app.include_router(documents.router)
+    app.include_router(change_sets.router)
     app.include_router(environments.router)
     app.include_router(events.router)
     app.include_router(operations.router)

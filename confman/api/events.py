@@ -58,6 +58,7 @@ def _from_change(change: ConfigChange[Any]) -> models.ChangeEvent:
         at=change.at,
         changed=list(change.stored_changed),  # as the change log has it, for resumes
         environment=change.environment or None,
+        change_set=change.change_set,
     )
 
 

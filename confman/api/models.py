@@ -5,14 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from confman import ChangeRecord
+from confman.changeset import MAX_MEMBERS
 
 from .tokens import Role
 
 __all__ = [
     "ChangeEvent",
+    "ChangeSetEntry",
+    "ChangeSetMember",
+    "ChangeSetRecord",
+    "ChangeSetRequest",
+    "ChangeSetResult",
+    "ChangeSetWritten",
     "ChangeSummary",
     "ClusterView",
     "ComparedField",
@@ -179,6 +186,9 @@ class _ChangeFields(BaseModel):
     origin: str = Field(description="the instance that committed it")
     at: datetime
     changed: list[str]
+    change_set: str | None = Field(
+        default=None, description="the change set it was committed in (null: a write of one)"
+    )
 
 
 def record_fields(record: ChangeRecord) -> dict[str, Any]:
@@ -192,6 +202,7 @@ def record_fields(record: ChangeRecord) -> dict[str, Any]:
         "origin": record.origin,
         "at": record.committed_at,
         "changed": list(record.changed),
+        "change_set": record.change_set,
     }
 
 
@@ -302,3 +313,113 @@ class Readiness(BaseModel):
     status: str
     database: str
     schema_revision: str | None = None
+
+
+# --------------------------------------------------------------------------- change sets
+
+MemberOp = Literal["update", "create", "delete", "reset", "rollback"]
+_NEEDS_VALUE = frozenset({"update", "create"})
+
+
+class ChangeSetMember(BaseModel):
+    """One write of a change set, as the document routes would make it."""
+
+    model_config = {"extra": "forbid"}
+
+    op: MemberOp
+    namespace: str = Field(max_length=255)
+    key: str | None = Field(default=None, description="null: 'default' (a singleton)")
+    environment: str | None = Field(
+        default=None,
+        max_length=63,
+        description="'base': the base; null: this server's own environment",
+    )
+    if_match: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_VERSION,
+        description="the version the member is based on (as If-Match; needed by delete)",
+    )
+    value: dict[str, Any] | None = Field(
+        default=None,
+        description="update: a JSON merge patch (or, with replace, the document); "
+        "create: the document",
+    )
+    replace: bool = Field(default=False, description="update: the value replaces the document")
+    fields: list[str] | None = Field(
+        default=None, max_length=1000, description="reset: paths to remove (null: all)"
+    )
+    to_version: int | None = Field(default=None, ge=1, le=MAX_VERSION, description="rollback")
+
+    @model_validator(mode="after")
+    def _fits_op(self) -> ChangeSetMember:
+        if self.op in _NEEDS_VALUE and self.value is None:
+            raise ValueError(f"{self.op} needs a value (a JSON object)")
+        if self.op not in _NEEDS_VALUE and self.value is not None:
+            raise ValueError(f"{self.op} takes no value")
+        if self.op == "rollback" and self.to_version is None:
+            raise ValueError("rollback needs to_version")
+        if self.op != "rollback" and self.to_version is not None:
+            raise ValueError(f"{self.op} takes no to_version")
+        if self.op != "reset" and self.fields is not None:
+            raise ValueError(f"{self.op} takes no fields (only reset does)")
+        if self.op != "update" and self.replace:
+            raise ValueError(f"{self.op} takes no replace (only update does)")
+        if self.op == "delete" and self.if_match is None:
+            raise ValueError("delete needs if_match (the version you read), as DELETE does")
+        if self.op == "create" and self.if_match not in (None, 0):
+            raise ValueError("create takes no if_match but 0 (the item must not exist)")
+        return self
+
+
+class ChangeSetRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    actor: str | None = Field(
+        default=None,
+        max_length=128,
+        description="on whose behalf (recorded after the token's name: 'token (actor)')",
+    )
+    reason: str | None = Field(default=None, max_length=255, description="for the audit trail")
+    members: list[ChangeSetMember] = Field(min_length=1, max_length=MAX_MEMBERS)
+
+
+class ChangeSetWritten(BaseModel):
+    """One member's resulting change."""
+
+    member: int = Field(description="its index in the request (or in the set's log order)")
+    namespace: str
+    key: str
+    environment: str | None = Field(default=None, description=_ENVIRONMENT)
+    version: int = Field(description="the version it wrote (the current one when unchanged)")
+    seq: int = Field(description="its change-log position (0: not written)")
+    change_set: str | None
+    action: str
+    changed: list[str]
+    pinned: list[str] = Field(default=[], description="fields an override of this server pins")
+    unchanged: bool = Field(default=False, description="it would store what is stored")
+    diff: list[Diff] = Field(default=[], description="effective value before against after")
+
+
+class ChangeSetResult(BaseModel):
+    change_set: str | None = Field(description="the set's id (null: nothing to write)")
+    dry_run: bool = False
+    members: list[ChangeSetWritten]
+
+
+class ChangeSetEntry(BaseModel):
+    """A committed set as history shows it: one entry with its members."""
+
+    change_set: str
+    actor: str | None
+    reason: str | None
+    at: datetime
+    members: list[ChangeSetRecord]
+
+
+class ChangeSetRecord(HistoryEntry):
+    namespace: str
+    key: str
+
+
+ChangeSetEntry.model_rebuild()

@@ -28,6 +28,7 @@ from .errors import (
 )
 from .history import history, rollback
 from .keys import keys
+from .promote import change_set, promote
 from .serve import serve
 from .tokens import tokens
 from .watch import watch
@@ -95,6 +96,8 @@ for command in (
     watch,
     env,
     diff,
+    promote,
+    change_set,
     keys,
     serve,
     tokens,

@@ -53,6 +53,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", DOC): Rule("editor", 200, scoped=True),
     ("POST", DOC + "/rollback"): Rule("admin", 404, scoped=True),  # version 999999: none
     ("POST", DOC + "/reset"): Rule("editor", 422, scoped=True),  # the base has no overlay
+    ("POST", "/api/v1/change-sets"): Rule("editor", 200, scoped=True),  # a dry run
+    ("GET", "/api/v1/change-sets/{change_set}"): Rule("viewer", 404),  # "x": none
+    ("POST", "/api/v1/change-sets/{change_set}/rollback"): Rule("editor", 404),
+    ("POST", "/api/v1/promote"): Rule("editor", 422),  # base to base: refused
     ("GET", "/api/v1/environments"): Rule("viewer", 200),
     ("POST", "/api/v1/environments"): Rule("admin", 201),
     ("DELETE", "/api/v1/environments/{name}"): Rule("admin", 404),  # "x": none
@@ -93,14 +97,19 @@ def call(
     """The route's request as ``token``, aimed at ``namespace`` where it names one."""
     client = server.client(token)
     admin = server.client("admin")
-    url = path.format(namespace=namespace, key="default", name="x")
+    url = path.format(namespace=namespace, key="default", name="x", change_set="x")
     options: dict[str, Any] = {}
     if path.startswith(DOC) and method in {"PUT", "PATCH", "DELETE"}:
         version = admin.get(DOC.format(namespace=namespace, key="default")).json()["version"]
         options = {"params": {"dry_run": True}, "headers": {"If-Match": f'"{version}"'}}
         if method != "DELETE":
             options["json"] = {}
-    elif path.endswith("/rollback"):
+    elif (method, path) == ("POST", "/api/v1/change-sets"):
+        member = {"op": "update", "namespace": namespace, "value": {}}
+        options = {"params": {"dry_run": True}, "json": {"members": [member]}}
+    elif path == "/api/v1/promote":
+        options = {"params": {"from": "base", "to": "base", "dry_run": True}}
+    elif path.endswith("/rollback") and path.startswith(DOC):
         options = {"json": {"to_version": 999_999}}
     elif path.endswith("/reset"):
         options = {"json": {"fields": None}}

@@ -158,4 +158,14 @@ export const api = {
   compare: (left, right, { namespace = null, all = false } = {}) =>
     request("GET", "/compare", { query: { left, right, namespace: namespace || undefined, all: all ? "true" : undefined } }),
   cluster: () => request("GET", "/cluster"),
+  /** A committed change set as one entry: {change_set, actor, reason, at, members: [...]}. */
+  changeSet: (id) => request("GET", `/change-sets/${enc(id)}`),
+  /** Make `to`'s effective values equal `from`'s (one change set); `namespaces`: only these. */
+  promote: (from, to, { namespaces = [], dryRun = false, reason = null } = {}) => {
+    const qs = new URLSearchParams({ from, to });
+    for (const n of namespaces) qs.append("namespace", n);
+    if (dryRun) qs.append("dry_run", "true");
+    if (reason) qs.append("reason", reason);
+    return request("POST", `/promote?${qs}`);
+  },
 };

@@ -511,33 +511,83 @@ function handleEvent(ev) {
   else if (state.route && state.route.view === "collection" && state.route.ns === data.namespace) renderCollection(data.namespace);
 }
 
+/** The environment badge of a feed line: shown unless base changes are seen from the base. */
+function feedEnvBadge(env) {
+  if (env === null || (isBase(env) && isBase(ctx.environment()))) return null;
+  return h("span", { class: ["badge", "env", isBase(env) ? "env-base" : "env-named"], testid: "feed-environment", title: `a change to the ${env} document` }, env);
+}
+
+function feedDocLink(ns, key) {
+  const href = `#/ns/${encodeURIComponent(ns)}/${encodeURIComponent(key)}/value`;
+  return h("a", { href, class: "feed-doc", title: `${ns}/${key}` }, ns, key !== "default" ? h("span", { class: "feed-key" }, ` / ${key}`) : null);
+}
+
+function feedChangeLine(e, env) {
+  const changed = Array.isArray(e.changed) ? e.changed : [];
+  return h("div", { class: "feed-line" },
+    feedEnvBadge(env),
+    h("span", { class: "badge version" }, `v${e.version ?? "?"}`),
+    actionBadge(e.action),
+    changed.length ? h("code", { class: "feed-changed" }, changed.join(", ")) : e.action === "update" ? h("span", { class: "muted" }, "no field changed") : null);
+}
+
+function feedMeta(e) {
+  return h("div", { class: "feed-meta muted" },
+    e.actor ? h("span", { class: "feed-actor" }, String(e.actor)) : "unknown actor",
+    e.origin ? h("span", { class: "feed-origin", title: `origin ${e.origin}` }, ` · ${e.origin}`) : null,
+    e.seq !== undefined ? h("span", { class: "feed-seq" }, ` · seq ${e.seq}`) : null);
+}
+
+function feedTime(e) {
+  return e.at ? h("time", { datetime: String(e.at), title: String(e.at), class: "rel" }, relativeTime(e.at)) : null;
+}
+
+/** A change set's entry in the feed: created by its first member, the others join it. */
+function feedSetEntry(feed, id, e) {
+  for (const li of feed.querySelectorAll("li.feed-set")) if (li.dataset.changeSet === id) return li;
+  const count = h("span", { class: "feed-set-count", testid: "feed-set-count" });
+  const item = h("li", { class: "feed-item feed-set new", testid: "feed-item", dataset: { changeSet: id, seq: String(e.seq ?? ""), environment: "" } },
+    h("div", { class: "feed-top" },
+      h("span", { class: "feed-set-title" }, h("span", { class: "badge set-badge", title: `change set ${id}` }, "change set"), " ", count),
+      feedTime(e)),
+    e.reason ? h("div", { class: "feed-reason" }, "“", String(e.reason), "”") : null,
+    h("ol", { class: "feed-members", testid: "feed-members" }),
+    feedMeta(e));
+  feed.prepend(item);
+  setTimeout(() => item.classList.remove("new"), 2000);
+  return item;
+}
+
 function addFeedItem(e) {
   const feed = $("live-feed");
   const empty = feed.querySelector(".feed-empty");
   if (empty) empty.remove();
   const ns = String(e.namespace ?? "?");
   const key = String(e.key ?? "default");
-  const changed = Array.isArray(e.changed) ? e.changed : [];
-  const href = `#/ns/${encodeURIComponent(ns)}/${encodeURIComponent(key)}/value`;
   const env = e.environment === undefined ? null : envName(e.environment);
-  const item = h("li", { class: "feed-item new", testid: "feed-item", dataset: { seq: String(e.seq ?? ""), namespace: ns, key, version: String(e.version ?? ""), environment: env ?? "" } },
-    h("div", { class: "feed-top" },
-      h("a", { href, class: "feed-doc", title: `${ns}/${key}` }, ns, key !== "default" ? h("span", { class: "feed-key" }, ` / ${key}`) : null),
-      e.at ? h("time", { datetime: String(e.at), title: String(e.at), class: "rel" }, relativeTime(e.at)) : null),
-    h("div", { class: "feed-line" },
-      env !== null && (!isBase(env) || !isBase(ctx.environment()))
-        ? h("span", { class: ["badge", "env", isBase(env) ? "env-base" : "env-named"], testid: "feed-environment", title: `a change to the ${env} document` }, env)
-        : null,
-      h("span", { class: "badge version" }, `v${e.version ?? "?"}`),
-      actionBadge(e.action),
-      changed.length ? h("code", { class: "feed-changed" }, changed.join(", ")) : e.action === "update" ? h("span", { class: "muted" }, "no field changed") : null),
-    e.reason ? h("div", { class: "feed-reason" }, "“", String(e.reason), "”") : null,
-    h("div", { class: "feed-meta muted" },
-      e.actor ? h("span", { class: "feed-actor" }, String(e.actor)) : "unknown actor",
-      e.origin ? h("span", { class: "feed-origin", title: `origin ${e.origin}` }, ` · ${e.origin}`) : null,
-      e.seq !== undefined ? h("span", {}, ` · seq ${e.seq}`) : null));
-  feed.prepend(item);
-  setTimeout(() => item.classList.remove("new"), 2000);
+  const setId = typeof e.change_set === "string" && e.change_set ? e.change_set : null;
+  const member = { seq: String(e.seq ?? ""), namespace: ns, key, version: String(e.version ?? ""), environment: env ?? "" };
+  if (setId) {
+    // The members of one set arrive together: one entry lists them all.
+    const entry = feedSetEntry(feed, setId, e);
+    entry.querySelector(".feed-members").appendChild(h("li", { class: "feed-member", testid: "feed-member", dataset: member },
+      feedDocLink(ns, key), feedChangeLine(e, env)));
+    const n = entry.querySelectorAll(".feed-member").length;
+    entry.querySelector(".feed-set-count").textContent = `${n} change${n === 1 ? "" : "s"}`;
+    if (e.seq !== undefined) {
+      entry.dataset.seq = String(e.seq);
+      const seq = entry.querySelector(".feed-seq");
+      if (seq) seq.textContent = ` · seq ${entry.querySelector(".feed-member").dataset.seq}–${e.seq}`;
+    }
+  } else {
+    const item = h("li", { class: "feed-item new", testid: "feed-item", dataset: member },
+      h("div", { class: "feed-top" }, feedDocLink(ns, key), feedTime(e)),
+      feedChangeLine(e, env),
+      e.reason ? h("div", { class: "feed-reason" }, "“", String(e.reason), "”") : null,
+      feedMeta(e));
+    feed.prepend(item);
+    setTimeout(() => item.classList.remove("new"), 2000);
+  }
   while (feed.children.length > FEED_LIMIT) feed.lastElementChild.remove();
   state.feedCount += 1;
   $("feed-count").textContent = String(state.feedCount);

@@ -3,9 +3,10 @@
 // highlighted. Secrets arrive as "fingerprint:<hex>" and are only ever shown so.
 
 import { api, ApiError } from "./api.js";
-import { h, clear, valueNode, breakable } from "./dom.js";
+import { h, clear, valueNode, breakable, actionBadge } from "./dom.js";
 import { sourceText } from "./provenance.js";
-import { BASE } from "./env.js";
+import { BASE, isBase, envName } from "./env.js";
+import { diffTable } from "./docview.js";
 
 const FINGERPRINT = /^fingerprint:[0-9a-f]+$/;
 
@@ -36,8 +37,34 @@ export class CompareView {
     this.everything = false;
     this.element = h("section", { class: "compare-view", testid: "compare-view", "aria-labelledby": "compare-title" });
     this.results = h("div", { class: "compare-results", "aria-live": "polite" });
+    this.promotePanel = h("div", { class: "promote-preview diff-preview", testid: "promote-preview", hidden: true, "aria-live": "polite" });
+    this.promoteBtn = null;
+    this.promoteRun = 0;
     this.alive = true;
     this.run = 0;
+  }
+
+  /** Editors and admins may promote (into an environment their token may write). */
+  get mayPromote() {
+    const me = this.ctx.me();
+    return Boolean(me && (me.role === "editor" || me.role === "admin"));
+  }
+
+  /** Why promoting left into right cannot be done now, or null. */
+  _promoteBlocked() {
+    if (isBase(this.left) || isBase(this.right)) return "promote copies one environment's values into another's overlays: pick two environments, not the base";
+    if (this.left === this.right) return "pick two different environments";
+    const me = this.ctx.me();
+    if (me && Array.isArray(me.environments) && !me.environments.map(envName).includes(this.right)) return `your token may not write in ${this.right}`;
+    return null;
+  }
+
+  _updatePromote() {
+    if (!this.promoteBtn) return;
+    const blocked = this._promoteBlocked();
+    this.promoteBtn.textContent = `Promote ${this.left} → ${this.right}`;
+    this.promoteBtn.disabled = Boolean(blocked);
+    this.promoteBtn.title = blocked || `make ${this.right}'s values equal ${this.left}'s${this.namespace ? ` in ${this.namespace}` : ""} by writing ${this.right}'s overlays (a diff first)`;
   }
 
   destroy() {
@@ -61,11 +88,12 @@ export class CompareView {
           h("option", { value: "" }, "all namespaces"), namespaces.map((n) => h("option", { value: n }, n)))),
       h("label", { class: "compare-all" },
         h("input", { type: "checkbox", testid: "compare-all", onchange: (ev) => { this.everything = ev.target.checked; this.refresh(); } }),
-        " show identical fields too"));
+        " show identical fields too"),
+      this.mayPromote ? (this.promoteBtn = h("button", { type: "button", class: "btn primary small", testid: "promote-button", onclick: () => this.previewPromote() }, "Promote")) : null);
     clear(this.element,
       h("div", { class: "doc-header" }, h("div", { class: "doc-title-row" }, h("h1", { id: "compare-title" }, "Compare environments"))),
       h("p", { class: "muted" }, "The stored effective value of every field on each side (model defaults, base, the environment's overlay), and where it came from. An instance's env files and variables are not part of an environment. Secrets are compared by fingerprint, never shown."),
-      controls, this.results);
+      controls, this.promotePanel, this.results);
     this.refresh();
   }
 
@@ -76,8 +104,10 @@ export class CompareView {
     this.refresh();
   }
 
-  async refresh() {
+  async refresh({ keepPreview = false } = {}) {
     const run = ++this.run;
+    this._updatePromote();
+    if (!keepPreview) this._closePromote();
     history.replaceState(null, "", `#/compare/${encodeURIComponent(this.left)}/${encodeURIComponent(this.right)}`);
     clear(this.results, h("div", { class: "placeholder" }, `Comparing ${this.left} with ${this.right}…`));
     try {
@@ -90,6 +120,106 @@ export class CompareView {
         clear(this.results, h("div", { class: "placeholder error", testid: "compare-error" }, `Could not compare: ${err.message}`));
       }
     }
+  }
+
+  _closePromote() {
+    this.promoteRun += 1;
+    this.promotePanel.hidden = true;
+    clear(this.promotePanel);
+  }
+
+  _promoteArgs() {
+    return { from: this.left, to: this.right, namespaces: this.namespace ? [this.namespace] : [] };
+  }
+
+  /** POST /promote?dry_run=true: what promoting would write, shown before anything is. */
+  async previewPromote() {
+    if (this._promoteBlocked()) return;
+    const { from, to, namespaces } = this._promoteArgs();
+    const run = ++this.promoteRun;
+    const scope = namespaces.length ? ` (${namespaces.join(", ")})` : "";
+    this.promotePanel.hidden = false;
+    clear(this.promotePanel, h("p", { class: "muted" }, `Working out what promoting ${from} into ${to}${scope} would write…`));
+    this.promoteBtn.disabled = true;
+    try {
+      const res = await api.promote(from, to, { namespaces, dryRun: true });
+      if (!this.alive || run !== this.promoteRun) return;
+      this._renderPromotePreview(res.body || {}, { from, to, namespaces });
+    } catch (err) {
+      if (!this.alive || run !== this.promoteRun) return;
+      this._promoteError(err, "Preview");
+    } finally {
+      if (this.alive) this._updatePromote();
+    }
+  }
+
+  _renderPromotePreview(body, { from, to, namespaces }) {
+    const members = (Array.isArray(body.members) ? body.members : []).filter((m) => !m.unchanged);
+    const scope = namespaces.length ? ` in ${namespaces.join(", ")}` : "";
+    const head = h("div", { class: "diff-head" }, h("h3", {}, `Promote ${from} → ${to}`),
+      h("span", { class: "muted" }, "preview — nothing is written yet"));
+    if (!members.length) {
+      clear(this.promotePanel, head,
+        h("p", { class: "muted", testid: "promote-nothing" }, `Nothing to promote: ${to} already has ${from}'s values${scope}.`),
+        h("div", { class: "action-bar" }, h("div", { class: "spacer" }),
+          h("button", { type: "button", class: "btn ghost", testid: "promote-cancel", onclick: () => this._closePromote() }, "Close")));
+      return;
+    }
+    const pinned = members.flatMap((m) => (Array.isArray(m.pinned) ? m.pinned : []).map((p) => `${m.namespace}${m.key && m.key !== "default" ? `/${m.key}` : ""}: ${p}`));
+    const reason = h("input", { type: "text", class: "reason-input", testid: "promote-reason", maxlength: "255", placeholder: "Reason (optional)", "aria-label": "Reason for the promotion" });
+    const confirm = h("button", { type: "button", class: "btn primary", testid: "promote-confirm" },
+      `Promote ${members.length} document${members.length === 1 ? "" : "s"}`);
+    confirm.addEventListener("click", () => this.commitPromote({ from, to, namespaces }, reason.value.trim(), confirm));
+    clear(this.promotePanel, head,
+      h("p", { testid: "promote-summary" }, `${members.length} document${members.length === 1 ? "" : "s"} of ${to} would change${scope}, as one change set written to ${to}'s overlays (the base is not touched).`),
+      pinned.length ? h("div", { class: "callout warn", testid: "promote-pinned", role: "note" },
+        h("span", {}, "Pinned on this server by its env files or variables (stored, but this instance keeps serving the pinned value):"),
+        h("ul", {}, pinned.map((p) => h("li", {}, h("code", {}, p))))) : null,
+      h("ol", { class: "promote-members" }, members.map((m) => {
+        const ns = String(m.namespace ?? "?"), key = String(m.key ?? "default");
+        return h("li", { class: "promote-member", testid: "promote-member", dataset: { namespace: ns, key } },
+          h("div", { class: "h-head" },
+            h("code", {}, ns, key !== "default" ? ` / ${key}` : ""),
+            actionBadge(m.action),
+            typeof m.version === "number" ? h("span", { class: "badge version" }, `${to} v${m.version}`) : null),
+          diffTable(m.diff));
+      })),
+      h("div", { class: "action-bar" }, reason, h("div", { class: "spacer" }),
+        h("button", { type: "button", class: "btn ghost", testid: "promote-cancel", onclick: () => this._closePromote() }, "Cancel"),
+        confirm));
+    this.promotePanel.scrollIntoView({ block: "nearest" });
+  }
+
+  async commitPromote({ from, to, namespaces }, reason, button) {
+    button.disabled = true;
+    const run = ++this.promoteRun;
+    try {
+      const res = await api.promote(from, to, { namespaces, reason });
+      if (!this.alive || run !== this.promoteRun) return;
+      const body = res.body || {};
+      const n = (Array.isArray(body.members) ? body.members : []).filter((m) => !m.unchanged).length;
+      this.ctx.status(n ? `Promoted ${from} into ${to}: ${n} document${n === 1 ? "" : "s"} written as one change set.` : `Nothing to promote: ${to} already had ${from}'s values.`, "success");
+      this._closePromote();
+      this.refresh();
+    } catch (err) {
+      if (!this.alive || run !== this.promoteRun) return;
+      this._promoteError(err, "Promote");
+    }
+  }
+
+  _promoteError(err, what) {
+    if (err instanceof ApiError && err.status === 401) return;
+    const list = err instanceof ApiError ? err.errors : [];
+    const text = err instanceof ApiError && err.status === 404 && !err.problem.detail
+      ? "this server has no promote route"
+      : err.message;
+    this.promotePanel.hidden = false;
+    clear(this.promotePanel, h("div", { class: "callout error", testid: "promote-error", role: "alert" },
+      h("span", {}, `${what} failed: ${text}`),
+      list.length ? h("ul", {}, list.map((e) => h("li", {}, e && typeof e === "object" ? `${e.path ? `${e.path}: ` : ""}${e.message ?? ""}` : String(e)))) : null),
+      h("div", { class: "action-bar" }, h("div", { class: "spacer" }),
+        h("button", { type: "button", class: "btn ghost", testid: "promote-cancel", onclick: () => this._closePromote() }, "Close")));
+    this.ctx.status(`${what} failed: ${text}`, "error");
   }
 
   render(body) {

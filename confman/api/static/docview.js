@@ -607,37 +607,120 @@ export class DocView {
 
   _renderHistory(entries) {
     const panel = this.panels.history;
-    const admin = this.ctx.isAdmin() && this.ctx.canWrite(this.ns);
-    const current = this.version;
     if (!entries.length) {
       clear(panel, h("div", { class: "placeholder" }, "No committed changes yet: this document has only its defaults."));
       return;
     }
-    const list = h("ol", { class: "history-list", testid: "history-list" }, entries.map((e) => {
-      const when = e.at ?? e.committed_at ?? e.created_at ?? null;
-      const diff = Array.isArray(e.diff) ? e.diff : null;
-      const isCurrent = e.version === current;
-      const canRoll = admin && !isCurrent && e.action !== "delete" && typeof e.version === "number";
-      return h("li", { class: ["history-item", isCurrent && "current"], testid: "history-item", dataset: { version: String(e.version) } },
-        h("div", { class: "h-head" },
-          h("span", { class: "badge version" }, `v${e.version}`),
-          actionBadge(e.action),
-          isCurrent ? h("span", { class: "badge current-badge" }, "current") : null,
-          h("span", { class: "h-actor" }, e.actor ? String(e.actor) : h("span", { class: "muted" }, "unknown actor")),
-          h("span", { class: "muted" }, timeNode(when)),
-          h("div", { class: "spacer" }),
-          canRoll ? h("button", { type: "button", class: "btn small", testid: `rollback-${e.version}`, onclick: () => this.rollback(e.version) }, "Roll back to this version") : null),
-        e.reason ? h("p", { class: "h-reason" }, "“", String(e.reason), "”") : null,
-        h("p", { class: "h-meta muted" }, [
-          e.seq !== undefined ? `seq ${e.seq}` : null,
-          e.origin ? `origin ${e.origin}` : null,
-        ].filter(Boolean).join(" · ")),
-        diff ? diffTable(diff) : Array.isArray(e.changed) && e.changed.length ? h("p", {}, "Changed: ", h("code", {}, e.changed.join(", "))) : null);
-    }));
+    // A change set is one entry: its records of this document (one, or one per
+    // environment shown) gathered where the set's newest one stands.
+    const groups = [];
+    const bySet = new Map();
+    for (const e of entries) {
+      const id = typeof e.change_set === "string" && e.change_set ? e.change_set : null;
+      if (id && bySet.has(id)) {
+        bySet.get(id).records.push(e);
+        continue;
+      }
+      const group = { id, records: [e] };
+      if (id) bySet.set(id, group);
+      groups.push(group);
+    }
+    const list = h("ol", { class: "history-list", testid: "history-list" }, groups.map((g) => (g.id ? this._setEntry(g) : this._historyEntry(g.records[0]))));
+    const sets = bySet.size;
     clear(panel, h("div", { class: "history-head" },
-      h("span", { class: "muted" }, `${entries.length} version${entries.length === 1 ? "" : "s"}, newest first`),
+      h("span", { class: "muted" }, `${entries.length} version${entries.length === 1 ? "" : "s"}, newest first`, sets ? ` · ${sets} in change sets` : ""),
       h("div", { class: "spacer" }),
       h("button", { type: "button", class: "btn ghost small", onclick: () => this.loadHistory() }, "Refresh")), list);
+  }
+
+  /** The head, reason, meta and diff of one change-log record of this document. */
+  _recordParts(e, { inSet = false } = {}) {
+    const admin = this.ctx.isAdmin() && this.ctx.canWrite(this.ns);
+    const when = e.at ?? e.committed_at ?? e.created_at ?? null;
+    const diff = Array.isArray(e.diff) ? e.diff : null;
+    const isCurrent = e.version === this.version;
+    const canRoll = admin && !isCurrent && e.action !== "delete" && typeof e.version === "number";
+    return [
+      h("div", { class: "h-head" },
+        h("span", { class: "badge version" }, `v${e.version}`),
+        actionBadge(e.action),
+        isCurrent ? h("span", { class: "badge current-badge" }, "current") : null,
+        inSet ? null : h("span", { class: "h-actor" }, e.actor ? String(e.actor) : h("span", { class: "muted" }, "unknown actor")),
+        inSet ? null : h("span", { class: "muted" }, timeNode(when)),
+        h("div", { class: "spacer" }),
+        canRoll ? h("button", { type: "button", class: "btn small", testid: `rollback-${e.version}`, onclick: () => this.rollback(e.version) }, "Roll back to this version") : null),
+      !inSet && e.reason ? h("p", { class: "h-reason" }, "“", String(e.reason), "”") : null,
+      h("p", { class: "h-meta muted" }, [
+        e.seq !== undefined ? `seq ${e.seq}` : null,
+        e.origin ? `origin ${e.origin}` : null,
+      ].filter(Boolean).join(" · ")),
+      diff ? diffTable(diff) : Array.isArray(e.changed) && e.changed.length ? h("p", {}, "Changed: ", h("code", {}, e.changed.join(", "))) : null,
+    ];
+  }
+
+  _historyEntry(e) {
+    return h("li", { class: ["history-item", e.version === this.version && "current"], testid: "history-item", dataset: { version: String(e.version) } },
+      this._recordParts(e));
+  }
+
+  /** One entry for a change set: who, why, when, this document's change(s), and on
+   * demand every member of the set (GET /change-sets/{id}). */
+  _setEntry(g) {
+    const first = g.records[0];
+    const when = first.at ?? first.committed_at ?? null;
+    const members = h("div", { class: "set-members", testid: "set-members" });
+    let loaded = false;
+    const details = h("details", { class: "set-details", testid: "set-details", ontoggle: () => {
+      if (details.open && !loaded) {
+        loaded = true;
+        this._loadSetMembers(g, members);
+      }
+    } }, h("summary", { testid: "set-toggle" }, "Every change in this set"), members);
+    return h("li", {
+      class: ["history-item", "history-set", g.records.some((e) => e.version === this.version) && "current"],
+      testid: "history-item",
+      dataset: { version: String(first.version), changeSet: g.id },
+    },
+      h("div", { class: "h-head set-head" },
+        h("span", { class: "badge set-badge", testid: "set-badge", title: `change set ${g.id}` }, "change set"),
+        h("code", { class: "set-id muted", title: g.id }, g.id.slice(0, 12)),
+        h("span", { class: "h-actor" }, first.actor ? String(first.actor) : h("span", { class: "muted" }, "unknown actor")),
+        h("span", { class: "muted" }, timeNode(when))),
+      first.reason ? h("p", { class: "h-reason" }, "“", String(first.reason), "”") : null,
+      h("div", { class: "set-own" }, g.records.map((e) => h("div", { class: "set-record", testid: "set-record", dataset: { version: String(e.version) } }, this._recordParts(e, { inSet: true })))),
+      details);
+  }
+
+  async _loadSetMembers(g, into) {
+    clear(into, h("p", { class: "muted" }, "Loading the set…"));
+    try {
+      const res = await api.changeSet(g.id);
+      if (!this.alive) return;
+      const body = res.body || {};
+      const members = Array.isArray(body.members) ? body.members : [];
+      clear(into,
+        h("p", { class: "muted small", testid: "set-count" }, `${members.length} change${members.length === 1 ? "" : "s"}, committed together`),
+        h("ol", { class: "set-member-list" }, members.map((m) => {
+          const ns = String(m.namespace ?? "?"), key = String(m.key ?? "default");
+          const here = ns === this.ns && key === this.key;
+          const env = envName(m.environment);
+          return h("li", { class: ["set-member", here && "here"], testid: "set-member", dataset: { namespace: ns, key, environment: env, version: String(m.version ?? "") } },
+            h("div", { class: "h-head" },
+              h("a", { href: `#/ns/${encodeURIComponent(ns)}/${encodeURIComponent(key)}/history` }, h("code", {}, ns, key !== "default" ? ` / ${key}` : "")),
+              h("span", { class: ["badge", "env", isBase(env) ? "env-base" : "env-named"] }, env),
+              h("span", { class: "badge version" }, `v${m.version ?? "?"}`),
+              actionBadge(m.action),
+              here ? h("span", { class: "muted small" }, "this document") : null),
+            Array.isArray(m.diff) ? diffTable(m.diff) : Array.isArray(m.changed) && m.changed.length ? h("p", {}, "Changed: ", h("code", {}, m.changed.join(", "))) : null);
+        })));
+    } catch (err) {
+      if (!this.alive) return;
+      if (err instanceof ApiError && err.status === 404) {
+        clear(into, h("p", { class: "muted", testid: "set-unlisted" }, `This server does not list the set's other changes: only ${this.ns}/${this.key}'s are shown above.`));
+      } else if (!(err instanceof ApiError && err.status === 401)) {
+        clear(into, h("p", { class: "error", testid: "set-error" }, `Could not load the change set: ${err.message}`));
+      }
+    }
   }
 
   async rollback(toVersion) {

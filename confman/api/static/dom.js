@@ -74,7 +74,7 @@ export function layerBadge(layer) {
 }
 
 export function actionBadge(action) {
-  const known = ["create", "update", "delete", "rollback", "import"];
+  const known = ["create", "update", "delete", "rollback", "import", "promote"];
   return h("span", { class: ["badge", "action", `action-${known.includes(action) ? action : "other"}`] }, String(action ?? "?"));
 }
 
