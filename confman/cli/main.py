@@ -31,6 +31,7 @@ from .history import history, rollback
 from .keys import keys
 from .serve import serve
 from .tokens import tokens
+from .transfer import export, import_
 from .watch import watch
 
 __all__ = ["cli", "main"]
@@ -102,6 +103,8 @@ for command in (
     tokens,
     backup,
     restore,
+    export,
+    import_,
 ):
     cli.add_command(command)
 
