@@ -275,3 +275,19 @@ async def test_backup_of_an_empty_database_restores(
         assert isinstance(hub, ConfigHub)
         change = await hub.manager(Cache).update({"max_entries": 3})
         assert change.seq >= 1
+
+
+def test_progress_is_drawn_on_a_terminal_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rich.console import Console
+
+    from confman.cli.progress import progress
+
+    with progress("backing up") as update:
+        update("config_changes", 1, 2)
+    assert capsys.readouterr().err == ""  # piped: nothing at all
+    monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))
+    with progress("backing up") as update:
+        update("config_changes", 1, 2)
+    assert "backing up: config_changes" in capsys.readouterr().err
