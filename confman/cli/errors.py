@@ -10,22 +10,27 @@ ConfmanError
 
 Library errors keep their own classes and are mapped to a code by `error_line`:
 `UnknownEnvironment` 2 (as an unknown namespace), `ConcurrencyConflict` 3,
-`ValidationFailed` 4, any other `ConfmanError` 1 (`EnvironmentNotEmpty` included).
+`ValidationFailed` 4, `BadFile` 6 (a backup or export file that cannot be used),
+`KeysCannotDecrypt` 7 (the configured keys cannot read a file's secrets), any other
+`ConfmanError` 1 (`EnvironmentNotEmpty` and `DatabaseNotEmpty` included).
 """
 
 from __future__ import annotations
 
 import click
 
+from ..backup import BadFile, KeysCannotDecrypt
 from ..environments import EnvironmentNotEmpty, UnknownEnvironment
 from ..exceptions import ConcurrencyConflict, ConfmanError, ValidationFailed
 
 __all__ = [
+    "EXIT_BAD_FILE",
     "EXIT_CANNOT_START",
     "EXIT_CONFLICT",
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_INVALID",
+    "EXIT_KEYS",
     "EXIT_OK",
     "EXIT_USAGE",
     "CannotStart",
@@ -42,6 +47,8 @@ EXIT_USAGE = 2
 EXIT_CONFLICT = 3
 EXIT_INVALID = 4
 EXIT_CANNOT_START = 5
+EXIT_BAD_FILE = 6
+EXIT_KEYS = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -94,6 +101,10 @@ def error_line(e: BaseException) -> tuple[str, int]:
         return f"{e}; nothing was written (re-read and retry)", EXIT_CONFLICT
     if isinstance(e, ValidationFailed):
         return f"{e}; nothing was written", EXIT_INVALID
+    if isinstance(e, BadFile):
+        return f"{e}; nothing was written", EXIT_BAD_FILE
+    if isinstance(e, KeysCannotDecrypt):
+        return str(e), EXIT_KEYS
     if isinstance(e, ConfmanError):
         return str(e), EXIT_ERROR
     return f"unexpected {type(e).__name__}: {e} (run with -vv for details)", EXIT_ERROR

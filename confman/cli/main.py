@@ -12,6 +12,7 @@ import click
 
 from .. import __version__
 from ..exceptions import ConfmanError
+from .backup import backup, restore
 from .context import shared_options
 from .db import db
 from .diff import diff
@@ -31,6 +32,7 @@ from .keys import keys
 from .promote import change_set, promote
 from .serve import serve
 from .tokens import tokens
+from .transfer import export, import_
 from .watch import watch
 
 __all__ = ["cli", "main"]
@@ -40,7 +42,8 @@ log = logging.getLogger("confman.cli")
 EPILOG = """\b
 exit codes: 0 ok, 1 error, 2 usage or configuration (an unknown environment too),
 3 concurrency conflict, 4 validation refused, 5 serve cannot start (port taken, host
-unresolvable).
+unresolvable), 6 bad backup or export file, 7 encryption keys cannot decrypt a file's
+secrets.
 environment: CONFMAN_DATABASE_URL, CONFMAN_APP (comma-separated module:attribute),
 CONFMAN_ENCRYPTION_KEY, CONFMAN_ENVIRONMENT (the default of -e; `-e base` for the base);
 CONFMAN_<NAMESPACE>__<FIELD> variables and .env/.env.<ENVIRONMENT>/local.env in the
@@ -101,6 +104,10 @@ for command in (
     keys,
     serve,
     tokens,
+    backup,
+    restore,
+    export,
+    import_,
 ):
     cli.add_command(command)
 
