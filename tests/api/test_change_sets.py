@@ -242,3 +242,22 @@ def test_promote_through_the_api(server: Server, stages: tuple[str, str]) -> Non
     assert_problem(same, 422)
     twice = f"/api/v1/promote?from={staging}&to={production}&dry_run=true&dry_run=false"
     assert_problem(editor.post(twice), 400)
+
+
+def test_rolling_back_a_set_whose_member_changed_since_is_a_conflict(server: Server) -> None:
+    editor = server.client("editor")
+    members = [{"op": "update", "namespace": "cache", "value": {"max_entries": 321}}]
+    made = editor.post(SETS, json={"members": members})
+    assert made.status_code == 201, made.text
+    written = made.json()["members"][0]["version"]
+    later = editor.patch(DOC.format(namespace="cache", key="default"), json={"max_entries": 322})
+    assert later.status_code == 200, later.text
+    body = assert_problem(editor.post(f"{SETS}/{made.json()['change_set']}/rollback"), 409)
+    assert [(c["namespace"], c["current_version"]) for c in body["conflicts"]] == [
+        ("cache", written + 1)
+    ]
+    assert version(editor, "cache") == written + 1
+    assert_problem(
+        server.client("viewer").post(f"{SETS}/{made.json()['change_set']}/rollback"), 403
+    )
+    assert_problem(server.client("editor").get(f"{SETS}/{'0' * 32}"), 404)
