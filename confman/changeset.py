@@ -42,6 +42,7 @@ from .exceptions import (
     ChangeSetInvalid,
     ConcurrencyConflict,
     ConfmanError,
+    FieldError,
     NotFound,
     ValidationFailed,
 )
@@ -309,10 +310,11 @@ class ChangeSet:
         for member, target, rollback_to in zip(self._members, targets, rollbacks, strict=True):
             m = member.manager
             if (m.namespace, target, member.key) in seen:
-                raise ConfmanError(
-                    f"{m.namespace}/{member.key}{m._where(target)} appears twice in one "
-                    "change set; merge the two changes into one"
-                )
+                reason = "appears twice in one change set; merge the two changes into one"
+                raise ChangeSetInvalid(
+                    [ValidationFailed(m.namespace, member.key, [FieldError("", reason)],
+                                      source="change set", environment=target or None)]
+                )  # fmt: skip
             seen.add((m.namespace, target, member.key))
             build = member.build
             if build is None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .change import BASE, Action, ConfigChange
 from .environments import hidden
-from .exceptions import ConfmanError
+from .exceptions import FieldError, ValidationFailed
 from .patch import diff_patch
 
 if TYPE_CHECKING:
@@ -43,7 +43,10 @@ async def promote(
 ) -> list[ConfigChange[Any]]:
     """See `ConfigHub.promote`."""
     if source == target:
-        raise ConfmanError("promote needs two different environments")
+        raise ValidationFailed(
+            "", "", [FieldError("to", "must name another environment than from")],
+            source="promote",
+        )  # fmt: skip
     for name in (source, target):
         await hub.check_environment(name)
     if namespaces is None:
@@ -52,10 +55,11 @@ async def promote(
         managers = [hub.by_namespace(n) for n in dict.fromkeys(namespaces)]
         refused = [m.namespace for m in managers if not m.inherits]
         if refused:
-            raise ConfmanError(
-                f"{', '.join(refused)} never inherit across environments (credentials); "
-                "promote does not copy them"
-            )
+            reason = "never inherits across environments (credentials); promote copies none"
+            raise ValidationFailed(
+                refused[0], "", [FieldError("namespaces", f"{n} {reason}") for n in refused],
+                source="promote",
+            )  # fmt: skip
     cs = hub.change_set(actor=actor, reason=reason or f"promote {source} to {target}")
     for manager in sorted(managers, key=lambda m: m.namespace):
         rows = await hub.store.load_namespace(
