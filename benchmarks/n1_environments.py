@@ -58,8 +58,10 @@ async def _reads(ctx: Context, result: FigureResult) -> None:
             numbers = {name: calibrate(s, namespace, seconds) for name, s in stmts.items()}
             rounds = ctx.scale(5, 15)
             samples: dict[str, list[float]] = {name: [] for name in stmts}
-            for _ in range(rounds):
-                for name, stmt in stmts.items():
+            for i in range(rounds):
+                # Every other round in the other order: no side always runs first.
+                order = list(stmts.items())
+                for name, stmt in order if i % 2 == 0 else reversed(order):
                     samples[name] += per_op_ns(stmt, namespace, number=numbers[name], repeat=1)
     for name, stmt in stmts.items():
         result.add(
