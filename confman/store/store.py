@@ -296,11 +296,8 @@ _LOGGED = (
     ("environment", "w_environment"),
     ("change_set", "w_change_set"),
 )
-_LOG = (
-    insert(config_changes)
-    .values({column: bindparam(param) for column, param in _LOGGED})
-    .returning(_c.seq)
-)
+_LOG_ROW = insert(config_changes).values({column: bindparam(param) for column, param in _LOGGED})
+_LOG = _LOG_ROW.returning(_c.seq)
 
 
 def _log_after(document: CTE) -> Insert:
@@ -443,10 +440,25 @@ class _DriverStatement:
     sql: str
     params: tuple[tuple[str, Callable[[Any], Any] | None], ...]  # positional: name, bind
 
-    def args(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            values[name] if bind is None else bind(values[name]) for name, bind in self.params
-        )
+    def args(
+        self, values: Mapping[str, Any], done: dict[str, Any] | None = None
+    ) -> tuple[Any, ...]:
+        """The positional arguments for ``values``. ``done``: values already bound for
+        another statement of the same write (a document's JSON is encoded once, not for
+        the document and again for its change-log row)."""
+        if done is None:
+            return tuple(
+                values[name] if bind is None else bind(values[name]) for name, bind in self.params
+            )
+        out = []
+        for name, bind in self.params:
+            if bind is None:
+                out.append(values[name])
+            elif name in done:
+                out.append(done[name])
+            else:
+                out.append(done.setdefault(name, bind(values[name])))
+        return tuple(out)
 
 
 def _compile(statement: ClauseElement, dialect: Dialect) -> _DriverStatement:
@@ -644,10 +656,16 @@ class _Sqlite(_DriverWriter):
         self.update = _compile(_UPDATE, dialect)
         self.version = _compile(_WRITTEN_VERSION, dialect)
         self.log = _compile(_LOG, dialect)
+        self.log_row = _compile(_LOG_ROW, dialect)  # for executemany: no RETURNING
 
     async def write(self, conn: AsyncConnection, w: Write, values: Mapping[str, Any]) -> int:
         document = self.create if w.expected_version == 0 else self.update
-        args = (document.args(values), self.version.args(values), self.log.args(values))
+        bound: dict[str, Any] = {}
+        args = (
+            document.args(values, bound),
+            self.version.args(values),
+            self.log.args(values, bound),
+        )
         aio = (await conn.get_raw_connection()).driver_connection
         assert aio is not None
         # aiosqlite has no public way to run a function on its thread; `_execute` is
@@ -667,15 +685,11 @@ class _Sqlite(_DriverWriter):
         self, conn: AsyncConnection, each: Sequence[tuple[Write, Mapping[str, Any]]]
     ) -> list[int]:
         """All the writes in one call on aiosqlite's thread, in one transaction."""
-        work = [
-            (
-                w,
-                (self.create if w.expected_version == 0 else self.update).args(values),
-                self.version.args(values),
-                self.log.args(values),
-            )
-            for w, values in each
-        ]
+        work = []
+        for w, values in each:
+            bound: dict[str, Any] = {}
+            document = (self.create if w.expected_version == 0 else self.update).args(values, bound)
+            work.append((w, document, self.version.args(values), self.log_row.args(values, bound)))
         aio = (await conn.get_raw_connection()).driver_connection
         assert aio is not None
         on_thread = cast(Callable[..., Awaitable[list[int]]], aio._execute)
@@ -693,19 +707,30 @@ class _Sqlite(_DriverWriter):
         aio: Any,
         work: Sequence[tuple[Write, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]],
     ) -> list[int]:
-        """On aiosqlite's thread: every write, or (a version conflict: `_Lost`) none."""
+        """On aiosqlite's thread: every write, or (a version conflict: `_Lost`) none.
+
+        One ``executemany`` per statement rather than one call per row: the change-log
+        rows of one exclusive (``BEGIN IMMEDIATE``) transaction get consecutive seqs
+        (``AUTOINCREMENT``), in the order given, so the last one tells them all."""
         db: sqlite3.Connection = aio._conn
         db.execute("BEGIN IMMEDIATE")
-        seqs: list[int] = []
         try:
-            for w, document, version, log in work:
-                if w.expected_version == 0:
-                    db.execute(self.create.sql, document)
-                elif db.execute(self.update.sql, document).rowcount != 1:
+            creates = [document for w, document, _, _ in work if w.expected_version == 0]
+            updates = [(w, document, v) for w, document, v, _ in work if w.expected_version]
+            if creates:
+                db.executemany(self.create.sql, creates)
+            if updates and db.executemany(
+                self.update.sql, [document for _, document, _ in updates]
+            ).rowcount != len(updates):
+                for w, _, version in updates:
                     found = db.execute(self.version.sql, version).fetchall()
-                    raise _Lost(w, int(found[0][0]) if found else 0)
-                (seq,) = db.execute(self.log.sql, log).fetchall()[0]
-                seqs.append(int(seq))
+                    current = int(found[0][0]) if found else 0
+                    if current != w.expected_version + 1:  # this one did not update
+                        raise _Lost(w, current)
+                raise AssertionError("an update was lost, but none of them")
+            db.executemany(self.log_row.sql, [log for _, _, _, log in work])
+            (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
+            seqs = list(range(int(last) - len(work) + 1, int(last) + 1))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
