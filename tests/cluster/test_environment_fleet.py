@@ -96,9 +96,9 @@ async def test_two_environments_each_instance_emits_what_concerns_it_and_converg
         with workers(writers, tmp_path) as writing:
             everyone: list[Worker] = [*listening, *writing]
             for w in writing:
-                said(w, "DONE", timeout=60)
+                said(w, "DONE", timeout=120)
             for w in everyone:
-                said(w, "CONVERGED", timeout=30)
+                said(w, "CONVERGED", timeout=90)
             results = {w.instance_id: w.stop() for w in everyone}
 
     environment_of = {c["instance_id"]: c["hub"].get("environment") for c in listeners + writers}
