@@ -99,7 +99,7 @@ async def test_change_reaches_other_hub_on_its_topic_without_secrets(
     assert topic == f"{prefix}/{BASE_ENVIRONMENT}/counters/eu%2Fwest"
     assert json.loads(payload) == {
         "namespace": "counters", "key": "eu/west", "version": 1,
-        "seq": change.seq, "origin": "a",
+        "seq": change.seq, "origin": "a", "quiet": True,  # nobody waits for replies
     }  # fmt: skip
     assert b"secret" not in payload
 
@@ -301,5 +301,7 @@ async def test_a_subscriber_on_one_environment_hears_only_its_notices(
         await asyncio.wait_for(sub.wait(), 10)
     assert [t for t, _ in heard] == [f"{prefix}/staging/counters/k"] * 2
     assert [(n["environment"], n["version"]) for _, n in heard] == [("staging", 1), ("staging", 2)]
-    assert all(set(n) == {"namespace", "key", "version", "seq", "origin", "environment"}
-               for _, n in heard)  # fmt: skip
+    assert all(
+        set(n) == {"namespace", "key", "version", "seq", "origin", "environment", "quiet"}
+        for _, n in heard
+    )
