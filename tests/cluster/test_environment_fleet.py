@@ -106,8 +106,15 @@ async def test_two_environments_each_instance_emits_what_concerns_it_and_converg
         own = environment_of[name]
         layers = {key.split("|", 1)[0] for key in result["seen_by_layer"]}
         # The base and its own environment's overlays, nothing of the other environment.
-        assert layers == ({"", own} if own else {""}), (name, layers)
-        assert_strictly_increasing(layered(result, ""), base_final)
+        expected = {"", own} if own else {""}
+        if name.endswith("-writer"):
+            # A writer starts with the others: on a slow machine the base writer may be
+            # done before another writer has loaded, which then emits no base change.
+            assert layers <= expected and own in (layers | {None}), (name, layers)
+        else:
+            assert layers == expected, (name, layers)
+        if "" in layers:
+            assert_strictly_increasing(layered(result, ""), base_final)
         if own:
             assert_strictly_increasing(layered(result, own), overlay_final)
 
