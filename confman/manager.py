@@ -1550,12 +1550,7 @@ class ConfigurationManager(Generic[T]):
         else:
             entry.version, entry.stored, entry.effective = version, plain, effective
             entry.updated_at, entry.serving = record.committed_at, None
-        self._problems.pop(key, None)
-        if not self.keyed:
-            self._set_current(effective)
-        change = self._make_change(key, old, effective, record)
-        self._emit(change)
-        return change
+        return self._announce(key, old, effective, record)
 
     def _commit_overlay(
         self,
@@ -1577,6 +1572,12 @@ class ConfigurationManager(Generic[T]):
         entry.effective, entry.updated_at, entry.overlay_serving = (
             effective, record.committed_at, None
         )  # fmt: skip
+        return self._announce(key, old, effective, record)
+
+    def _announce(
+        self, key: str, old: T | None, effective: T | None, record: ChangeRecord
+    ) -> ConfigChange[T]:
+        """A new version is in memory: clear its problem, serve it, tell subscribers."""
         self._problems.pop(key, None)
         if not self.keyed:
             self._set_current(effective)
