@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,10 +85,10 @@ def _leaves(
     """(path -> JSON value, path -> source, secret paths) of one side."""
     if resolved.value is None:
         return {}, {}, set()
-    python = dict(_python_leaves(resolved.value.model_dump(mode="python")))
+    python = dict(leaf_items(resolved.value.model_dump(mode="python")))
     values: dict[str, Any] = {}
     secret_paths: set[str] = set()
-    for path, value in _python_leaves(resolved.value.model_dump(mode="json")):
+    for path, value in leaf_items(resolved.value.model_dump(mode="json")):
         secret = python.get(path)
         if isinstance(secret, (SecretStr, SecretBytes)):
             secret_paths.add(path)
@@ -97,11 +97,6 @@ def _leaves(
             values[path] = value
     sources = {s.path: _source(s) for s in resolved.sources}
     return values, sources, secret_paths
-
-
-def _python_leaves(raw: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
-    # leaf_items walks JSON-like mappings; secrets are leaves there already.
-    return leaf_items(raw)
 
 
 def _side_label(resolved: Resolved[Any]) -> str:

@@ -118,11 +118,6 @@ async def stored_environment(store: ConfigStore, name: str) -> StoredDocument | 
     return await store.load(ENVIRONMENTS_NAMESPACE, name)
 
 
-def environment_of(value: str | None) -> str:
-    """A public environment (``None``: the base) as the store spells it."""
-    return BASE if value is None else value
-
-
 async def create_environment(
     hub: ConfigHub, name: str, *, description: str = "", actor: str | None = None
 ) -> Environment:

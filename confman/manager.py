@@ -1690,11 +1690,8 @@ class ConfigurationManager(Generic[T]):
         try:
             plain = self._decode(logged.data, key, record.version)
             base = entry.stored if entry is not None else None
-            usable, effective = self._resolve_stored(
-                key, record.version, base, plain if plain is not None else None, environment
-            )
-            if plain is None and entry is not None:  # the overlay dropped: the base alone
-                usable, effective = self._resolve_stored(key, entry.version, base)
+            # An overlay dropped (None) leaves the base alone.
+            usable, effective = self._resolve_stored(key, record.version, base, plain, environment)
         except (ValidationFailed, SecretsUnavailable) as e:
             errors = e.errors if isinstance(e, ValidationFailed) else (FieldError("", str(e)),)
             source = e.source if isinstance(e, ValidationFailed) else "database"

@@ -117,14 +117,6 @@ def _visible_cluster(who: Principal, view: models.ClusterView) -> models.Cluster
     return view.model_copy(update={"instances": instances, "drift": drift})
 
 
-def _environment_of(item: Any) -> str | None:
-    # The cluster status says which environment each instance runs in once it carries
-    # the field (confman.cluster adds `environment` to InstanceState and drift entries);
-    # until then every instance reads as the base.
-    found = getattr(item, "environment", None)
-    return found if isinstance(found, str) and found else None
-
-
 @router.get("/api/v1/cluster", tags=["operations"])
 async def cluster(
     request: Request, who: CurrentPrincipal, environment: EnvironmentParam = None
@@ -171,10 +163,7 @@ async def cluster(
             "leader": status.leader,
             "fencing_token": status.fencing_token,
             "database_seq": status.database_seq,
-            "instances": [
-                {**jsonable_encoder(dataclasses.asdict(i)), "environment": _environment_of(i)}
-                for i in status.instances
-            ],
+            "instances": [jsonable_encoder(dataclasses.asdict(i)) for i in status.instances],
             "drift": [jsonable_encoder(dataclasses.asdict(d)) for d in status.drift],
         }
     )
