@@ -60,6 +60,7 @@ from .exceptions import ConfmanError, NotFound, StoreUnavailable
 from .gcpause import full_collections_paused
 from .limits import DEFAULT_LIMITS, Limits
 from .retention import DatabaseRetention
+from .sealed import seal, unseal
 from .secrets import KeyRing
 from .sources import DotEnvSource, EnvironmentSource, OverrideSource
 from .store import DEFAULT_DATABASE_URL, ConfigStore, LoggedChange, StoredDocument, create_engine
@@ -185,6 +186,8 @@ class HubStats:
     catch_up_runs: int = 0
     caught_up_changes: int = 0
     notices_received: int = 0
+    sealed_applied: int = 0  # notices applied from the change they carried (no read)
+    sealed_refused: int = 0  # sealed changes that did not open: read from the database
     publish_failures: int = 0
     store_errors: int = 0
 
@@ -998,6 +1001,28 @@ class ConfigHub:
             await asyncio.sleep(self.snapshot_interval)
 
     # ----------------------------------------------------------------- fan-out
+
+    def _seal(self, record: ChangeRecord, data: dict[str, Any] | None) -> str | None:
+        """The committed change to carry in its notice (`confman.sealed`), or None."""
+        if self.store.notify_channel is not None:
+            return None  # the database sends the notice: nothing of ours rides on it
+        return seal(self.keyring, record, data)
+
+    def _unseal(self, notice: ChangeNotice) -> LoggedChange | None:
+        """The change a notice carries, if it is one to trust; else None (read it)."""
+        if notice.change is None:
+            return None
+        logged = unseal(self.keyring, notice)
+        if logged is None:
+            self.stats.sealed_refused += 1
+            if self.stats.sealed_refused == 1:  # once: a key mismatch would say it per change
+                log.warning(
+                    "a notice's sealed change does not open with this hub's keys (another "
+                    "key, stale, or not from a hub); reading changes from the database"
+                )
+        else:
+            self.stats.sealed_applied += 1
+        return logged
 
     async def _publish(self, notice: ChangeNotice) -> None:
         if self.store.notify_channel is not None:

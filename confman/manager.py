@@ -1370,6 +1370,7 @@ class ConfigurationManager(Generic[T]):
                 step.target,
                 record.change_set,
                 step.write.replies,
+                self.hub._seal(record, stored.data),
             )
         )
         candidate = step.candidate
@@ -1738,9 +1739,11 @@ class ConfigurationManager(Generic[T]):
             return
         if notice.version <= self._version_in(self._entries.get(notice.key), slot):
             return
-        logged = await self.hub.store.change_at(
-            self.namespace, notice.key, notice.version, environment=notice.environment
-        )
+        logged = self.hub._unseal(notice)
+        if logged is None:
+            logged = await self.hub.store.change_at(
+                self.namespace, notice.key, notice.version, environment=notice.environment
+            )
         async with self._lock(notice.key):
             self._apply_logged(notice.key, logged)
 

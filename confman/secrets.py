@@ -132,6 +132,26 @@ class KeyRing:
                 f"removed from {ENCRYPTION_KEY_VARIABLE} before `confman keys rotate` ran?"
             ) from None
 
+    def seal(self, data: bytes) -> str | None:
+        """``data`` encrypted and authenticated under the newest key; None without a key
+        (sealing is an optimisation: `confman.sealed`)."""
+        if self._fernet is None and not self.configured:
+            return None
+        try:
+            return self._multi(create=False).encrypt(data).decode()
+        except SecretsUnavailable:
+            return None
+
+    def unseal(self, token: str, *, ttl: int) -> bytes | None:
+        """What `seal` sealed at most ``ttl`` seconds ago under one of these keys, else
+        None (forged, foreign, stale, or no key here)."""
+        if self._fernet is None and not self.configured:
+            return None
+        try:
+            return self._multi(create=False).decrypt(token.encode(), ttl=ttl)
+        except (InvalidToken, SecretsUnavailable):
+            return None
+
     def rotate(self, token: str) -> str:
         try:
             return self._multi(create=False).rotate(token.encode()).decode()

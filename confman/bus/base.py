@@ -18,7 +18,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ChangeNotice:
-    """A hint, never the data: a receiver reads the document from the database."""
+    """A hint: a receiver reads the document from the database, unless ``change`` holds
+    it sealed with the hubs' key (`confman.sealed`), which a transport carries as it is."""
 
     namespace: str
     key: str
@@ -30,6 +31,7 @@ class ChangeNotice:
     # Whether the writer waits for the instances' replies (`wait_for_instances`). A notice
     # of an older writer says nothing, which means it may.
     replies: bool = True
+    change: str | None = None  # the committed row, sealed; None: read it
 
 
 NoticeHandler = Callable[[ChangeNotice], None]

@@ -3,8 +3,9 @@
 Each notice is published, at QoS 1 (at least once) by default, on the topic
 ``<prefix>/<environment>/<namespace>/<key>``, so consumers that are not confman can
 subscribe to exactly what concerns them (``confman/prod/+/cache/#`` and so on). The
-payload is the same JSON as on Redis (``{namespace, key, version, seq, origin}``): it
-names a document, never its value, so no secret goes out on the broker.
+payload is the same JSON as on Redis (``{namespace, key, version, seq, origin}``, and the
+committed change sealed with the hubs' key: `confman.sealed`): no value, and no secret,
+goes out on the broker in the clear.
 
 A topic level cannot hold ``/``, and ``+`` and ``#`` are wildcards: in the namespace and
 key segments ``%``, ``/``, ``+`` and ``#`` are written ``%25``, ``%2F``, ``%2B`` and

@@ -1,7 +1,8 @@
 """`RedisBus`: notices fanned out to every instance of a cluster through Redis pub/sub.
 
 A notice is a hint (``{namespace, key, version, seq, origin}`` as JSON on the channel
-``<prefix>:changes``); the database stays the truth. Pub/sub is fire-and-forget: a
+``<prefix>:changes``, perhaps carrying the change sealed: `confman.sealed`); the database
+stays the truth. Pub/sub is fire-and-forget: a
 message published while a subscriber is disconnected is gone. The bus therefore tells
 the hub each time it has (re)subscribed, and the hub catches up from the change log,
 so a lost message delays a change but never loses it.

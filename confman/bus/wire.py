@@ -1,6 +1,7 @@
 """The notice on the wire, shared by every transport: ``{namespace, key, version, seq,
-origin}`` as JSON, plus ``environment`` for a change to an environment's document.
-It names a document, never its value, so no secret ever travels."""
+origin}`` as JSON, plus ``environment`` for a change to an environment's document and
+``change``, the committed row sealed with the hubs' key (`confman.sealed`). No value
+travels in the clear."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def encode_notice(notice: ChangeNotice) -> str:
         fields["change_set"] = notice.change_set
     if not notice.replies:
         fields["quiet"] = True
+    if notice.change is not None:
+        fields["change"] = notice.change
     return json.dumps(fields, separators=(",", ":"))
 
 
@@ -51,6 +54,8 @@ def decode_notice(raw: bytes | str) -> ChangeNotice:
         environment=str(data.get("environment") or ""),
         change_set=str(data["change_set"]) if data.get("change_set") else None,
         replies=not data.get("quiet"),
+        # Opened (and checked) by the receiving hub; anything but a string is not one.
+        change=data["change"] if isinstance(data.get("change"), str) else None,
     )
     if notice.version < 1 or notice.seq < 1:
         raise ValueError("version and seq must be positive")

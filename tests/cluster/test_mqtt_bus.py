@@ -97,10 +97,13 @@ async def test_change_reaches_other_hub_on_its_topic_without_secrets(
             collector.cancel()
     topic, payload = heard[0]
     assert topic == f"{prefix}/{BASE_ENVIRONMENT}/counters/eu%2Fwest"
-    assert json.loads(payload) == {
+    fields = json.loads(payload)
+    sealed = fields.pop("change")  # the committed row, sealed with the hubs' key
+    assert fields == {
         "namespace": "counters", "key": "eu/west", "version": 1,
         "seq": change.seq, "origin": "a", "quiet": True,  # nobody waits for replies
     }  # fmt: skip
+    assert isinstance(sealed, str) and "value" not in sealed
     assert b"secret" not in payload
 
 
@@ -301,7 +304,5 @@ async def test_a_subscriber_on_one_environment_hears_only_its_notices(
         await asyncio.wait_for(sub.wait(), 10)
     assert [t for t, _ in heard] == [f"{prefix}/staging/counters/k"] * 2
     assert [(n["environment"], n["version"]) for _, n in heard] == [("staging", 1), ("staging", 2)]
-    assert all(
-        set(n) == {"namespace", "key", "version", "seq", "origin", "environment", "quiet"}
-        for _, n in heard
-    )
+    fields = {"namespace", "key", "version", "seq", "origin", "environment", "quiet", "change"}
+    assert all(set(n) == fields for _, n in heard)  # "change": sealed with the hubs' key

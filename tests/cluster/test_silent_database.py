@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from confman import ConfmanError, StoreUnavailable
 from confman.bus import LocalBus
+from confman.secrets import generate_key
 
 from ..faults import FaultProxy, fault_proxy
 from ..support import connect
@@ -229,9 +230,12 @@ async def test_notices_of_a_key_flow_again_after_a_silent_spell(
     it, never applied. Catch-up is kept out of the way here (an hour apart)."""
     proxy, via_proxy = silent
     channel = f"silent-{uuid.uuid4().hex}"
+    # Another key than the writer's: the sealed changes its notices carry do not open
+    # here, so each notice is read from the database, which is what this is about.
+    own_key = {**hub_env, "CONFMAN_ENCRYPTION_KEY": generate_key()}
     async with (
         connect(
-            via_proxy, hub_env, managers=[CountersManager], bus=LocalBus(channel),
+            via_proxy, own_key, managers=[CountersManager], bus=LocalBus(channel),
             catch_up_interval=3600, database_timeout=DEADLINE,
         ) as hub,
         connect(database_url, hub_env, managers=[CountersManager], bus=LocalBus(channel)) as direct,

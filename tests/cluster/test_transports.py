@@ -217,9 +217,9 @@ async def test_late_commit_with_lower_seq_is_applied_once(
                 catch_up_interval=0.2, **transport.hub_options()) as b,
     ):  # fmt: skip
         counters_a, counters_b = a.manager(CountersManager), b.manager(CountersManager)
+        seen = record_changes(counters_b)  # before the writes: b may apply them at once
         await counters_a.create("x", {"value": 0})
         await counters_a.create("y", {"value": 0})
-        seen = record_changes(counters_b)
         await seen.wait_for(key="y", version=1)
         seen.changes.clear()
         raw = await asyncpg.connect(database_url)
