@@ -74,6 +74,11 @@ class ConfigChange(Generic[T]):
     change_set: str | None = None
     """The change set it was committed in (None: a write of one document). An instance
     applies a set whole and only then emits its members, one after another."""
+    per_environment: tuple[ConfigChange[T], ...] = ()
+    """Only on a preview (`ChangeSet.preview`, ``dry_run``) of a base write: the change
+    as each environment that inherits it would see it (the stored layers: the new base
+    under that environment's overlay, the set's own overlays included), one entry per
+    environment whose effective value it moves, each naming that ``environment``."""
 
     @property
     def effective(self) -> bool:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -297,7 +297,7 @@ class ChangeSet:
             steps = await self._prepare(origin, targets, rollbacks)
             await self._judge(steps)
             if not write:
-                return [self._preview(step) for step in steps]
+                return [await self._preview_everywhere(step, steps) for step in steps]
             return await self._commit(steps)
 
     async def _prepare(
@@ -373,16 +373,61 @@ class ChangeSet:
             raise ChangeSetInvalid(refused)
 
     def _preview(self, step: _Step[Any]) -> ConfigChange[Any]:
-        record = ChangeRecord(
-            0, step.manager.namespace, step.key, step.write.expected_version + 1,
-            step.write.action, step.write.actor, step.write.reason, step.write.before,
-            step.write.after, tuple(step.write.changed), step.write.origin,
-            step.at or _now(), step.target or None, self.id,
-        )  # fmt: skip
-        change = step.manager._make_change(step.key, step.old, step.candidate.effective, record)
+        change = step.manager._make_change(
+            step.key, step.old, step.candidate.effective, self._record(step, step.target)
+        )
         if step.unchanged:
             return _unchanged(change)
         return change
+
+    def _record(self, step: _Step[Any], environment: str) -> ChangeRecord:
+        """The change-log row ``step`` would write, as seen in ``environment``."""
+        return ChangeRecord(
+            0, step.manager.namespace, step.key, step.write.expected_version + 1,
+            step.write.action, step.write.actor, step.write.reason, step.write.before,
+            step.write.after, tuple(step.write.changed), step.write.origin,
+            step.at or _now(), environment or None, self.id,
+        )  # fmt: skip
+
+    async def _preview_everywhere(
+        self, step: _Step[Any], steps: list[_Step[Any]]
+    ) -> ConfigChange[Any]:
+        """`_preview`, and for a base write every environment's view of it: a base
+        change reaches each environment that does not override what it changes."""
+        change = self._preview(step)
+        m = step.manager
+        if step.unchanged or step.target != BASE or not m.inherits:
+            return change
+        names = sorted(e.name for e in await self.hub.environments())
+        if not names:
+            return change
+        stored = {
+            d.environment: d for d in await self.hub.store.load_everywhere(m.namespace, step.key)
+        }
+
+        def plain(environment: str) -> dict[str, Any] | None:
+            doc = stored.get(environment)
+            if doc is None or doc.data is None:
+                return None
+            return m._decode(doc.data, step.key, doc.version)
+
+        # The set's own overlays of this document: the state after the whole set.
+        pending = {
+            s.target: s.candidate.plain
+            for s in steps
+            if s.manager is m and s.key == step.key and s.target != BASE
+        }
+        old_base, new_base = plain(BASE), step.candidate.plain
+        seen: list[ConfigChange[Any]] = []
+        for name in names:
+            old_overlay = plain(name)
+            new_overlay = pending.get(name, old_overlay)
+            old = m._stored_value(step.key, m._combined(old_base, old_overlay))
+            new = m._stored_value(step.key, m._combined(new_base, new_overlay))
+            there = m._make_change(step.key, old, new, self._record(step, name))
+            if there.effective:
+                seen.append(there)
+        return replace(change, per_environment=tuple(seen))
 
     async def _commit(self, steps: list[_Step[Any]]) -> list[ConfigChange[Any]]:
         written = [s for s in steps if not s.unchanged]
@@ -436,8 +481,6 @@ def _in(e: ValidationFailed, environment: str) -> ValidationFailed:
 
 
 def _unchanged(change: ConfigChange[Any]) -> ConfigChange[Any]:
-    from dataclasses import replace
-
     return replace(
         change, new=change.old, seq=0, changed_fields=(), stored_changed=(), unchanged=True
     )

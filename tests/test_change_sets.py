@@ -160,6 +160,41 @@ async def test_preview_writes_nothing_and_rollback_undoes_a_set(hub: ConfigHub) 
     assert undone[0].change_set != cs.id
 
 
+async def test_preview_of_a_base_change_shows_each_environment_it_reaches(
+    hub: ConfigHub,
+) -> None:
+    for name in ("staging", "production", "qa"):
+        await hub.create_environment(name)
+    flags, items = hub.manager(FlagsManager), hub.manager(ItemsManager)
+    await flags.update({"name": "base", "ratio": 0.2}, environment=None)
+    await flags.update({"name": "stage"}, environment="staging")  # overrides name
+    await items.create("shared", {"title": "S"}, environment=None)
+    await items.delete("shared", environment="qa")  # hidden in qa
+    cs = hub.change_set(actor="ops")
+    cs.update(flags, {"name": "renamed", "ratio": 0.3}, environment=None)
+    cs.update(flags, {"ratio": 0.9}, environment="production")  # the set's own overlay
+    cs.update(items, {"weight": 5}, key="shared", environment=None)
+    preview = await cs.preview()
+    base_flags, _production_flags, base_items = preview
+    seen = {c.environment: c for c in base_flags.per_environment}
+    assert sorted(seen) == ["production", "qa", "staging"]
+    assert seen["staging"].changed_fields == ("ratio",)  # its name stays its own
+    assert (seen["staging"].old.name, seen["staging"].new.name) == ("stage", "stage")
+    assert seen["production"].changed_fields == ("name", "ratio")  # after the whole set
+    assert seen["production"].new.ratio == 0.9 and seen["production"].new.name == "renamed"
+    assert seen["qa"].changed_fields == ("name", "ratio")
+    assert all(c.change_set == cs.id and c.seq == 0 for c in base_flags.per_environment)
+    # Hidden in qa: the change reaches staging and production only.
+    assert sorted(c.environment or "" for c in base_items.per_environment) == [
+        "production", "staging",
+    ]  # fmt: skip
+    assert base_items.per_environment[0].changed_fields == ("weight",)
+    assert preview[1].per_environment == ()  # an overlay concerns its own environment
+    assert flags.current.name == "base"  # nothing written
+    await cs.commit()
+    assert all(c.per_environment == () for c in cs.changes)  # a preview's alone
+
+
 async def test_promote_makes_the_target_equal_the_source_by_its_overlays(
     hub: ConfigHub, database_url: str, hub_env: dict[str, str]
 ) -> None:

@@ -133,7 +133,9 @@ def _build(
             )  # fmt: skip
 
 
-def _written(i: int, change: ConfigChange[Any], *, shown_diff: bool) -> models.ChangeSetWritten:
+def _written(
+    i: int, change: ConfigChange[Any], *, shown_diff: bool, who: Principal | None = None
+) -> models.ChangeSetWritten:
     changed = change.changed_fields
     if change.old is None or change.new is None:
         changed = change.stored_changed
@@ -150,16 +152,30 @@ def _written(i: int, change: ConfigChange[Any], *, shown_diff: bool) -> models.C
         pinned=list(change.pinned),
         unchanged=change.unchanged,
         diff=diff(views.masked(change.old), views.masked(change.new)) if shown_diff else [],
+        per_environment=[
+            models.EnvironmentEffect(
+                environment=there.environment or "",
+                changed=list(there.changed_fields),
+                diff=diff(views.masked(there.old), views.masked(there.new)),
+            )
+            for there in change.per_environment
+            if who is not None and who.reaches(there.environment)
+        ],
     )
 
 
 def change_set_result(
-    changes: list[ConfigChange[Any]], *, dry_run: bool, change_set: str | None
+    changes: list[ConfigChange[Any]],
+    *,
+    dry_run: bool,
+    change_set: str | None,
+    who: Principal | None = None,
 ) -> models.ChangeSetResult:
+    """``who``: whose environments a preview's `per_environment` may show (none without)."""
     return models.ChangeSetResult(
         change_set=change_set if changes else None,
         dry_run=dry_run,
-        members=[_written(i, c, shown_diff=True) for i, c in enumerate(changes)],
+        members=[_written(i, c, shown_diff=True, who=who) for i, c in enumerate(changes)],
     )
 
 
@@ -282,7 +298,7 @@ async def create_change_set(
     changes = await _run(request, cs, checked, if_matches, dry_run=dry_run)
     if not dry_run and any(not c.unchanged for c in changes):
         response.status_code = 201
-    return change_set_result(changes, dry_run=dry_run, change_set=cs.id)
+    return change_set_result(changes, dry_run=dry_run, change_set=cs.id, who=who)
 
 
 @router.get(

@@ -30,6 +30,7 @@ __all__ = [
     "DocumentSummary",
     "DryRun",
     "EnvironmentDeleted",
+    "EnvironmentEffect",
     "EnvironmentInfo",
     "EnvironmentRequest",
     "FieldOrigin",
@@ -399,6 +400,19 @@ class ChangeSetWritten(BaseModel):
     pinned: list[str] = Field(default=[], description="fields an override of this server pins")
     unchanged: bool = Field(default=False, description="it would store what is stored")
     diff: list[Diff] = Field(default=[], description="effective value before against after")
+    per_environment: list[EnvironmentEffect] = Field(
+        default=[],
+        description="dry run of a base write: each environment (of those the token may read) "
+        "whose effective value it moves, under that environment's overlay",
+    )
+
+
+class EnvironmentEffect(BaseModel):
+    """A base write as one environment would see it."""
+
+    environment: str
+    changed: list[str]
+    diff: list[Diff]
 
 
 class ChangeSetResult(BaseModel):

@@ -154,3 +154,6 @@ def _show(changes: list[Any]) -> None:
         else:
             fields = ", ".join(c.changed_fields or c.stored_changed) or "stored fields only"
             out(f"~ {where}: {fields}")
+        for there in c.per_environment:  # a base change, as each environment sees it
+            moved = ", ".join(there.changed_fields) or ("added" if there.old is None else "removed")
+            out(f"    in {there.environment}: {moved}")

@@ -3,10 +3,13 @@ real servers over SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import httpx
 import pytest
+
+from confman.api.tokens import BASE_NAME
 
 from .servers import Server, assert_problem, unique
 
@@ -165,6 +168,31 @@ def test_dry_run_writes_nothing(server: Server) -> None:
     assert changed["max_entries"]["after"] == 77
     assert body["members"][0]["seq"] == 0
     assert version(editor, "cache") == before
+
+
+def test_a_dry_run_shows_each_environment_a_base_change_reaches(
+    server: Server, stages: tuple[str, str]
+) -> None:
+    staging, production = stages
+    editor = server.client("editor")
+    pinned = {"op": "update", "namespace": "cache", "environment": production,
+              "value": {"max_entries": 12}}  # fmt: skip
+    assert editor.post(SETS, json={"members": [pinned]}).status_code == 201
+    fresh = {"max_entries": secrets.randbelow(10**6) + 100,
+             "default_ttl_seconds": secrets.randbelow(10**6) + 100}  # fmt: skip
+    members = [{"op": "update", "namespace": "cache", "value": fresh}]
+    answer = editor.post(SETS, json={"members": members}, params={"dry_run": True})
+    assert answer.status_code == 200, answer.text
+    seen = {e["environment"]: e for e in answer.json()["members"][0]["per_environment"]}
+    assert {staging, production} <= set(seen)
+    assert seen[staging]["changed"] == ["default_ttl_seconds", "max_entries"]
+    assert seen[production]["changed"] == ["default_ttl_seconds"]  # its overlay keeps 12
+    # A token limited to the base and staging sees nothing of production.
+    partial = limited(server, "editor", environments=[BASE_NAME, staging])
+    answer = partial.post(SETS, json={"members": members}, params={"dry_run": True})
+    assert answer.status_code == 200, answer.text
+    shown = [e["environment"] for e in answer.json()["members"][0]["per_environment"]]
+    assert staging in shown and production not in shown
 
 
 def limited(server: Server, role: str, **grants: list[str]) -> httpx.Client:
