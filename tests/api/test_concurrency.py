@@ -142,8 +142,10 @@ def test_two_servers_on_one_database_one_winner(database_url: str, spawn: Spawn)
     created = in_threads(calls)
     assert Counter(r.status_code for r in created) == {201: 1, 412: 2 * per_server - 1}
 
-    # Both servers know version 1 (the second learns it from the change log).
-    wait_for(lambda: b.get(doc(key)).status_code == 200, timeout=10)
+    # Both servers know version 1 (the one that lost the create learns it from the change
+    # log; either may have won).
+    for client in (a, b):
+        wait_for(lambda c=client: c.get(doc(key)).status_code == 200, timeout=10)  # type: ignore[misc]
 
     calls = []
     for i, client in enumerate([a] * per_server + [b] * per_server):
