@@ -780,9 +780,11 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
             return  # not held here: the next lookup reads the database; catch-up emits it
         if notice.environment != self._scope or notice.version <= self.version(key):
             return
-        logged = await self.hub.store.change_at(
-            self.namespace, key, notice.version, environment=self._scope
-        )
+        logged = self.hub._unseal(notice)
+        if logged is None:
+            logged = await self.hub.store.change_at(
+                self.namespace, key, notice.version, environment=self._scope
+            )
         async with self._lock(key):
             known = self._cached(key) is not None or key in self._pending
             if not known and notice.seq <= self.hub.caught_up_seq:

@@ -282,8 +282,10 @@ async def test_revocation_reaches_an_instance_through_the_bus(
         assert await vk(b).authenticate(issued.plaintext) is not None
         assert await vk(b).authenticate(other.plaintext) is not None
         seen = record_changes(vk(b))
+        sealed = b.stats.sealed_applied
         await vk(a).revoke(issued.key_id)
         await seen.wait_for(version=2, key=issued.key_id)
+        assert b.stats.sealed_applied > sealed  # the revocation came with its notice
         with count_queries(b) as queries:
             assert await vk(b).authenticate(issued.plaintext) is None
             assert await vk(b).authenticate(other.plaintext) is not None  # still cached
