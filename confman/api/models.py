@@ -137,7 +137,9 @@ class Document(BaseModel):
         "there changes (0: nothing stored; an overlay's in an environment); also the ETag"
     )
     base_version: int | None = Field(default=None, description=_BASE_VERSION)
-    value: dict[str, Any] = Field(description="the effective value, secrets masked")
+    value: dict[str, Any] = Field(
+        description="the effective value, secrets masked (in clear for a service token)"
+    )
     sources: list[FieldOrigin]
     problems: list[StoredProblem]
 

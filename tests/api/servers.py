@@ -39,6 +39,7 @@ STANDARD_TOKENS: dict[str, tuple[str, str | None]] = {
     "editor": ("editor", None),
     "viewer": ("viewer", None),
     "cache-editor": ("editor", "cache"),
+    "service": ("service", None),
 }
 
 

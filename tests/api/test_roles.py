@@ -20,13 +20,15 @@ from confman.api import create_app
 
 from .servers import Server, assert_problem, unique
 
-RANK = {"viewer": 0, "editor": 1, "admin": 2}
+# The service role reads what a viewer reads (secrets in clear) and writes nothing.
+RANK = {"viewer": 0, "editor": 1, "admin": 2, "service": 0}
 # token name -> (role, namespaces it is limited to)
 PRINCIPALS: dict[str, tuple[str, frozenset[str] | None]] = {
     "viewer": ("viewer", None),
     "editor": ("editor", None),
     "admin": ("admin", None),
     "cache-editor": ("editor", frozenset({"cache"})),
+    "service": ("service", None),
 }
 DOC = "/api/v1/namespaces/{namespace}/documents/{key}"
 
