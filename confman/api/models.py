@@ -144,6 +144,15 @@ class Document(BaseModel):
     problems: list[StoredProblem]
 
 
+class Snapshot(BaseModel):
+    environment: str | None = Field(default=None, description=_ENVIRONMENT)
+    seq: int = Field(
+        description="every change up to this seq is in the documents: resume the event "
+        "stream from it (Last-Event-ID)"
+    )
+    documents: list[Document] = Field(description="by namespace, then key")
+
+
 class ChangeSummary(BaseModel):
     seq: int
     version: int

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import uvicorn
 
 from confman import ConcurrencyConflict, ConfigHub, ConfmanError
-from confman.limits import DEFAULT_MAX_BODY_BYTES
+from confman.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SNAPSHOT_DOCUMENTS
 
 from .app import create_app
 from .stream import StreamLimits
@@ -105,6 +105,7 @@ async def serve(
     sock: socket.socket | None = None,
     stream_limits: StreamLimits | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_snapshot_documents: int = DEFAULT_MAX_SNAPSHOT_DOCUMENTS,
 ) -> None:
     """Bind, then serve until SIGINT or SIGTERM; ``hub`` stays the caller's to close.
 
@@ -116,6 +117,7 @@ async def serve(
         stream_limits: bound each event stream (default: `StreamLimits.from_environ`).
         max_body_bytes: bounds request bodies (413 past it); the document limits are
             the hub's (``ConfigHub.connect(limits=...)``).
+        max_snapshot_documents: bounds ``GET /api/v1/snapshot`` (422 past it).
 
     Raises:
         CannotStart: see `bind`; nothing has been printed then.
@@ -140,7 +142,11 @@ async def serve(
 
     config = uvicorn.Config(
         create_app(
-            hub, on_start=started, stream_limits=stream_limits, max_body_bytes=max_body_bytes
+            hub,
+            on_start=started,
+            stream_limits=stream_limits,
+            max_body_bytes=max_body_bytes,
+            max_snapshot_documents=max_snapshot_documents,
         ),
         host=host,
         port=bound_port,

@@ -18,6 +18,7 @@ from ..limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_DOCUMENT_BYTES,
+    DEFAULT_MAX_SNAPSHOT_DOCUMENTS,
     MAX_DEPTH_CEILING,
     Limits,
 )
@@ -92,6 +93,14 @@ CLUSTER_VARIABLE = "CONFMAN_CLUSTER"
     show_default=True,
     help="documents nested deeper are refused with 422 ($CONFMAN_MAX_DEPTH)",
 )
+@click.option(
+    "--max-snapshot-documents",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_SNAPSHOT_DOCUMENTS,
+    envvar="CONFMAN_MAX_SNAPSHOT_DOCUMENTS",
+    show_default=True,
+    help="a bulk read of more documents is refused with 422 ($CONFMAN_MAX_SNAPSHOT_DOCUMENTS)",
+)
 @shared_options
 @pass_context
 def serve(
@@ -105,6 +114,7 @@ def serve(
     max_body_bytes: int,
     max_document_bytes: int,
     max_depth: int,
+    max_snapshot_documents: int,
 ) -> int:
     """Serve the HTTP API, live change stream and dashboard (needs the api extra).
 
@@ -112,7 +122,12 @@ def serve(
     (CONFMAN_DATABASE_TIMEOUT, CONFMAN_READINESS_TIMEOUT, CONFMAN_STREAM_*; see
     docs/api.md).
     """
-    limits = _Limits(max_body_bytes, Limits(max_document_bytes, max_depth), serve_environment)
+    limits = _Limits(
+        max_body_bytes,
+        Limits(max_document_bytes, max_depth),
+        serve_environment,
+        max_snapshot_documents,
+    )
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_serve(ctx, host, port, redis_url, cluster, bootstrap_token, limits))
 
@@ -133,6 +148,7 @@ class _Limits:
     body_bytes: int
     documents: Limits
     environment: str | None = None  # carried with the limits: what the hub is opened with
+    snapshot_documents: int = DEFAULT_MAX_SNAPSHOT_DOCUMENTS
 
 
 async def _serve(
@@ -207,6 +223,7 @@ async def _serve_on(
             command=lambda arguments: ctx.hint(arguments, portable=True),
             sock=sock,
             max_body_bytes=limits.body_bytes,
+            max_snapshot_documents=limits.snapshot_documents,
         )
     return EXIT_OK
 
