@@ -13,7 +13,7 @@ import httpx
 
 from confman.secrets import mask
 
-from .servers import Server, assert_problem, unique
+from .servers import Server, assert_problem, unique, wait_for
 
 DOC = "/api/v1/namespaces/{namespace}/documents/{key}"
 
@@ -108,4 +108,7 @@ def test_the_cli_makes_and_lists_service_tokens(server: Server) -> None:
     token = made.stdout.strip()
     assert "service token" in made.stderr and token not in made.stderr
     assert name in server.cli("tokens", "list").stdout
-    assert server.bearer(token).get("/api/v1/whoami").json()["role"] == "service"
+    service = server.bearer(token)
+    # Made by another process: this server applies it at its next change-log poll.
+    wait_for(lambda: service.get("/api/v1/whoami").status_code == 200, timeout=10)
+    assert service.get("/api/v1/whoami").json()["role"] == "service"
