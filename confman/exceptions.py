@@ -10,6 +10,7 @@ ConfmanError
 ├── NotFound                no such document, version or manager
 │   └── UnknownEnvironment  a name no environment has (never created by a typo)
 ├── EnvironmentNotEmpty     deleting an environment that holds documents needs force
+├── PermissionDenied        the server refused the token: unknown or revoked, or not allowed
 ├── SchemaOutOfDate         the database is not at the Alembic head
 ├── StoreUnavailable        the database could not be reached
 └── SecretsUnavailable      encrypted data exists but no key can decrypt it
@@ -34,6 +35,7 @@ __all__ = [
     "EnvironmentNotEmpty",
     "FieldError",
     "NotFound",
+    "PermissionDenied",
     "SchemaOutOfDate",
     "SecretsUnavailable",
     "StoreUnavailable",
@@ -216,6 +218,20 @@ class EnvironmentNotEmpty(ConfmanError):
             f"environment {name!r} still holds {documents} document(s); delete it with "
             "force to remove them too (each removal is audited)"
         )
+
+
+class PermissionDenied(ConfmanError):
+    """A ``confman serve`` refused the caller's token (HTTP 401 or 403).
+
+    ``status`` tells the two apart: 401 (no, unknown or revoked token: retrying with the
+    same token cannot help) or 403 (the token is valid but its role, namespaces or
+    environments do not allow this). The message is the server's, which names the role
+    or grant that was missing, never the token.
+    """
+
+    def __init__(self, message: str, *, status: int = 403) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class SchemaOutOfDate(ConfmanError):

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_DOCUMENT_BYTES",
+    "DEFAULT_MAX_SNAPSHOT_DOCUMENTS",
     "MAX_DEPTH_CEILING",
     "Limits",
 ]
@@ -39,6 +40,9 @@ MAX_DEPTH_CEILING = 200
 """The deepest ``max_depth`` may be: what Python's recursion limit leaves room for."""
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 """A request body may carry a whole document with generous whitespace."""
+DEFAULT_MAX_SNAPSHOT_DOCUMENTS = 10_000
+"""A bulk read (``GET /api/v1/snapshot``) is built in memory, each document with its
+provenance: past this many documents it is refused."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,3 +44,10 @@ def test_an_error_about_other_namespaces_is_withheld_from_who_may_not_read_them(
     assert precise == FieldError("a.model", "p lacks m")
     bare = FieldError("c", "secret reason", concerns=frozenset({"p"}))
     assert "secret" not in bare.seen_by(lambda _ns: False).message
+
+
+def test_permission_denied_tells_401_from_403() -> None:
+    assert issubclass(exc.PermissionDenied, ConfmanError)
+    refused = exc.PermissionDenied("writing needs the editor role; token 'svc' is service")
+    assert refused.status == 403 and "editor role" in str(refused)
+    assert exc.PermissionDenied("the token is unknown or revoked", status=401).status == 401

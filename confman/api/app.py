@@ -16,9 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from confman import ConfigHub, NotFound, __version__
-from confman.limits import DEFAULT_MAX_BODY_BYTES
+from confman.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SNAPSHOT_DOCUMENTS
 
-from . import change_sets, documents, environments, events, operations
+from . import change_sets, documents, environments, events, operations, snapshot
 from .metrics import Metrics
 from .openapi import keep_openapi_31
 from .problems import install_handlers, problem_response
@@ -143,6 +143,7 @@ def create_app(
     on_start: Callable[[ConfigHub], Awaitable[None]] | None = None,
     stream_limits: StreamLimits | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_snapshot_documents: int = DEFAULT_MAX_SNAPSHOT_DOCUMENTS,
 ) -> FastAPI:
     """The API, stream, metrics and dashboard over ``hub``.
 
@@ -157,13 +158,15 @@ def create_app(
             `StreamLimits` with any ``CONFMAN_STREAM_*`` environment variables applied.
         max_body_bytes: larger request bodies are refused with 413 (see
             `confman.limits`); document size and depth are the hub's `Limits`.
+        max_snapshot_documents: a ``GET /api/v1/snapshot`` of more documents is refused
+            with 422.
     """
-    if (
-        isinstance(max_body_bytes, bool)
-        or not isinstance(max_body_bytes, int)
-        or max_body_bytes < 1
+    for name, value in (
+        ("max_body_bytes", max_body_bytes),
+        ("max_snapshot_documents", max_snapshot_documents),
     ):
-        raise ValueError(f"max_body_bytes must be a positive integer, not {max_body_bytes!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}")
     limits = stream_limits or StreamLimits.from_environ()
 
     @asynccontextmanager
@@ -191,9 +194,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.stream_limits = limits
+    app.state.max_snapshot_documents = max_snapshot_documents
     install_handlers(app)
     keep_openapi_31(app)
     app.include_router(documents.router)
+    app.include_router(snapshot.router)
     app.include_router(change_sets.router)
     app.include_router(environments.router)
     app.include_router(events.router)

@@ -230,12 +230,14 @@ async def read_document(
     key: Key,
     environment: EnvironmentParam = None,
 ) -> models.Document:
-    """The effective value (secrets masked), where each field came from (base or
-    overlay, with its version), and the version a write there checks (the ETag)."""
+    """The effective value (secrets masked, in clear for a service token), where each
+    field came from (base or overlay, with its version), and the version a write there
+    checks (the ETag)."""
     manager = manager_for(request, who, namespace)
     target = await environment_for(request, who, environment)
     _check_key(manager, key)
-    document = await views.document(hub_of(request), manager, key, target)
+    reveal = who.role.reveals_secrets
+    document = await views.document(hub_of(request), manager, key, target, reveal=reveal)
     _etag(response, document.version)
     return document
 

@@ -137,9 +137,20 @@ class Document(BaseModel):
         "there changes (0: nothing stored; an overlay's in an environment); also the ETag"
     )
     base_version: int | None = Field(default=None, description=_BASE_VERSION)
-    value: dict[str, Any] = Field(description="the effective value, secrets masked")
+    value: dict[str, Any] = Field(
+        description="the effective value, secrets masked (in clear for a service token)"
+    )
     sources: list[FieldOrigin]
     problems: list[StoredProblem]
+
+
+class Snapshot(BaseModel):
+    environment: str | None = Field(default=None, description=_ENVIRONMENT)
+    seq: int = Field(
+        description="every change up to this seq is in the documents: resume the event "
+        "stream from it (Last-Event-ID)"
+    )
+    documents: list[Document] = Field(description="by namespace, then key")
 
 
 class ChangeSummary(BaseModel):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import uvicorn
 
 from confman import ConcurrencyConflict, ConfigHub, ConfmanError
-from confman.limits import DEFAULT_MAX_BODY_BYTES
+from confman.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SNAPSHOT_DOCUMENTS
 
 from .app import create_app
 from .stream import StreamLimits
@@ -105,6 +105,8 @@ async def serve(
     sock: socket.socket | None = None,
     stream_limits: StreamLimits | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_snapshot_documents: int = DEFAULT_MAX_SNAPSHOT_DOCUMENTS,
+    tls: tuple[str, str] | None = None,
 ) -> None:
     """Bind, then serve until SIGINT or SIGTERM; ``hub`` stays the caller's to close.
 
@@ -116,6 +118,9 @@ async def serve(
         stream_limits: bound each event stream (default: `StreamLimits.from_environ`).
         max_body_bytes: bounds request bodies (413 past it); the document limits are
             the hub's (``ConfigHub.connect(limits=...)``).
+        max_snapshot_documents: bounds ``GET /api/v1/snapshot`` (422 past it).
+        tls: (certificate file, key file), PEM: listen with TLS only (a plain-HTTP
+            client fails its handshake).
 
     Raises:
         CannotStart: see `bind`; nothing has been printed then.
@@ -124,7 +129,8 @@ async def serve(
         sock = bind(host, port)
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
-    url = f"http://{shown_host}:{bound_port}/"
+    scheme = "http" if tls is None else "https"
+    url = f"{scheme}://{shown_host}:{bound_port}/"
     create = command("tokens create --name NAME --role admin")
 
     async def started(connected: ConfigHub) -> None:
@@ -140,7 +146,11 @@ async def serve(
 
     config = uvicorn.Config(
         create_app(
-            hub, on_start=started, stream_limits=stream_limits, max_body_bytes=max_body_bytes
+            hub,
+            on_start=started,
+            stream_limits=stream_limits,
+            max_body_bytes=max_body_bytes,
+            max_snapshot_documents=max_snapshot_documents,
         ),
         host=host,
         port=bound_port,
@@ -149,6 +159,8 @@ async def serve(
         access_log=verbosity >= 1,
         timeout_graceful_shutdown=3,  # live streams never end by themselves
         server_header=False,
+        ssl_certfile=None if tls is None else tls[0],
+        ssl_keyfile=None if tls is None else tls[1],
     )
     try:
         await uvicorn.Server(config).serve(sockets=[sock])

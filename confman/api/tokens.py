@@ -48,15 +48,33 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 
 class Role(enum.StrEnum):
-    """What a token may do; each role may do everything the ones before it may."""
+    """What a token may do.
+
+    ``viewer`` < ``editor`` < ``admin``: each may do everything the ones before it may.
+    ``service`` is for a service reading its configuration and stands outside that chain:
+    it reads what a viewer reads, but effective values come with secrets in clear
+    (`reveals_secrets`), and it may write nothing. It ranks with the viewer, so every
+    check of a role (`Principal.may`, which all routes go through: writes ask for
+    ``editor``, rollbacks, tokens, keys and environments for ``admin``) refuses it, and it
+    is no admin, so no grant is widened for it either.
+    """
 
     VIEWER = "viewer"
     EDITOR = "editor"
     ADMIN = "admin"
+    SERVICE = "service"
 
     @property
     def rank(self) -> int:
-        return list(Role).index(self)
+        return 0 if self is Role.SERVICE else _CHAIN.index(self)
+
+    @property
+    def reveals_secrets(self) -> bool:
+        """Whether effective values are answered with secrets in clear (else masked)."""
+        return self is Role.SERVICE
+
+
+_CHAIN = (Role.VIEWER, Role.EDITOR, Role.ADMIN)
 
 
 class ApiToken(BaseModel):

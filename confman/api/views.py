@@ -15,7 +15,7 @@ from typing import Any
 
 from confman import DEFAULT_KEY, ConfigHub, ConfigurationManager, FieldSource
 from confman.environments import is_hidden
-from confman.secrets import mask_document
+from confman.secrets import mask_document, plain_document
 from confman.store import StoredDocument
 
 from . import models
@@ -33,6 +33,14 @@ def _store_name(environment: str | None) -> str:
 
 def masked(value: Any) -> dict[str, Any] | None:
     return None if value is None else mask_document(value.model_dump(mode="python"))
+
+
+def shown(value: Any, *, reveal: bool) -> dict[str, Any]:
+    """A value as a reader sees it: secrets masked, or in clear when ``reveal``."""
+    if reveal:
+        result: dict[str, Any] = plain_document(value.model_dump(mode="python"))
+        return result
+    return masked(value) or {}
 
 
 def _origins(sources: list[FieldSource] | tuple[FieldSource, ...]) -> list[models.FieldOrigin]:
@@ -97,9 +105,19 @@ def _missing(manager: ConfigurationManager[Any], key: str, found: State, env: st
 
 
 async def document(
-    hub: ConfigHub, manager: ConfigurationManager[Any], key: str, environment: str | None
+    hub: ConfigHub,
+    manager: ConfigurationManager[Any],
+    key: str,
+    environment: str | None,
+    *,
+    reveal: bool = False,
 ) -> models.Document:
-    """The effective value (secrets masked), its version and where each field came from."""
+    """The effective value, its version and where each field came from.
+
+    Secrets are masked unless ``reveal`` (a `Role` that `reveals_secrets`); ``sources``
+    keep them masked either way, as the manager explains them: they say where a field
+    came from, and ``value`` already carries what it is.
+    """
     if holds(hub, environment):
         found = await state(hub, manager, key, environment)
         _missing(manager, key, found, environment)
@@ -129,7 +147,7 @@ async def document(
         environment=environment,
         version=found.version,
         base_version=found.base_version,
-        value=masked(found.value) or {},
+        value=shown(found.value, reveal=reveal),
         sources=sources,
         problems=problems,
     )

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import os
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from ..limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_DOCUMENT_BYTES,
+    DEFAULT_MAX_SNAPSHOT_DOCUMENTS,
     MAX_DEPTH_CEILING,
     Limits,
 )
@@ -92,6 +94,26 @@ CLUSTER_VARIABLE = "CONFMAN_CLUSTER"
     show_default=True,
     help="documents nested deeper are refused with 422 ($CONFMAN_MAX_DEPTH)",
 )
+@click.option(
+    "--max-snapshot-documents",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_SNAPSHOT_DOCUMENTS,
+    envvar="CONFMAN_MAX_SNAPSHOT_DOCUMENTS",
+    show_default=True,
+    help="a bulk read of more documents is refused with 422 ($CONFMAN_MAX_SNAPSHOT_DOCUMENTS)",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="CONFMAN_TLS_CERT",
+    help="listen with TLS: this PEM certificate (chain) file, with --tls-key ($CONFMAN_TLS_CERT)",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="CONFMAN_TLS_KEY",
+    help="the PEM private key of --tls-cert ($CONFMAN_TLS_KEY)",
+)
 @shared_options
 @pass_context
 def serve(
@@ -105,6 +127,9 @@ def serve(
     max_body_bytes: int,
     max_document_bytes: int,
     max_depth: int,
+    max_snapshot_documents: int,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> int:
     """Serve the HTTP API, live change stream and dashboard (needs the api extra).
 
@@ -112,9 +137,29 @@ def serve(
     (CONFMAN_DATABASE_TIMEOUT, CONFMAN_READINESS_TIMEOUT, CONFMAN_STREAM_*; see
     docs/api.md).
     """
-    limits = _Limits(max_body_bytes, Limits(max_document_bytes, max_depth), serve_environment)
+    limits = _Limits(
+        max_body_bytes,
+        Limits(max_document_bytes, max_depth),
+        serve_environment,
+        max_snapshot_documents,
+    )
+    tls = _tls(tls_cert, tls_key)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_serve(ctx, host, port, redis_url, cluster, bootstrap_token, limits))
+        return runner.run(_serve(ctx, host, port, redis_url, cluster, bootstrap_token, limits, tls))
+
+
+def _tls(cert: str | None, key: str | None) -> tuple[str, str] | None:
+    """(certificate, key) to listen with, loaded once here so that a wrong pair is a
+    usage error before anything binds, not a traceback from uvicorn after."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("--tls-cert and --tls-key go together: give both, or neither")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as e:
+        raise UsageError(f"--tls-cert/--tls-key: cannot load {cert} with {key}: {e}") from None
+    return cert, key
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -133,6 +178,7 @@ class _Limits:
     body_bytes: int
     documents: Limits
     environment: str | None = None  # carried with the limits: what the hub is opened with
+    snapshot_documents: int = DEFAULT_MAX_SNAPSHOT_DOCUMENTS
 
 
 async def _serve(
@@ -143,6 +189,7 @@ async def _serve(
     cluster: str | None,
     bootstrap_token: bool | None,
     limits: _Limits,
+    tls: tuple[str, str] | None,
 ) -> int:
     try:
         serving = importlib.import_module("confman.api.serve")
@@ -163,7 +210,7 @@ async def _serve(
         raise CannotStart(str(e)) from None
     with contextlib.closing(sock):
         return await _serve_on(
-            ctx, serving, sock, host, port, redis_url, cluster, bootstrap_token, limits
+            ctx, serving, sock, host, port, redis_url, cluster, bootstrap_token, limits, tls
         )
 
 
@@ -177,6 +224,7 @@ async def _serve_on(
     cluster: str | None,
     bootstrap_token: bool | None,
     limits: _Limits,
+    tls: tuple[str, str] | None,
 ) -> int:
     created = ctx.create_sqlite_file()
     if created is not None:
@@ -207,6 +255,8 @@ async def _serve_on(
             command=lambda arguments: ctx.hint(arguments, portable=True),
             sock=sock,
             max_body_bytes=limits.body_bytes,
+            max_snapshot_documents=limits.snapshot_documents,
+            tls=tls,
         )
     return EXIT_OK
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["token_manager", "tokens"]
 
-ROLES = ("viewer", "editor", "admin")
+ROLES = ("viewer", "editor", "admin", "service")
 
 
 def token_manager() -> type[ApiTokenManager]:

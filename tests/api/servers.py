@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -39,6 +40,7 @@ STANDARD_TOKENS: dict[str, tuple[str, str | None]] = {
     "editor": ("editor", None),
     "viewer": ("viewer", None),
     "cache-editor": ("editor", "cache"),
+    "service": ("service", None),
 }
 
 
@@ -149,11 +151,12 @@ class Server:
     proc: subprocess.Popen[bytes]
     log_path: Path
     extra_args: tuple[str, ...] = ()
+    tls: ssl.SSLContext | None = None  # served with TLS: clients verify with this
     _clients: list[httpx.Client] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'http' if self.tls is None else 'https'}://127.0.0.1:{self.port}"
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -167,6 +170,8 @@ class Server:
         """A sync client (closed with the server) sending ``token_name``'s token."""
         options.setdefault("timeout", 30)
         headers = {**self.auth(token_name), **options.pop("headers", {})}
+        if self.tls is not None:
+            options.setdefault("verify", self.tls)
         client = httpx.Client(base_url=self.url, headers=headers, **options)
         self._clients.append(client)
         return client
@@ -178,6 +183,8 @@ class Server:
     def aclient(self, token_name: str | None = "admin", **options: Any) -> httpx.AsyncClient:
         """An async client; use it as ``async with``."""
         options.setdefault("timeout", 30)
+        if self.tls is not None:
+            options.setdefault("verify", self.tls)
         return httpx.AsyncClient(base_url=self.url, headers=self.auth(token_name), **options)
 
     def cli(self, *args: str, code: int | None = 0) -> subprocess.CompletedProcess[str]:
@@ -207,8 +214,13 @@ def start_server(
     tokens: Mapping[str, str],
     *extra_args: str,
     name: str = "server",
+    tls: ssl.SSLContext | None = None,
 ) -> Server:
-    """Start ``confman serve`` and wait for ``/readyz`` = 200 (fail with its output)."""
+    """Start ``confman serve`` and wait for ``/readyz`` = 200 (fail with its output).
+
+    ``tls``: the server is given ``--tls-cert`` and ``--tls-key`` in ``extra_args``;
+    every client, this wait's too, verifies it with this context.
+    """
     port = free_port()
     log_path = workdir / f"{name}-{port}.log"
     args = ["serve", "--database-url", database_url, "--port", str(port), "--no-bootstrap-token"]
@@ -221,15 +233,16 @@ def start_server(
             stderr=subprocess.STDOUT,
         )
     server = Server(
-        database_url, dict(env), workdir, dict(tokens), port, proc, log_path, tuple(extra_args)
-    )
+        database_url, dict(env), workdir, dict(tokens), port, proc, log_path, tuple(extra_args),
+        tls,
+    )  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT
     last: str = "no answer"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"confman serve exited with {proc.returncode}:\n{server.output()}")
         try:
-            answer = httpx.get(f"{server.url}/readyz", timeout=2)
+            answer = httpx.get(f"{server.url}/readyz", timeout=2, verify=tls or True)
             if answer.status_code == 200:
                 return server
             last = f"{answer.status_code} {answer.text}"

@@ -20,13 +20,15 @@ from confman.api import create_app
 
 from .servers import Server, assert_problem, unique
 
-RANK = {"viewer": 0, "editor": 1, "admin": 2}
+# The service role reads what a viewer reads (secrets in clear) and writes nothing.
+RANK = {"viewer": 0, "editor": 1, "admin": 2, "service": 0}
 # token name -> (role, namespaces it is limited to)
 PRINCIPALS: dict[str, tuple[str, frozenset[str] | None]] = {
     "viewer": ("viewer", None),
     "editor": ("editor", None),
     "admin": ("admin", None),
     "cache-editor": ("editor", frozenset({"cache"})),
+    "service": ("service", None),
 }
 DOC = "/api/v1/namespaces/{namespace}/documents/{key}"
 
@@ -48,6 +50,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/namespaces/{namespace}/documents"): Rule("viewer", 200, scoped=True),
     ("GET", DOC): Rule("viewer", 200, scoped=True),
     ("GET", DOC + "/history"): Rule("viewer", 200, scoped=True),
+    ("GET", "/api/v1/snapshot"): Rule("viewer", 200, scoped=True),
     ("PUT", DOC): Rule("editor", 200, scoped=True),
     ("PATCH", DOC): Rule("editor", 200, scoped=True),
     ("DELETE", DOC): Rule("editor", 200, scoped=True),
@@ -115,6 +118,8 @@ def call(
         options = {"json": {"fields": None}}
     elif (method, path) == ("POST", "/api/v1/environments"):
         options = {"json": {"name": unique("e")}}
+    elif path == "/api/v1/snapshot":
+        options = {"params": {"namespace": namespace}}
     elif path == "/api/v1/compare":
         options = {"params": {"left": "base", "right": "base"}}
     elif (method, path) == ("POST", "/api/v1/tokens"):

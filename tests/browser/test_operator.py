@@ -342,3 +342,19 @@ def test_the_cluster_view_shows_this_instance_with_redis(
         _check_cluster_view(
             _log_in(fleet_pages, fleet_server, fleet_server.tokens["ops"]), fleet_server
         )
+
+
+def test_a_service_token_is_offered_nothing_it_cannot_do(pages: Pages, server: Server) -> None:
+    made = server.client("ops").post("/api/v1/tokens", json={"name": "svc", "role": "service"})
+    assert made.status_code == 201, made.text
+    page = _log_in(pages, server, made.json()["token"])
+    assert " ".join(page.get_by_test_id("whoami").inner_text().split()) == "svc service"
+    page.goto(f"{page.url.split('#')[0]}#/ns/model_provider")
+    expect(page.locator(".collection .badge.readonly")).to_be_visible()  # rendered, then:
+    expect(page.get_by_test_id("new-item-button")).to_have_count(0)
+    page.goto(f"{page.url.split('#')[0]}#/ns/cache/default/edit")
+    expect(page.get_by_test_id("save-button")).to_be_disabled()
+    expect(page.locator(".badge.readonly")).to_have_attribute(
+        "title", "Your token has the service role."
+    )
+    expect(page.locator(".form-intro")).to_contain_text("Read-only")

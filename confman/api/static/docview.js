@@ -185,7 +185,7 @@ export class DocView {
 
   _readOnlyReason() {
     const me = this.ctx.me();
-    if (me && me.role === "viewer") return "Your token has the viewer role.";
+    if (me && (me.role === "viewer" || me.role === "service")) return `Your token has the ${me.role} role.`;
     if (!this.ctx.canWriteEnvironment()) return `Your token may not write in ${envName(this.environment)}.`;
     return "This namespace is not writable with your token.";
   }
