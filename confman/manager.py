@@ -174,6 +174,10 @@ class _Entry(Generic[T]):
     overlay: dict[str, Any] | None = None
     overlay_raw: dict[str, Any] | None = None
     overlay_serving: tuple[int, dict[str, Any] | None] | None = None
+    # (``stored``, its change-log form) as the write that stored it masked it: the next
+    # write's ``before`` without validating it again. Trusted while ``stored`` is that
+    # very document; whatever replaces ``stored`` leaves it stale, hence ignored.
+    masked: tuple[dict[str, Any], dict[str, Any] | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1306,7 +1310,12 @@ class ConfigurationManager(Generic[T]):
         else:
             old = self._stored_value(key, seen)
             unchanged = before is not None and candidate.plain == before
-        masked = self._masked_part(before, parent) if overlaying else self._masked(before)
+        if overlaying:
+            masked = self._masked_part(before, parent)
+        elif entry is not None and entry.masked is not None and entry.masked[0] is before:
+            masked = entry.masked[1]
+        else:
+            masked = self._masked(before)
         write = Write(
             namespace=self.namespace,
             key=key,
@@ -1382,6 +1391,8 @@ class ConfigurationManager(Generic[T]):
             change = self._commit(
                 step.key, stored.version, candidate.plain, candidate.effective, record
             )
+            if change is not None and candidate.plain is not None:
+                self._entries[step.key].masked = (candidate.plain, candidate.masked)
         if step.slot is not None:
             self.hub._applied(record.seq)
         if change is None:  # not held here (or, under the lock, cannot happen)
