@@ -727,10 +727,13 @@ class _Sqlite(_DriverWriter):
         self, conn: AsyncConnection, writes: Sequence[Write], now: datetime, channel: str | None
     ) -> list[int]:
         """All the writes in one call on aiosqlite's thread, in one transaction."""
+        # Every row of the set has the same commit time: its text is made once.
+        when = dict(self.log_row.params)["w_now"]
+        at = {"w_now": now if when is None else when(now)}
         work = []
         for w in writes:
             values = _values(w, now, None)
-            bound: dict[str, Any] = {}
+            bound = dict(at)
             document = (self.create if w.expected_version == 0 else self.update).args(values, bound)
             work.append((w, document, self.version.args(values), self.log_row.args(values, bound)))
         aio = (await conn.get_raw_connection()).driver_connection
