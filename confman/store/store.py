@@ -574,12 +574,9 @@ class _Postgres(_DriverWriter):
         documents must be distinct (a change set's are)."""
         members = json.dumps(
             [
-                {
-                    "environment": w.environment, "namespace": w.namespace, "key": w.key,
-                    "data": w.data, "expected": w.expected_version, "action": w.action.value,
-                    "actor": w.actor, "reason": w.reason, "before": w.before, "after": w.after,
-                    "changed": list(w.changed), "origin": w.origin, "change_set": w.change_set,
-                }
+                (w.environment, w.namespace, w.key, w.data, w.expected_version,
+                 w.action.value, w.actor, w.reason, w.before, w.after, list(w.changed),
+                 w.origin, w.change_set)
                 for w in writes
             ]
         )  # fmt: skip
@@ -620,8 +617,9 @@ class _Postgres(_DriverWriter):
 
 
 # A change set's writes on PostgreSQL, whatever their number, in one statement (see
-# `_Postgres.write_all`): $1 the members as a JSON array of objects (a JSON null is SQL
-# NULL there), $2 the commit time, $3 how many members. The change-log rows are inserted
+# `_Postgres.write_all`): $1 the members as a JSON array of arrays (no member names: a
+# third of the bytes to encode and send; a JSON null, where SQL NULL is meant, is made
+# NULL), $2 the commit time, $3 how many members. The change-log rows are inserted
 # only once every document is written (their source reads ``written``), so a loser takes
 # no change-log row and no index entry a winner could wait on. Fewer documents written
 # than members (another version stored): the final SELECT casts a text that is no boolean,
@@ -629,12 +627,12 @@ class _Postgres(_DriverWriter):
 _SET_LOST = "confman: a change set lost"
 _PG_SET_WRITE = f"""
 WITH i AS (
-    SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
-        environment varchar, namespace varchar, key varchar, data jsonb, expected int,
-        action varchar, actor varchar, reason text, before jsonb, after jsonb,
-        changed jsonb, origin varchar, change_set varchar)) WITH ORDINALITY AS t(
-        environment, namespace, key, data, expected, action, actor, reason, before, after,
-        changed, origin, change_set, ord)
+    SELECT m->>0 AS environment, m->>1 AS namespace, m->>2 AS key,
+           NULLIF(m->3, 'null') AS data, (m->>4)::int AS expected, m->>5 AS action,
+           m->>6 AS actor, m->>7 AS reason, NULLIF(m->8, 'null') AS before,
+           NULLIF(m->9, 'null') AS after, m->10 AS changed, m->>11 AS origin,
+           m->>12 AS change_set, ord
+    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(m, ord)
 ), created AS (
     INSERT INTO config_documents (environment, namespace, key, data, version, updated_at,
                                   updated_by)
