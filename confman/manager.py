@@ -270,7 +270,17 @@ def _check_write_labels(namespace: str, key: str, origin: _Origin, action: Actio
     A blank or invisible key is still deletable: it may have been stored before confman
     refused such keys, and deleting it is how it goes away.
     """
-    labels = (("key", key), ("actor", origin.actor), ("reason", origin.reason))
+    actor, reason = origin.actor, origin.reason
+    if (
+        key[:1].isascii()
+        and key[:1].isalnum()  # a visible first character: not blank, not invisible
+        and len(key) <= MAX_KEY_LENGTH
+        and "\x00" not in key
+        and (actor is None or (len(actor) <= MAX_KEY_LENGTH and "\x00" not in actor))
+        and (reason is None or "\x00" not in reason)
+    ):
+        return  # what nearly every write is: nothing below would refuse it
+    labels = (("key", key), ("actor", actor), ("reason", reason))
     refused = [
         FieldError(name, f"is longer than {MAX_KEY_LENGTH} characters")
         for name, value in labels[:2]
