@@ -1401,8 +1401,9 @@ class ConfigurationManager(Generic[T]):
             change = self._commit(
                 step.key, stored.version, candidate.plain, candidate.effective, record
             )
-            if change is not None and candidate.plain is not None:
-                self._entries[step.key].masked = (candidate.plain, candidate.masked)
+            entry = self._entries.get(step.key)  # lazily loaded managers keep theirs elsewhere
+            if entry and candidate.plain is not None and entry.stored is candidate.plain:
+                entry.masked = (candidate.plain, candidate.masked)
         if step.slot is not None:
             self.hub._applied(record.seq)
         if change is None:  # not held here (or, under the lock, cannot happen)
