@@ -174,6 +174,10 @@ class _Entry(Generic[T]):
     overlay: dict[str, Any] | None = None
     overlay_raw: dict[str, Any] | None = None
     overlay_serving: tuple[int, dict[str, Any] | None] | None = None
+    # (``stored``, its change-log form) as the write that stored it masked it: the next
+    # write's ``before`` without validating it again. Trusted while ``stored`` is that
+    # very document; whatever replaces ``stored`` leaves it stale, hence ignored.
+    masked: tuple[dict[str, Any], dict[str, Any] | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +270,17 @@ def _check_write_labels(namespace: str, key: str, origin: _Origin, action: Actio
     A blank or invisible key is still deletable: it may have been stored before confman
     refused such keys, and deleting it is how it goes away.
     """
-    labels = (("key", key), ("actor", origin.actor), ("reason", origin.reason))
+    actor, reason = origin.actor, origin.reason
+    if (
+        key[:1].isascii()
+        and key[:1].isalnum()  # a visible first character: not blank, not invisible
+        and len(key) <= MAX_KEY_LENGTH
+        and "\x00" not in key
+        and (actor is None or (len(actor) <= MAX_KEY_LENGTH and "\x00" not in actor))
+        and (reason is None or "\x00" not in reason)
+    ):
+        return  # what nearly every write is: nothing below would refuse it
+    labels = (("key", key), ("actor", actor), ("reason", reason))
     refused = [
         FieldError(name, f"is longer than {MAX_KEY_LENGTH} characters")
         for name, value in labels[:2]
@@ -1306,7 +1320,12 @@ class ConfigurationManager(Generic[T]):
         else:
             old = self._stored_value(key, seen)
             unchanged = before is not None and candidate.plain == before
-        masked = self._masked_part(before, parent) if overlaying else self._masked(before)
+        if overlaying:
+            masked = self._masked_part(before, parent)
+        elif entry is not None and entry.masked is not None and entry.masked[0] is before:
+            masked = entry.masked[1]
+        else:
+            masked = self._masked(before)
         write = Write(
             namespace=self.namespace,
             key=key,
@@ -1383,6 +1402,9 @@ class ConfigurationManager(Generic[T]):
             change = self._commit(
                 step.key, stored.version, candidate.plain, candidate.effective, record
             )
+            entry = self._entries.get(step.key)  # lazily loaded managers keep theirs elsewhere
+            if entry and candidate.plain is not None and entry.stored is candidate.plain:
+                entry.masked = (candidate.plain, candidate.masked)
         if step.slot is not None:
             self.hub._applied(record.seq)
         if change is None:  # not held here (or, under the lock, cannot happen)

@@ -29,7 +29,7 @@ def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> Document
     """Return ``target`` with ``patch`` applied (RFC 7386); neither input is changed."""
     # One deep copy of the target, then the patch applied in place: copying again at
     # every level the patch descends would cost the document's size once per level.
-    result: Document = copy.deepcopy(dict(target))
+    result: Document = _copy(dict(target))
     _apply(result, patch)
     return result
 
@@ -44,7 +44,7 @@ def _apply(target: Document, patch: Mapping[str, Any]) -> None:
                 base = target[name] = dict(base) if isinstance(base, Mapping) else {}
             _apply(base, value)
         else:
-            target[name] = copy.deepcopy(value)
+            target[name] = _copy(value)
 
 
 def diff_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> Document:
@@ -59,7 +59,7 @@ def diff_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> Document:
         if isinstance(value, Mapping) and isinstance(before, Mapping) and value:
             patch[name] = diff_patch(before, value)
         else:
-            patch[name] = copy.deepcopy(value)
+            patch[name] = _copy(value)
     for name in old.keys() - new.keys():
         patch[name] = None
     return patch
@@ -80,7 +80,7 @@ def restrict(full: Mapping[str, Any], shape: Mapping[str, Any]) -> Document:
 
 def remove_paths(doc: Mapping[str, Any], paths: Iterator[str] | list[str]) -> Document:
     """``doc`` without the members at the dotted ``paths`` (and objects left empty)."""
-    result: Document = copy.deepcopy(dict(doc))
+    result: Document = _copy(dict(doc))
     for path in paths:
         parts = path.split(".")
         trail: list[tuple[Document, str]] = []
@@ -164,6 +164,21 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str, out: list
 
 
 _MISSING: Any = object()
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def _copy(value: Any) -> Any:
+    """``copy.deepcopy`` at a fraction of its cost for what documents are made of:
+    a document is a tree (no memo needed), and its leaves are immutable. Anything else
+    is deep-copied as before."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is dict:
+        return {name: _copy(member) for name, member in value.items()}
+    if kind is list:
+        return [_copy(item) for item in value]
+    return copy.deepcopy(value)
 
 
 def nul_paths(value: Any, prefix: str = "") -> list[str]:

@@ -122,6 +122,40 @@ async def test_racing_sets_on_one_document_one_wins_none_half_applied(
             assert hub.manager(CounterManager).current.value == (10 if winner == "a" else 20)
 
 
+async def test_racing_sets_updating_stored_documents_one_wins_the_loser_named(
+    database_url: str, hub_env: dict[str, str]
+) -> None:
+    # Both sets pass their version checks in memory: the database refuses the loser.
+    async with (
+        connect(database_url, env=hub_env, managers=MANAGERS) as a,
+        connect(database_url, env=hub_env, managers=MANAGERS) as b,
+    ):
+        await a.manager(FlagsManager).update({"name": "start"})
+        await a.manager(CounterManager).update({"value": 0})
+        await b.catch_up()
+
+        async def one(hub: ConfigHub, value: int) -> ChangeSetConflict | None:
+            try:
+                async with hub.change_set() as cs:
+                    cs.update(CounterManager, {"value": value})
+                    cs.update(FlagsManager, {"name": f"n{value}"})
+            except ChangeSetConflict as e:
+                return e
+            return None
+
+        results = await asyncio.gather(one(a, 10), one(b, 20))
+        (lost,) = [r for r in results if r is not None]
+        assert {(c.namespace, c.expected_version, c.current_version) for c in lost.conflicts} == {
+            ("counter", 1, 2),
+            ("flags", 1, 2),
+        }
+        value = 10 if results[0] is None else 20
+        for hub in (a, b):
+            await hub.catch_up()
+            assert hub.manager(CounterManager).current.value == value
+            assert hub.manager(FlagsManager).current.name == f"n{value}"
+
+
 async def test_other_instances_apply_a_set_whole_before_telling_subscribers(
     database_url: str, hub_env: dict[str, str]
 ) -> None:

@@ -461,6 +461,32 @@ class _DriverStatement:
         return tuple(out)
 
 
+def _values(w: Write, now: datetime, channel: str | None) -> dict[str, Any]:
+    """The bind parameters of ``w`` (``w_*``, as the write statements name them)."""
+    version = w.expected_version + 1
+    values: dict[str, Any] = {
+        "w_environment": w.environment,
+        "w_change_set": w.change_set,
+        "w_namespace": w.namespace,
+        "w_key": w.key,
+        "w_data": w.data,
+        "w_expected": w.expected_version,
+        "w_version": version,
+        "w_now": now,
+        "w_action": w.action.value,
+        "w_actor": w.actor,
+        "w_reason": w.reason,
+        "w_before": w.before,
+        "w_after": w.after,
+        "w_changed": list(w.changed),
+        "w_origin": w.origin,
+    }
+    if channel is not None:
+        values["w_channel"] = channel
+        values["w_quiet"] = not w.replies
+    return values
+
+
 def _compile(statement: ClauseElement, dialect: Dialect) -> _DriverStatement:
     compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
     params = tuple(
@@ -480,7 +506,7 @@ class _DriverWriter:
         raise NotImplementedError
 
     async def write_all(
-        self, conn: AsyncConnection, each: Sequence[tuple[Write, Mapping[str, Any]]]
+        self, conn: AsyncConnection, writes: Sequence[Write], now: datetime, channel: str | None
     ) -> list[int]:
         """Commit all the writes in one transaction on ``conn``; their seqs."""
         raise NotImplementedError
@@ -539,46 +565,42 @@ class _Postgres(_DriverWriter):
         return seq
 
     async def write_all(
-        self, conn: AsyncConnection, each: Sequence[tuple[Write, Mapping[str, Any]]]
+        self, conn: AsyncConnection, writes: Sequence[Write], now: datetime, channel: str | None
     ) -> list[int]:
-        """One transaction of three statements however many writes: the documents
-        (created and version-checked updates), their change-log rows, and (with a
-        channel) their notices. A write that finds another version stored rolls all of
-        it back. The documents must be distinct (a change set's are)."""
-        first = each[0][1]
-        channel = first.get("w_channel")
-        now, actor = first["w_now"], first["w_actor"]
-
-        def column(name: str, encode: Callable[[Any], Any] | None = None) -> list[Any]:
-            return [v[name] if encode is None else encode(v[name]) for _, v in each]
-
-        def as_json(value: Any) -> str | None:
-            return None if value is None else json.dumps(value)
-
-        where = (column("w_environment"), column("w_namespace"), column("w_key"))
-        documents = (*where, column("w_data", as_json), column("w_expected"))
-        logged = (
-            *where, column("w_version"), column("w_action"), column("w_actor"),
-            column("w_reason"), column("w_before", as_json), column("w_after", as_json),
-            column("w_changed", as_json), column("w_data", as_json), column("w_origin"),
-            column("w_change_set"),
+        """One statement however many writes (see `_PG_SET`): atomic by itself, so no
+        BEGIN and COMMIT round trips. The members travel as one JSON document, encoded in
+        one call: per-column arrays cost a Python pass, and a JSON encoding, per value.
+        A write that finds another version stored aborts the statement, all of it. The
+        documents must be distinct (a change set's are)."""
+        members = json.dumps(
+            [
+                (w.environment, w.namespace, w.key, w.data, w.expected_version,
+                 w.action.value, w.actor, w.reason, w.before, w.after, list(w.changed),
+                 w.origin, w.change_set)
+                for w in writes
+            ]
         )  # fmt: skip
+        args: tuple[Any, ...] = (members, now, len(writes))
+        statement = _PG_SET if channel is None else _PG_SET_NOTIFIED
 
         async def run(pg: Any) -> list[int]:
-            async with pg.transaction():
-                written = await pg.fetchval(_PG_SET_DOCUMENTS, *documents, now, actor)
-                if written != len(each):
-                    for w, values in each:
-                        current = int(
-                            await pg.fetchval(self.version.sql, *self.version.args(values)) or 0
-                        )
-                        if current != w.expected_version:
-                            raise _Lost(w, current)  # leaving the block rolls it all back
-                rows = await pg.fetch(_PG_SET_CHANGES, *logged, now)
-                seqs = {(r["environment"], r["namespace"], r["key"]): int(r["seq"]) for r in rows}
-                if channel is not None:
-                    await pg.execute(_PG_SET_NOTICES, channel, list(seqs.values()))
-            return [seqs[w.environment, w.namespace, w.key] for w, _ in each]
+            try:
+                rows = await pg.fetch(statement, *(args if channel is None else (*args, channel)))
+            except Exception as e:
+                if _SET_LOST not in str(e):
+                    raise
+                # Aborted, so nothing of it stands: look for who changed what it expected.
+                for w in writes:
+                    where = {"w_environment": w.environment, "w_namespace": w.namespace,
+                             "w_key": w.key}  # fmt: skip
+                    current = int(
+                        await pg.fetchval(self.version.sql, *self.version.args(where)) or 0
+                    )
+                    if current != w.expected_version:
+                        raise _Lost(w, current) from None
+                raise _Lost(writes[0], -1) from None  # lost, then the winner's change undone
+            seqs = {(r["environment"], r["namespace"], r["key"]): int(r["seq"]) for r in rows}
+            return [seqs[w.environment, w.namespace, w.key] for w in writes]
 
         try:
             return await self._call(conn, run)
@@ -594,51 +616,69 @@ class _Postgres(_DriverWriter):
         )
 
 
-# A change set's writes on PostgreSQL, whatever their number, in three statements (see
-# `_Postgres.write_all`). Arrays in, one row per write: the same columns `_LOGGED` fills.
-_PG_SET_DOCUMENTS = """
+# A change set's writes on PostgreSQL, whatever their number, in one statement (see
+# `_Postgres.write_all`): $1 the members as a JSON array of arrays (no member names: a
+# third of the bytes to encode and send; a JSON null, where SQL NULL is meant, is made
+# NULL), $2 the commit time, $3 how many members. The change-log rows are inserted
+# only once every document is written (their source reads ``written``), so a loser takes
+# no change-log row and no index entry a winner could wait on. Fewer documents written
+# than members (another version stored): the final SELECT casts a text that is no boolean,
+# which aborts the statement, all of it (SQL has no RAISE; the marker says who).
+_SET_LOST = "confman: a change set lost"
+_PG_SET_WRITE = f"""
 WITH i AS (
-    SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::jsonb[], $5::int[])
-        AS t(environment, namespace, key, data, expected)
+    SELECT m->>0 AS environment, m->>1 AS namespace, m->>2 AS key,
+           NULLIF(m->3, 'null') AS data, (m->>4)::int AS expected, m->>5 AS action,
+           m->>6 AS actor, m->>7 AS reason, NULLIF(m->8, 'null') AS before,
+           NULLIF(m->9, 'null') AS after, m->10 AS changed, m->>11 AS origin,
+           m->>12 AS change_set, ord
+    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(m, ord)
 ), created AS (
     INSERT INTO config_documents (environment, namespace, key, data, version, updated_at,
                                   updated_by)
-    SELECT environment, namespace, key, data, 1, $6, $7 FROM i WHERE expected = 0
+    SELECT environment, namespace, key, data, 1, $2::timestamptz, actor FROM i
+    WHERE expected = 0
     RETURNING 1
 ), updated AS (
     UPDATE config_documents AS d
-    SET data = i.data, version = i.expected + 1, updated_at = $6, updated_by = $7
+    SET data = i.data, version = i.expected + 1, updated_at = $2::timestamptz,
+        updated_by = i.actor
     FROM i
     WHERE i.expected > 0 AND d.environment = i.environment AND d.namespace = i.namespace
         AND d.key = i.key AND d.version = i.expected
     RETURNING 1
-)
-SELECT (SELECT count(*) FROM created) + (SELECT count(*) FROM updated)
-"""
-_PG_SET_CHANGES = """
-INSERT INTO config_changes (environment, namespace, key, version, action, actor, reason,
-                            before, after, changed, data, origin, change_set, committed_at)
-SELECT environment, namespace, key, version, action, actor, reason, before, after, changed,
-       data, origin, change_set, $14
-FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::int[], $5::varchar[],
-            $6::varchar[], $7::text[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::jsonb[],
-            $12::varchar[], $13::varchar[])
-    WITH ORDINALITY AS t(environment, namespace, key, version, action, actor, reason, before,
-                         after, changed, data, origin, change_set, ord)
-ORDER BY ord
-RETURNING seq, environment, namespace, key
-"""
-_PG_SET_NOTICES = """
-SELECT pg_notify($1, json_build_object(
+), written AS (
+    SELECT (SELECT count(*) FROM created) + (SELECT count(*) FROM updated) AS n
+), logged AS (
+    INSERT INTO config_changes (environment, namespace, key, version, action, actor,
+                                reason, before, after, changed, data, origin, change_set,
+                                committed_at)
+    SELECT environment, namespace, key, expected + 1, action, actor, reason, before, after,
+           changed, data, origin, change_set, $2::timestamptz
+    FROM i WHERE (SELECT n FROM written) = $3::int
+    ORDER BY ord
+    RETURNING seq, environment, namespace, key, version, origin, change_set
+), checked AS (
+    SELECT l.* FROM written LEFT JOIN logged AS l ON true
+    WHERE CASE WHEN written.n = $3::int THEN true
+               ELSE CAST('{_SET_LOST}: ' || written.n AS boolean) END
+)"""
+_PG_SET = _PG_SET_WRITE + "\nSELECT seq, environment, namespace, key FROM checked\n"
+# With a channel ($4): the notices too, in seq order, sent at the commit of the statement.
+_PG_SET_NOTIFIED = (
+    _PG_SET_WRITE
+    + """
+SELECT seq, environment, namespace, key, pg_notify($4, json_build_object(
     'namespace', namespace, 'key', key, 'version', version, 'seq', seq, 'origin', origin,
     'environment', environment, 'change_set', change_set, 'quiet', true)::text)
-FROM config_changes WHERE seq = ANY($2::bigint[])
+FROM checked
 ORDER BY seq
 """
+)
 
 
 class _Lost(Exception):
-    """A write of a set found another version stored (inside the driver's transaction)."""
+    """A write of a set found another version stored."""
 
     def __init__(self, write: Write, current: int) -> None:
         self.write = write
@@ -682,12 +722,16 @@ class _Sqlite(_DriverWriter):
         return seq
 
     async def write_all(
-        self, conn: AsyncConnection, each: Sequence[tuple[Write, Mapping[str, Any]]]
+        self, conn: AsyncConnection, writes: Sequence[Write], now: datetime, channel: str | None
     ) -> list[int]:
         """All the writes in one call on aiosqlite's thread, in one transaction."""
+        # Every row of the set has the same commit time: its text is made once.
+        when = dict(self.log_row.params)["w_now"]
+        at = {"w_now": now if when is None else when(now)}
         work = []
-        for w, values in each:
-            bound: dict[str, Any] = {}
+        for w in writes:
+            values = _values(w, now, None)
+            bound = dict(at)
             document = (self.create if w.expected_version == 0 else self.update).args(values, bound)
             work.append((w, document, self.version.args(values), self.log_row.args(values, bound)))
         aio = (await conn.get_raw_connection()).driver_connection
@@ -722,10 +766,13 @@ class _Sqlite(_DriverWriter):
             if updates and db.executemany(
                 self.update.sql, [document for _, document, _ in updates]
             ).rowcount != len(updates):
+                # Undone first: inside, a loser's winner can have stored just the version
+                # this set meant to write, and the two would look alike.
+                db.execute("ROLLBACK")
                 for w, _, version in updates:
                     found = db.execute(self.version.sql, version).fetchall()
                     current = int(found[0][0]) if found else 0
-                    if current != w.expected_version + 1:  # this one did not update
+                    if current != w.expected_version:
                         raise _Lost(w, current)
                 raise AssertionError("an update was lost, but none of them")
             db.executemany(self.log_row.sql, [log for _, _, _, log in work])
@@ -1132,18 +1179,16 @@ class ConfigStore:
         if not writes:
             return []
         now = datetime.now(UTC)
-        each = [(w, self._values(w, now)) for w in writes]
-
-        driver = self._driver
+        driver, channel = self._driver, self.notify_channel
 
         async def work(conn: AsyncConnection) -> list[int]:
-            return [await self._write(conn, w, values) for w, values in each]
+            return [await self._write(conn, w, self._values(w, now)) for w in writes]
 
         try:
             if driver is not None:
                 seqs = await self._run(
-                    lambda conn: driver.write_all(conn, each), write=True, begin=False,
-                    retry=False,
+                    lambda conn: driver.write_all(conn, writes, now, channel), write=True,
+                    begin=False, retry=False,
                 )  # fmt: skip
             else:
                 seqs = await self._run(work, write=True, retry=False)
@@ -1163,28 +1208,7 @@ class ConfigStore:
         return document, record
 
     def _values(self, w: Write, now: datetime) -> dict[str, Any]:
-        version = w.expected_version + 1
-        values: dict[str, Any] = {
-            "w_environment": w.environment,
-            "w_change_set": w.change_set,
-            "w_namespace": w.namespace,
-            "w_key": w.key,
-            "w_data": w.data,
-            "w_expected": w.expected_version,
-            "w_version": version,
-            "w_now": now,
-            "w_action": w.action.value,
-            "w_actor": w.actor,
-            "w_reason": w.reason,
-            "w_before": w.before,
-            "w_after": w.after,
-            "w_changed": list(w.changed),
-            "w_origin": w.origin,
-        }
-        if self.notify_channel is not None:
-            values["w_channel"] = self.notify_channel
-            values["w_quiet"] = not w.replies
-        return values
+        return _values(w, now, self.notify_channel)
 
     async def _write(self, conn: AsyncConnection, w: Write, values: dict[str, Any]) -> int:
         """The write through SQLAlchemy (drivers other than asyncpg and aiosqlite), in
