@@ -733,7 +733,8 @@ class _Sqlite(_DriverWriter):
             values = _values(w, now, None)
             bound = dict(at)
             document = (self.create if w.expected_version == 0 else self.update).args(values, bound)
-            work.append((w, document, self.version.args(values), self.log_row.args(values, bound)))
+            # The version probe's arguments are made only if the set loses.
+            work.append((w, document, values, self.log_row.args(values, bound)))
         aio = (await conn.get_raw_connection()).driver_connection
         assert aio is not None
         on_thread = cast(Callable[..., Awaitable[list[int]]], aio._execute)
@@ -749,7 +750,7 @@ class _Sqlite(_DriverWriter):
     def _transaction_all(
         self,
         aio: Any,
-        work: Sequence[tuple[Write, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]],
+        work: Sequence[tuple[Write, tuple[Any, ...], Mapping[str, Any], tuple[Any, ...]]],
     ) -> list[int]:
         """On aiosqlite's thread: every write, or (a version conflict: `_Lost`) none.
 
@@ -769,8 +770,8 @@ class _Sqlite(_DriverWriter):
                 # Undone first: inside, a loser's winner can have stored just the version
                 # this set meant to write, and the two would look alike.
                 db.execute("ROLLBACK")
-                for w, _, version in updates:
-                    found = db.execute(self.version.sql, version).fetchall()
+                for w, _, values in updates:
+                    found = db.execute(self.version.sql, self.version.args(values)).fetchall()
                     current = int(found[0][0]) if found else 0
                     if current != w.expected_version:
                         raise _Lost(w, current)
