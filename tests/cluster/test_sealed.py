@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
@@ -20,9 +21,24 @@ from ..support import connect
 from .models import CountersManager, LimitsManager
 
 
-def pair_options(redis_url: str, cluster: str) -> dict[str, object]:
+def member(
+    database_url: str,
+    env: dict[str, str],
+    redis_url: str,
+    cluster: str,
+    manager: type,
+    name: str,
+) -> Any:
     # No background catch-up: what arrives, arrives by notice.
-    return {"redis_url": redis_url, "cluster": cluster, "catch_up_interval": 3600}
+    return connect(
+        database_url,
+        env,
+        managers=[manager],
+        instance_id=name,
+        redis_url=redis_url,
+        cluster=cluster,
+        catch_up_interval=3600,
+    )
 
 
 async def settled(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -36,13 +52,10 @@ async def settled(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 async def test_a_listener_applies_the_sealed_change_without_a_read(
     database_url: str, redis_url: str, cluster: str, hub_env: dict[str, str]
 ) -> None:
-    options = pair_options(redis_url, cluster)
     async with (
-        connect(database_url, hub_env, managers=[CountersManager], instance_id="w",
-                **options) as writer,
-        connect(database_url, hub_env, managers=[CountersManager], instance_id="l",
-                **options) as listener,
-    ):  # fmt: skip
+        member(database_url, hub_env, redis_url, cluster, CountersManager, "w") as writer,
+        member(database_url, hub_env, redis_url, cluster, CountersManager, "l") as listener,
+    ):
         reads = 0
         read = listener.store.change_at
 
@@ -74,14 +87,11 @@ async def test_a_listener_applies_the_sealed_change_without_a_read(
 async def test_a_change_sealed_under_another_key_is_read_from_the_database(
     database_url: str, redis_url: str, cluster: str, hub_env: dict[str, str]
 ) -> None:
-    options = pair_options(redis_url, cluster)
     other = {"CONFMAN_ENCRYPTION_KEY": generate_key()}
     async with (
-        connect(database_url, hub_env, managers=[LimitsManager], instance_id="w",
-                **options) as writer,
-        connect(database_url, other, managers=[LimitsManager], instance_id="l",
-                **options) as listener,
-    ):  # fmt: skip
+        member(database_url, hub_env, redis_url, cluster, LimitsManager, "w") as writer,
+        member(database_url, other, redis_url, cluster, LimitsManager, "l") as listener,
+    ):
         await writer.manager(LimitsManager).update({"low": 7})
         heard = listener.manager(LimitsManager)
         await settled(lambda: heard.current.low == 7)
@@ -92,13 +102,10 @@ async def test_a_change_sealed_under_another_key_is_read_from_the_database(
 async def test_a_forged_notice_on_the_channel_does_not_decide_a_value(
     database_url: str, redis_url: str, cluster: str, hub_env: dict[str, str]
 ) -> None:
-    options = pair_options(redis_url, cluster)
     async with (
-        connect(database_url, hub_env, managers=[LimitsManager], instance_id="w",
-                **options) as writer,
-        connect(database_url, hub_env, managers=[LimitsManager], instance_id="l",
-                **options) as listener,
-    ):  # fmt: skip
+        member(database_url, hub_env, redis_url, cluster, LimitsManager, "w") as writer,
+        member(database_url, hub_env, redis_url, cluster, LimitsManager, "l") as listener,
+    ):
         limits = writer.manager(LimitsManager)
         change = await limits.update({"low": 5})
         heard = listener.manager(LimitsManager)
