@@ -410,7 +410,7 @@ class ChangeSet:
         if not names:
             return change
         stored = {
-            d.environment: d for d in await self.hub.store.load_everywhere(m.namespace, step.key)
+            d.environment: d for d in await self.hub.backend.load_everywhere(m.namespace, step.key)
         }
 
         def plain(environment: str) -> dict[str, Any] | None:
@@ -440,7 +440,7 @@ class ChangeSet:
     async def _commit(self, steps: list[_Step[Any]]) -> list[ConfigChange[Any]]:
         written = [s for s in steps if not s.unchanged]
         try:
-            results = await self.hub.store.write_all([s.write for s in written])
+            results = await self.hub.backend.write_all([s.write for s in written])
         except ConcurrencyConflict:
             raise ChangeSetConflict(await self._who_lost(written)) from None
         changes: dict[int, ConfigChange[Any]] = {}
@@ -456,7 +456,7 @@ class ChangeSet:
         lost: list[ConcurrencyConflict] = []
         for step in written:
             m = step.manager
-            stored = await self.hub.store.load(m.namespace, step.key, environment=step.target)
+            stored = await self.hub.backend.load(m.namespace, step.key, environment=step.target)
             current = 0 if stored is None else stored.version
             if current != step.write.expected_version:
                 m.stats.conflicts += 1

@@ -46,6 +46,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .backend import DocumentBackend
 from .bus import ChangeBus, ChangeNotice, CommitNotifyingBus, LocalBus, ReconnectingBus
 from .change import BASE, ChangeRecord
 from .environments import (
@@ -210,6 +211,8 @@ class ConfigHub:
     ) -> None:
         self.engine = engine
         self.store = ConfigStore(engine, timeout=database_timeout)
+        #: What managers load from and write to (`confman.backend`): here the database.
+        self.backend: DocumentBackend = self.store
         self.readiness_timeout = readiness_timeout
         self.bus = bus
         if isinstance(bus, CommitNotifyingBus):

@@ -895,13 +895,13 @@ class ConfigurationManager(Generic[T]):
             entry = self._entries.get(key)
             if entry is not None and environment == self._overlay_env:
                 return entry.stored, True
-        doc = await self.hub.store.load(self.namespace, key)
+        doc = await self.hub.backend.load(self.namespace, key)
         return (None if doc is None else self._decode(doc.data, key, doc.version)), True
 
     async def _rollback_target(
         self, key: str, to_version: int, environment: Environment = OWN
     ) -> dict[str, Any] | None:
-        logged = await self.hub.store.change_at(
+        logged = await self.hub.backend.change_at(
             self.namespace, key, to_version, environment=self._target_name(environment)
         )
         return None if logged.data is None else decrypt_document(logged.data, self.hub.keyring)
@@ -911,7 +911,7 @@ class ConfigurationManager(Generic[T]):
     ) -> list[ChangeRecord]:
         """Committed changes of ``key``'s document in ``environment`` (see `update`),
         newest first, secrets masked."""
-        return await self.hub.store.history(
+        return await self.hub.backend.history(
             self.namespace, key, limit=limit, environment=self._target_name(environment)
         )
 
@@ -954,7 +954,7 @@ class ConfigurationManager(Generic[T]):
         read from the database: for rules judging a write to an environment that
         this instance does not hold."""
         wanted = [BASE, environment] if self.inherits and environment != BASE else [environment]
-        rows = await self.hub.store.load_namespace(self.namespace, environments=wanted)
+        rows = await self.hub.backend.load_namespace(self.namespace, environments=wanted)
         by_key: dict[str, dict[str, StoredDocument]] = {}
         for row in rows:
             by_key.setdefault(row.key, {})[row.environment] = row
@@ -1222,7 +1222,7 @@ class ConfigurationManager(Generic[T]):
             if target == BASE and self.inherits:
                 await self._check_environments(key, step.candidate.plain)
             try:
-                stored, record = await self.hub.store.write(step.write)
+                stored, record = await self.hub.backend.write(step.write)
             except ConcurrencyConflict:
                 self.stats.conflicts += 1
                 raise
@@ -1462,7 +1462,7 @@ class ConfigurationManager(Generic[T]):
         """
         if not self.hub.known_environments:
             return
-        for doc in await self.hub.store.load_everywhere(self.namespace, key):
+        for doc in await self.hub.backend.load_everywhere(self.namespace, key):
             if doc.environment == BASE or doc.data is None:
                 continue
             overlay = self._decode(doc.data, key, doc.version)
@@ -1500,7 +1500,7 @@ class ConfigurationManager(Generic[T]):
             ConcurrencyConflict: the database holds a newer version than this instance.
         """
         held = entry.version if version is None else version
-        stored = await self.hub.store.load(self.namespace, key, environment=environment)
+        stored = await self.hub.backend.load(self.namespace, key, environment=environment)
         current = 0 if stored is None else stored.version
         if current != held:
             self.stats.conflicts += 1
@@ -1763,7 +1763,7 @@ class ConfigurationManager(Generic[T]):
             return
         logged = self.hub._unseal(notice)
         if logged is None:
-            logged = await self.hub.store.change_at(
+            logged = await self.hub.backend.change_at(
                 self.namespace, notice.key, notice.version, environment=notice.environment
             )
         async with self._lock(notice.key):
@@ -1772,10 +1772,10 @@ class ConfigurationManager(Generic[T]):
     async def _refresh_from_store(self, key: str, *, locked: bool = False, slot: int = 0) -> None:
         environment = self._scope if slot == 0 else self._overlay_env
         assert environment is not None
-        doc = await self.hub.store.load(self.namespace, key, environment=environment)
+        doc = await self.hub.backend.load(self.namespace, key, environment=environment)
         if doc is None or doc.version <= self._version_in(self._entries.get(key), slot):
             return
-        logged = await self.hub.store.change_at(
+        logged = await self.hub.backend.change_at(
             self.namespace, key, doc.version, environment=environment
         )
         if locked:
@@ -1790,7 +1790,7 @@ class ConfigurationManager(Generic[T]):
     async def _load(self) -> None:
         """Load every stored document (start-up). Emits nothing."""
         self._load_documents(
-            await self.hub.store.load_namespace(
+            await self.hub.backend.load_namespace(
                 self.namespace, environments=self._environments_held()
             )
         )
@@ -1885,10 +1885,10 @@ class ConfigurationManager(Generic[T]):
         if self.inherits and environment != BASE:
             return {
                 d.environment: d
-                for d in await self.hub.store.load_everywhere(self.namespace, key)
+                for d in await self.hub.backend.load_everywhere(self.namespace, key)
                 if d.environment in (BASE, environment)
             }
-        row = await self.hub.store.load(self.namespace, key, environment=environment)
+        row = await self.hub.backend.load(self.namespace, key, environment=environment)
         return {} if row is None else {environment: row}
 
     def _resolved(

@@ -684,7 +684,7 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
 
     async def _load_key(self, key: str) -> _Entry[VirtualKey]:
         while True:
-            doc = await self.hub.store.load(self.namespace, key, environment=self._scope)
+            doc = await self.hub.backend.load(self.namespace, key, environment=self._scope)
             self._info.loads += 1
             # No await from here on: nothing can change the caches under us.
             loaded_version = doc.version if doc else 0
@@ -782,7 +782,7 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
             return
         logged = self.hub._unseal(notice)
         if logged is None:
-            logged = await self.hub.store.change_at(
+            logged = await self.hub.backend.change_at(
                 self.namespace, key, notice.version, environment=self._scope
             )
         async with self._lock(key):
