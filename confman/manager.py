@@ -1182,6 +1182,37 @@ class ConfigurationManager(Generic[T]):
             return None  # a corrupt document: nothing safe to show
         return mask_document(value.model_dump(mode="python", exclude_unset=True))
 
+    async def write_stored(
+        self,
+        key: str,
+        data: dict[str, Any] | None,
+        *,
+        environment: str | None,
+        expected_version: int,
+        action: Action,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> ConfigChange[T]:
+        """Store one layer as given: the base document or, in an environment, its
+        overlay (plain JSON, secrets in clear; None deletes it), if the stored version is
+        ``expected_version``. Validated as every write is, against every environment it
+        affects. What a remote hub's writes become on the server (`confman.remote`): the
+        client built the layer with the same code as a direct write would.
+
+        Raises:
+            ConcurrencyConflict, ValidationFailed, NotFound: as any write.
+        """
+        if data is not None:
+            self._check_limits(data, key, source=f"{action} (remote)")
+        return await self._write(
+            key,
+            lambda _before, _parent, _over: None if data is None else copy.deepcopy(data),
+            action=action,
+            expected_version=expected_version,
+            origin=_Origin(actor, reason),
+            environment=environment,
+        )
+
     async def _entry_for_write(self, key: str) -> _Entry[T] | None:
         """The entry a write starts from; lazily loaded managers override this."""
         return self._entries.get(key)

@@ -35,6 +35,7 @@ __all__ = [
     "generate_key",
     "mask",
     "mask_document",
+    "mask_stored",
     "masked_paths",
     "plain_document",
 ]
@@ -232,6 +233,13 @@ def _map_tokens(value: Any, fn: Callable[[str], Any]) -> Any:
 def decrypt_document(stored: Mapping[str, Any], keys: KeyRing) -> dict[str, Any]:
     """Stored JSON back to plain JSON (secrets revealed) for validation."""
     result: dict[str, Any] = _map_tokens(dict(stored), keys.decrypt)
+    return result
+
+
+def mask_stored(stored: Mapping[str, Any], keys: KeyRing) -> dict[str, Any]:
+    """Stored JSON with every secret masked as `mask` shows it (what a reader without
+    the right to secrets is sent of a stored document; the fingerprint tells a change)."""
+    result: dict[str, Any] = _map_tokens(dict(stored), lambda t: mask(keys.decrypt(t)))
     return result
 
 

@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from confman import ConfigHub, NotFound, __version__
 from confman.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SNAPSHOT_DOCUMENTS
 
-from . import change_sets, documents, environments, events, operations, snapshot
+from . import change_sets, documents, environments, events, layers, operations, snapshot
+from .event_data import EventData
 from .metrics import Metrics
 from .openapi import keep_openapi_31
 from .problems import install_handlers, problem_response
@@ -181,6 +182,7 @@ def create_app(
             except NotFound:
                 await connected.load(ApiTokenManager)
             app.state.hub = connected
+            app.state.event_data = EventData(connected, limits)
             metrics = app.state.metrics = Metrics(connected)
             stack.callback(metrics.close)
             if on_start is not None:
@@ -199,6 +201,7 @@ def create_app(
     keep_openapi_31(app)
     app.include_router(documents.router)
     app.include_router(snapshot.router)
+    app.include_router(layers.router)
     app.include_router(change_sets.router)
     app.include_router(environments.router)
     app.include_router(events.router)

@@ -6,6 +6,9 @@ from what it applies, as it applies it; any other is read from the change log as
 this server has applied it (``applied_seq``: catch-up reads every environment's rows),
 so no change is skipped or sent twice, at most a catch-up interval late.
 
+Each event carries the stored document its change wrote, as the token may read it
+(`confman.api.event_data`): a remote hub applies it without another request.
+
 Each stream is bounded (`StreamLimits`, docs/api.md): a client too far behind, or one whose
 send does not finish in time, is cut off and resumes from the change log with
 ``Last-Event-ID``. A resume point the log cannot serve (ahead of it, or pruned) is a 409.
@@ -27,6 +30,7 @@ from confman import ChangeRecord, ConfigChange, ConfigurationManager
 
 from . import models
 from .auth import CurrentPrincipal, hub_of, manager_for, served
+from .event_data import EventData, from_record
 from .problems import PROBLEM_JSON, ApiProblem
 from .scope import EnvironmentParam, environment_for, holds
 from .stream import KEEPALIVE, BoundedEventStream, Outbox, StreamLimits, frame
@@ -43,36 +47,6 @@ _TAIL_POLL = 0.2  # seconds between looks at applied_seq (memory only) for anoth
 def concerns(manager: ConfigurationManager[Any], changed: str | None, target: str | None) -> bool:
     """Whether a change to ``changed``'s document (None: the base) concerns ``target``."""
     return changed == target or (manager.inherits and changed is None)
-
-
-def _from_change(change: ConfigChange[Any]) -> models.ChangeEvent:
-    return models.ChangeEvent(
-        seq=change.seq,
-        namespace=change.namespace,
-        key=change.key,
-        version=change.version,
-        action=str(change.action),
-        actor=change.actor,
-        reason=change.reason,
-        origin=change.origin,
-        at=change.at,
-        changed=list(change.stored_changed),  # as the change log has it, for resumes
-        environment=change.environment or None,
-        change_set=change.change_set,
-    )
-
-
-def _from_record(record: ChangeRecord) -> models.ChangeEvent:
-    return models.ChangeEvent(
-        **models.record_fields(record),
-        namespace=record.namespace,
-        key=record.key,
-        environment=record.environment or None,
-    )
-
-
-def _event(change: models.ChangeEvent) -> bytes:
-    return frame(change.model_dump_json(), event="change", id=str(change.seq))
 
 
 def _limits(request: Request) -> StreamLimits:
@@ -145,6 +119,8 @@ async def change_events(
         await _check_resumable(request, after)
     limits = _limits(request)
     hub = hub_of(request)
+    data: EventData = request.app.state.event_data
+    reveal = who.role.reveals_secrets
     outbox = Outbox(limits)
     wanted = [m.namespace for m in managers]
     by_namespace = {m.namespace: m for m in managers}
@@ -173,12 +149,15 @@ async def change_events(
                 return
             cursor = page[-1].seq
 
+    def queued(record: ChangeRecord) -> bytes:
+        return data.queued(from_record(record))
+
     def push(change: ConfigChange[Any]) -> None:
         manager = by_namespace.get(change.namespace)
         if manager is None or not concerns(manager, change.environment or None, target):
             return
         if outbox.ended is None:
-            outbox.put(change.seq, _event(_from_change(change)))
+            outbox.put(change.seq, data.live(change))
 
     def token_changed(change: ConfigChange[Any]) -> None:
         # Revoked or regranted: end the stream; the client's reconnect is checked anew.
@@ -195,7 +174,7 @@ async def change_events(
             high = hub.applied_seq
             if high > cursor:
                 async for record in records(cursor, high):
-                    await send(_event(_from_record(record)))
+                    await send(await data.complete(record.seq, queued(record), reveal=reveal))
                     quiet_since = time.monotonic()
                 cursor = high
             elif time.monotonic() - quiet_since >= limits.ping_interval:
@@ -230,7 +209,7 @@ async def change_events(
                 async for record in records(after):
                     if record.seq > applied:  # it may still arrive live: skip it then
                         sent.add(record.seq)
-                    await send(_event(_from_record(record)))
+                    await send(await data.complete(record.seq, queued(record), reveal=reveal))
             while True:
                 item = await outbox.get(limits.ping_interval)
                 if item is None:
@@ -244,7 +223,7 @@ async def change_events(
                     # This instance is applying what the client already had (it resumed
                     # here after reading from an instance further ahead).
                     continue
-                await send(chunk)
+                await send(await data.complete(seq, chunk, reveal=reveal))
         finally:
             subscriptions.dispose()
 

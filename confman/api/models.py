@@ -242,6 +242,48 @@ class ChangeEvent(_ChangeFields):
     namespace: str
     key: str
     environment: str | None = Field(default=None, description="whose document (null: the base)")
+    data: dict[str, Any] | None = Field(
+        default=None,
+        description="the stored document this change wrote (the base's, or the environment's "
+        "overlay), as GET /api/v1/layers answers it: secrets masked, in clear for a service "
+        "token; null for a deletion, or when data_omitted",
+    )
+    data_omitted: bool = Field(
+        default=False,
+        description="the document is larger than the server sends in an event: read it "
+        "with GET /api/v1/layers?namespace=&key=",
+    )
+
+
+class StoredLayer(BaseModel):
+    """One stored document as a remote hub loads it: the base's, or an environment's
+    overlay over it, without any instance's env files or variables."""
+
+    namespace: str
+    key: str
+    environment: str | None = Field(default=None, description="whose document (null: the base)")
+    version: int
+    data: dict[str, Any] | None = Field(
+        description="secrets masked, in clear for a service token; null: deleted"
+    )
+    updated_at: datetime
+    updated_by: str | None
+
+
+class Layers(BaseModel):
+    environment: str | None = Field(default=None, description=_ENVIRONMENT)
+    seq: int = Field(
+        description="every change up to this seq is in the documents: resume the event "
+        "stream from it (Last-Event-ID)"
+    )
+    documents: list[StoredLayer] = Field(description="by namespace, then key; base first")
+
+
+class LayerWrite(BaseModel):
+    """A stored document to write as it is (what a remote hub's managers built)."""
+
+    data: dict[str, Any] | None = Field(description="the document or overlay; null deletes it")
+    action: Literal["create", "update", "delete", "rollback"] = "update"
 
 
 class TokenRequest(BaseModel):

@@ -53,6 +53,8 @@ class StreamLimits:
         send_timeout: seconds one send to a client may take before its stream is ended.
         replay_page: change-log records read per query when a client resumes.
         ping_interval: seconds of silence before a keep-alive comment is sent.
+        max_event_data: bytes of stored document an event carries; a larger one is
+            left out (``data_omitted``) and read by the client on its own.
     """
 
     max_events: int = 10_000
@@ -60,6 +62,7 @@ class StreamLimits:
     send_timeout: float = 15.0
     replay_page: int = 500
     ping_interval: float = 15.0
+    max_event_data: int = 64 * 1024
 
     def __post_init__(self) -> None:
         for f in fields(self):
