@@ -196,6 +196,11 @@ class HubStats:
 class ConfigHub:
     """The process-wide owner of confman's resources. Use `ConfigHub.connect`."""
 
+    #: Whether the backend puts back a secret sent masked as it was shown (a remote
+    #: hub's server does, for tokens that read secrets masked); if not, a masked value
+    #: written is refused as one pasted back by mistake.
+    restores_masked_secrets: bool = False
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -257,6 +262,7 @@ class ConfigHub:
         # While a change set is applied here: its members' changes, emitted once every
         # member is in memory (see `_holding`).
         self._held_changes: list[tuple[ConfigurationManager[Any], ConfigChange[Any]]] | None = None
+        self._held_applied: list[int] | None = None  # their seqs, counted once emitted
         self._cluster: ClusterNode | None = None  # with a redis_url: fleet membership
         self._retention: DatabaseRetention | None = None  # without: database-owned retention
         self._idle_leadership: Any = None
@@ -285,12 +291,17 @@ class ConfigHub:
         database_timeout: float | None = None,
         readiness_timeout: float | None = None,
         limits: Limits | None = None,
+        token: str | None = None,
+        verify: bool | str = True,
     ) -> _Connection:
         """Open a hub: ``async with ConfigHub.connect(url) as hub: ...``.
 
         Args:
             database_url: SQLAlchemy URL; ``postgresql://`` and ``sqlite://`` get their
-                async drivers. The schema must be at the migrations' head.
+                async drivers. The schema must be at the migrations' head. Or the
+                ``https://`` (``http://``) URL of a ``confman serve`` server: the hub is
+                then a `confman.remote.RemoteHub`, with the same managers, reading
+                through the server (docs/modes.md).
             env: the process environment to read overrides (and
                 ``CONFMAN_ENCRYPTION_KEY``) from; ``os.environ`` when ``None``.
             env_files: env files in ascending precedence, relative to the working
@@ -335,10 +346,34 @@ class ConfigHub:
                 database. By default ``CONFMAN_READINESS_TIMEOUT`` from ``env``, else 2.
             limits: how large and how deeply nested a document may be (`Limits`);
                 every write and ``validate`` refuses one past them.
+            token: remote mode only: the server's bearer token (by default
+                ``CONFMAN_TOKEN`` from ``env``).
+            verify: remote mode only: verify the server's certificate (default), or
+                the path of a CA bundle to verify it with.
 
         Raises:
-            ConfmanError: a timeout that is not a positive number of seconds.
+            ConfmanError: a timeout that is not a positive number of seconds; an option
+                of direct mode given with a server URL.
         """
+        if database_url.startswith(("http://", "https://")):
+            direct_only = {
+                "bus": bus, "redis_url": redis_url, "cluster_options": cluster_options,
+                "engine_options": engine_options,
+            }  # fmt: skip
+            given = [name for name, value in direct_only.items() if value is not None]
+            if given:
+                raise ConfmanError(
+                    f"{', '.join(given)}: options of direct mode; a hub over a server "
+                    "(an http(s) URL) takes none of them"
+                )
+            from .remote import RemoteHub  # the one place the hub names its remote sibling
+
+            return RemoteHub.connect(
+                database_url, token=token, environment=environment, env=env,
+                env_files=env_files, managers=managers, instance_id=instance_id,
+                snapshot_path=snapshot_path, encryption_keys=encryption_keys, verify=verify,
+                timeout=database_timeout or 10.0, limits=limits,
+            )  # fmt: skip
         variables = dict(os.environ if env is None else env)
         stage = environment if environment is not None else variables.get(ENVIRONMENT_VARIABLE)
         stage = check_environment_name(stage) if stage else None
@@ -723,6 +758,9 @@ class ConfigHub:
 
     def _applied(self, seq: int) -> None:
         """A change was applied outside catch-up (an own write, a notice)."""
+        if self._held_applied is not None:
+            self._held_applied.append(seq)  # counted once emitted (see `_holding`)
+            return
         if seq > self._seq or seq in self._gaps:
             self._applied_ahead.add(seq)
 
@@ -1189,12 +1227,17 @@ class ConfigHub:
             return
         held: list[tuple[ConfigurationManager[Any], ConfigChange[Any]]] = []
         self._held_changes = held
+        applied: list[int] = []
+        self._held_applied = applied
         try:
             yield
         finally:
             self._held_changes = None
+            self._held_applied = None
             for manager, change in held:
                 manager._deliver(change)
+            for seq in applied:
+                self._applied(seq)
 
     async def _apply_batch(self, batch: list[LoggedChange]) -> None:
         seen = [c.record.seq for c in batch]
@@ -1204,8 +1247,6 @@ class ConfigHub:
         high = max(seen)
         if high > self._seq:
             self._note_gaps([s for s in seen if s > self._seq], low=self._seq, high=high)
-            self._seq = high
-        self._applied_ahead = {s for s in self._applied_ahead if s > self._seq or s in self._gaps}
         # In seq order, except that a change set's rows go together, where its first is.
         segments: list[list[LoggedChange]] = []
         sets: dict[str, list[LoggedChange]] = {}
@@ -1226,6 +1267,10 @@ class ConfigHub:
             else:
                 with self._holding():
                     await self._apply_rows(segment)
+        # Only now, every row emitted: `applied_seq` never passes a change that some
+        # subscriber (an event stream's resume point) has not been given yet.
+        self._seq = max(self._seq, high)
+        self._applied_ahead = {s for s in self._applied_ahead if s > self._seq or s in self._gaps}
 
     async def _apply_rows(self, batch: list[LoggedChange]) -> None:
         by_namespace: dict[str, list[LoggedChange]] = {}

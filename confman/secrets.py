@@ -32,12 +32,14 @@ __all__ = [
     "decrypt_document",
     "encrypt_document",
     "fingerprint",
+    "from_wire",
     "generate_key",
     "mask",
     "mask_document",
-    "mask_stored",
     "masked_paths",
     "plain_document",
+    "restore_masked",
+    "to_wire",
 ]
 
 ENCRYPTION_KEY_VARIABLE = "CONFMAN_ENCRYPTION_KEY"
@@ -236,11 +238,61 @@ def decrypt_document(stored: Mapping[str, Any], keys: KeyRing) -> dict[str, Any]
     return result
 
 
-def mask_stored(stored: Mapping[str, Any], keys: KeyRing) -> dict[str, Any]:
-    """Stored JSON with every secret masked as `mask` shows it (what a reader without
-    the right to secrets is sent of a stored document; the fingerprint tells a change)."""
-    result: dict[str, Any] = _map_tokens(dict(stored), lambda t: mask(keys.decrypt(t)))
+WIRE_FIELD = "$secret"
+
+
+def to_wire(stored: Mapping[str, Any], keys: KeyRing, *, reveal: bool) -> dict[str, Any]:
+    """Stored JSON as a server sends it to a remote hub: each secret ``{"$secret": v}``,
+    ``v`` in clear when ``reveal``, else masked as `mask` shows it (with a fingerprint, so
+    that a changed secret still shows). The keys never leave the server."""
+    decrypt = keys.decrypt
+    if reveal:
+        result: dict[str, Any] = _map_tokens(dict(stored), lambda t: {WIRE_FIELD: decrypt(t)})
+    else:
+        result = _map_tokens(dict(stored), lambda t: {WIRE_FIELD: mask(decrypt(t))})
     return result
+
+
+def _map_wire(value: Any, fn: Callable[[str], Any]) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get(WIRE_FIELD), str):
+            return fn(value[WIRE_FIELD])
+        return {k: _map_wire(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_wire(v, fn) for v in value]
+    return value
+
+
+def from_wire(data: Mapping[str, Any], keys: KeyRing) -> dict[str, Any]:
+    """`to_wire`'s form back to stored JSON, each secret encrypted with ``keys`` (a
+    remote hub's own: what it keeps in memory and in its snapshot file)."""
+    result: dict[str, Any] = _map_wire(dict(data), lambda v: {_TOKEN_FIELD: keys.encrypt(v)})
+    return result
+
+
+def restore_masked(data: Any, stored: Any, keys: KeyRing) -> Any:
+    """``data`` (plain JSON) with each masked secret that is the mask of the secret
+    stored at the same place (``stored``, stored form) replaced by that secret: what a
+    reader without the right to secrets sends back unchanged. Any other mask is left,
+    for validation to refuse."""
+    if isinstance(data, str):
+        if _MASKED.fullmatch(data) and _is_token(stored):
+            token = stored[_TOKEN_FIELD]
+            if isinstance(token, str):
+                clear = keys.decrypt(token)
+                if mask(clear) == data:
+                    return clear
+        return data
+    if isinstance(data, dict):
+        under = stored if isinstance(stored, dict) else {}
+        return {k: restore_masked(v, under.get(k), keys) for k, v in data.items()}
+    if isinstance(data, list):
+        items = stored if isinstance(stored, list) else []
+        return [
+            restore_masked(v, items[i] if i < len(items) else None, keys)
+            for i, v in enumerate(data)
+        ]
+    return data
 
 
 def rotate_document(stored: Mapping[str, Any], keys: KeyRing) -> dict[str, Any]:

@@ -49,6 +49,13 @@ def concerns(manager: ConfigurationManager[Any], changed: str | None, target: st
     return changed == target or (manager.inherits and changed is None)
 
 
+def _applied(seq: int) -> bytes:
+    """A resume point: every change up to ``seq`` that concerns the stream was sent
+    before this event. Events come in the order this server applied them, which is not
+    always seq order, so a change's own seq is no safe point to resume from; this is."""
+    return frame(json.dumps({"seq": seq}), event="applied", id=str(seq))
+
+
 def _limits(request: Request) -> StreamLimits:
     limits: StreamLimits | None = getattr(request.app.state, "stream_limits", None)
     return limits or StreamLimits()
@@ -175,8 +182,9 @@ async def change_events(
             if high > cursor:
                 async for record in records(cursor, high):
                     await send(await data.complete(record.seq, queued(record), reveal=reveal))
-                    quiet_since = time.monotonic()
                 cursor = high
+                await send(_applied(cursor))
+                quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= limits.ping_interval:
                 await send(KEEPALIVE)
                 quiet_since = time.monotonic()
@@ -201,6 +209,7 @@ async def change_events(
         try:
             sent: set[int] = set()
             applied = hub.applied_seq  # anything up to here never comes live again
+            marked = applied  # the last resume point sent
             if after is None:
                 # Tell a new client where it stands, so that if this connection drops
                 # before any change, it resumes from here (every change up to it applied).
@@ -210,6 +219,8 @@ async def change_events(
                     if record.seq > applied:  # it may still arrive live: skip it then
                         sent.add(record.seq)
                     await send(await data.complete(record.seq, queued(record), reveal=reveal))
+                marked = max(after, applied)
+                await send(_applied(marked))
             while True:
                 item = await outbox.get(limits.ping_interval)
                 if item is None:
@@ -224,6 +235,13 @@ async def change_events(
                     # here after reading from an instance further ahead).
                     continue
                 await send(await data.complete(seq, chunk, reveal=reveal))
+                if not len(outbox):
+                    # A burst has been sent: tell the client how far it may resume from.
+                    # Every change up to applied_seq was emitted, so queued here, before.
+                    now_applied = hub.applied_seq
+                    if now_applied > marked:
+                        marked = now_applied
+                        await send(_applied(marked))
         finally:
             subscriptions.dispose()
 

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from confman import Action, ConfigHub, ConfigurationManager, SecretsUnavailable
 from confman.change import BASE
-from confman.secrets import decrypt_document, mask_stored
+from confman.secrets import restore_masked, to_wire
 from confman.store import StoredDocument
 
 from . import models
@@ -35,7 +35,8 @@ from .tokens import Role
 
 __all__ = ["router", "stored_form_for"]
 
-router = APIRouter(prefix="/api/v1", tags=["layers"], dependencies=[Depends(well_formed)])
+router = APIRouter(prefix="/api/v1", tags=["layers"])
+_WELL_FORMED = [Depends(well_formed)]  # not on GET /layers: ?namespace= repeats
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"model": models.Problem, "description": text}
@@ -65,12 +66,12 @@ def scopes(manager: ConfigurationManager[Any], environment: str | None) -> list[
 
 
 def stored_form_for(hub: ConfigHub, data: dict[str, Any] | None, *, reveal: bool) -> Any:
-    """A stored document as a reader receives it: secrets in clear when ``reveal``, else
-    masked (each with its fingerprint, so that a change of secret still shows)."""
+    """A stored document as a reader receives it (`confman.secrets.to_wire`): each
+    secret ``{"$secret": ...}``, in clear when ``reveal``, else masked."""
     if data is None:
         return None
     try:
-        return decrypt_document(data, hub.keyring) if reveal else mask_stored(data, hub.keyring)
+        return to_wire(data, hub.keyring, reveal=reveal)
     except (ValueError, SecretsUnavailable) as e:
         raise ApiProblem(503, f"the server cannot read a stored secret: {e}") from None
 
@@ -142,7 +143,11 @@ async def read_layers(
     return models.Layers(environment=target, seq=seq, documents=found)
 
 
-@router.get("/layers/{namespace}/{key}/versions/{version}", responses=_PROBLEMS)
+@router.get(
+    "/layers/{namespace}/{key}/versions/{version}",
+    responses=_PROBLEMS,
+    dependencies=_WELL_FORMED,
+)
 async def read_layer_version(
     request: Request,
     who: CurrentPrincipal,
@@ -172,6 +177,7 @@ async def read_layer_version(
 
 @router.put(
     "/layers/{namespace}/{key}",
+    dependencies=_WELL_FORMED,
     responses={
         **_PROBLEMS,
         412: {"model": models.Problem, "description": "the stored version is not If-Match"},
@@ -203,10 +209,17 @@ async def write_layer(
     expected = _version_from(if_match)
     if expected is None:
         raise ApiProblem(428, 'a stored write needs If-Match: "<version>" ("0": a new document)')
+    where = scopes(manager, target)[-1]
+    data = body.data
+    if data is not None and not who.role.reveals_secrets:
+        # A reader of masked secrets sends back what it was shown: keep those secrets.
+        current = await hub_of(request).store.load(manager.namespace, key, environment=where)
+        stored = None if current is None else current.data
+        data = restore_masked(data, stored, hub_of(request).keyring)
     change = await manager.write_stored(
         key,
-        body.data,
-        environment=scopes(manager, target)[-1] or None,
+        data,
+        environment=where or None,
         expected_version=expected,
         action=Action(body.action),
         actor=who.name,

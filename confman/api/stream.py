@@ -137,6 +137,9 @@ class Outbox:
             self._over.set()
             self._ready.set()
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     async def wait_ended(self) -> None:
         await self._over.wait()
 
