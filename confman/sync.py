@@ -43,6 +43,7 @@ connect again in the child; ``close`` there only drops references. With gunicorn
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
@@ -92,6 +93,15 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """A hub left open is closed at exit (its loop thread is a daemon: without this
+    it would be stopped mid-work, connections unreleased)."""
+    for hub in list(_live):
+        with contextlib.suppress(Exception):
+            hub.close(timeout=5)
 
 
 def connect(
@@ -208,7 +218,7 @@ class SyncHub:
     # ----------------------------------------------------------------- checks
 
     def _usable(self) -> ConfigHub:
-        if self._forked or os.getpid() != self._pid:
+        if self._forked:  # set at fork (a flag, not getpid(): reads check it too)
             raise ConfmanError(
                 f"this SyncHub was started in process {self._pid}; process {os.getpid()} "
                 "is a fork of it and has no copy of its event loop thread. Call "
@@ -333,7 +343,7 @@ class SyncHub:
         Idempotent; in a forked child it only drops references."""
         if self._closed:
             return
-        if self._forked or os.getpid() != self._pid:
+        if self._forked:
             self._closed, self._hub, self._managers = True, None, {}
             return
         if threading.get_ident() == self.thread.ident:
