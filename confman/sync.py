@@ -88,7 +88,7 @@ class CallTimeout(ConfmanError, TimeoutError):
 
 def _after_fork_in_child() -> None:
     for hub in list(_live):
-        hub._forked = True
+        hub._forked, hub._ok = True, False
 
 
 if hasattr(os, "register_at_fork"):
@@ -132,9 +132,10 @@ def connect(
     try:
         hub = future.result(start_timeout)
     except BaseException as e:
+        timed_out = isinstance(e, TimeoutError) and not future.done()
         future.cancel()
         _stop_loop(loop, thread, DEFAULT_CLOSE_TIMEOUT)
-        if isinstance(e, TimeoutError) and not future.done():
+        if timed_out:
             raise CallTimeout(f"the hub did not start within {start_timeout}s") from None
         raise
     return SyncHub(hub, loop, thread, call_timeout=call_timeout, executor=executor)
@@ -209,6 +210,7 @@ class SyncHub:
         self._pid = os.getpid()
         self._forked = False
         self._closed = False
+        self._ok = True  # neither closed nor forked: what every read checks
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -218,6 +220,8 @@ class SyncHub:
     # ----------------------------------------------------------------- checks
 
     def _usable(self) -> ConfigHub:
+        if self._ok and self._hub is not None:
+            return self._hub
         if self._forked:  # set at fork (a flag, not getpid(): reads check it too)
             raise ConfmanError(
                 f"this SyncHub was started in process {self._pid}; process {os.getpid()} "
@@ -344,7 +348,7 @@ class SyncHub:
         if self._closed:
             return
         if self._forked:
-            self._closed, self._hub, self._managers = True, None, {}
+            self._closed, self._ok, self._hub, self._managers = True, False, None, {}
             return
         if threading.get_ident() == self.thread.ident:
             raise ConfmanError("close a SyncHub from another thread than its event loop's")
@@ -354,7 +358,7 @@ class SyncHub:
         except Exception:
             log.exception("closing the hub failed; stopping its loop all the same")
         finally:
-            self._closed, self._hub = True, None
+            self._closed, self._ok, self._hub = True, False, None
             _stop_loop(self.loop, self.thread, max(0.1, deadline - time.monotonic()))
             if self._own_executor:
                 self.executor.shutdown(wait=False, cancel_futures=True)
@@ -378,8 +382,8 @@ async def _awaited(awaitable: Awaitable[R]) -> R:
 class SyncManager(Generic[T]):
     """The blocking view of one `ConfigurationManager[T]`; get it from `SyncHub.manager`.
 
-    Reads are the async manager's memory reads; writes take the async method's keyword
-    arguments plus ``timeout``.
+    Reads are the async manager's memory reads, in the caller's thread. Blocking calls
+    take the async method's arguments plus ``timeout`` (see `SyncHub.call`).
     """
 
     def __init__(self, sync_hub: SyncHub, manager: ConfigurationManager[T]) -> None:
@@ -391,8 +395,9 @@ class SyncManager(Generic[T]):
 
     @property
     def manager(self) -> ConfigurationManager[T]:
-        """The async manager (use its coroutines only on the hub's loop)."""
-        self.sync_hub._usable()
+        """The async manager (its coroutines belong on the hub's loop)."""
+        if not self.sync_hub._ok:
+            self.sync_hub._usable()  # raises: closed, or in a forked child
         return self._manager
 
     # ----------------------------------------------------------------- reads (memory)
@@ -400,7 +405,9 @@ class SyncManager(Generic[T]):
     @property
     def current(self) -> T:
         """The effective value of a singleton; a memory read."""
-        return self.manager.current
+        if not self.sync_hub._ok:
+            self.sync_hub._usable()
+        return self._manager.current
 
     def get(self, key: str = DEFAULT_KEY) -> T:
         return self.manager.get(key)
@@ -412,7 +419,7 @@ class SyncManager(Generic[T]):
         return [k for k, _ in self.items()]
 
     def items(self) -> list[tuple[str, T]]:
-        """A list (taken at once: the loop thread may add keys meanwhile)."""
+        """A list, taken at once (the loop thread may add keys meanwhile)."""
         return list(self.manager.items())
 
     def __contains__(self, key: object) -> bool:
@@ -434,61 +441,45 @@ class SyncManager(Generic[T]):
     # ----------------------------------------------------------------- blocking calls
 
     def update(
-        self,
-        change: Mapping[str, Any] | T | Callable[[T], T],
-        *,
-        timeout: float | None = None,
+        self, change: Mapping[str, Any] | T | Callable[[T], T], *, timeout: float | None = None,
         **options: Any,
-    ) -> ConfigChange[T]:
-        """`ConfigurationManager.update`, blocking. A function ``change`` runs on the
-        loop thread."""
+    ) -> ConfigChange[T]:  # fmt: skip
+        """`ConfigurationManager.update`; a function ``change`` runs on the loop thread."""
         return self.sync_hub.call(self.manager.update(change, **options), timeout=timeout)
 
     def create(
-        self,
-        key: str,
-        value: Mapping[str, Any] | T,
-        *,
-        timeout: float | None = None,
+        self, key: str, value: Mapping[str, Any] | T, *, timeout: float | None = None,
         **options: Any,
-    ) -> ConfigChange[T]:
+    ) -> ConfigChange[T]:  # fmt: skip
         return self.sync_hub.call(self.manager.create(key, value, **options), timeout=timeout)
 
-    def delete(
-        self, key: str = DEFAULT_KEY, *, timeout: float | None = None, **options: Any
-    ) -> ConfigChange[T]:
+    def delete(self, key: str = DEFAULT_KEY, *, timeout: float | None = None, **options: Any
+               ) -> ConfigChange[T]:  # fmt: skip
         return self.sync_hub.call(self.manager.delete(key, **options), timeout=timeout)
 
-    def rollback(
-        self, key: str = DEFAULT_KEY, *, timeout: float | None = None, **options: Any
-    ) -> ConfigChange[T]:
+    def rollback(self, key: str = DEFAULT_KEY, *, timeout: float | None = None, **options: Any
+                 ) -> ConfigChange[T]:  # fmt: skip
         return self.sync_hub.call(self.manager.rollback(key, **options), timeout=timeout)
 
-    def reset(
-        self, key: str = DEFAULT_KEY, *, timeout: float | None = None, **options: Any
-    ) -> ConfigChange[T]:
+    def reset(self, key: str = DEFAULT_KEY, *, timeout: float | None = None, **options: Any
+              ) -> ConfigChange[T]:  # fmt: skip
         return self.sync_hub.call(self.manager.reset(key, **options), timeout=timeout)
 
-    def history(
-        self, key: str = DEFAULT_KEY, *, timeout: float | None = None, **options: Any
-    ) -> list[ChangeRecord]:
+    def history(self, key: str = DEFAULT_KEY, *, timeout: float | None = None, **options: Any
+                ) -> list[ChangeRecord]:  # fmt: skip
         return self.sync_hub.call(self.manager.history(key, **options), timeout=timeout)
 
     def fetch(self, key: str, *, timeout: float | None = None) -> T | None:
         return self.sync_hub.call(self.manager.fetch(key), timeout=timeout)
 
-    def resolve(
-        self, key: str = DEFAULT_KEY, *, timeout: float | None = None, **options: Any
-    ) -> Resolved[T]:
+    def resolve(self, key: str = DEFAULT_KEY, *, timeout: float | None = None, **options: Any
+                ) -> Resolved[T]:  # fmt: skip
         return self.sync_hub.call(self.manager.resolve(key, **options), timeout=timeout)
 
     def preview(
-        self,
-        change: Mapping[str, Any] | T | Callable[[T], T] | None,
-        *,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> T | None:
+        self, change: Mapping[str, Any] | T | Callable[[T], T] | None, *,
+        timeout: float | None = None, **options: Any,
+    ) -> T | None:  # fmt: skip
         return self.sync_hub.call(self.manager.preview(change, **options), timeout=timeout)
 
     def validate_rollback(
@@ -505,10 +496,9 @@ class SyncManager(Generic[T]):
         key: str | None = None,
         executor: Executor | None = None,
     ) -> Subscription:
-        """Call ``callback(change)`` for every change this instance applies (of ``key``
-        only, when given), on the hub's subscriber thread (in order) or on ``executor``
-        (in order only if it has one worker). An exception is logged; the callback stays
-        subscribed."""
+        """Call ``callback(change)`` for every change this instance applies (``key``'s
+        only, when given) on the hub's subscriber thread, in order, or on ``executor``
+        (in order if it has one worker). An exception is logged; it stays subscribed."""
         sub = Subscription()
 
         def on_change(change: ConfigChange[T]) -> None:
@@ -524,8 +514,7 @@ class SyncManager(Generic[T]):
         def subscribe(
             observer: abc.ObserverBase[X], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            sub = Subscription()
-            deliver = self.sync_hub._deliver
+            sub, deliver = Subscription(), self.sync_hub._deliver
             sub._inner = source.subscribe(
                 on_next=lambda v: deliver(executor, observer.on_next, v, sub),
                 on_error=lambda e: deliver(executor, observer.on_error, e, sub),
@@ -537,8 +526,8 @@ class SyncManager(Generic[T]):
 
     @property
     def changes(self) -> Observable[ConfigChange[T]]:
-        """`ConfigurationManager.changes`, delivered on the subscriber thread (use
-        `subscribe` for another executor)."""
+        """`ConfigurationManager.changes` on the subscriber thread (`subscribe` takes an
+        executor)."""
         return self._hop(self.manager.changes, None)
 
     def observe(self, key: str = DEFAULT_KEY, *, executor: Executor | None = None) -> Observable[T]:
