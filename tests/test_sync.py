@@ -7,6 +7,8 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from confman import (
     ConcurrencyConflict,
     ConfigChange,
     ConfmanError,
+    LocalBus,
     NotFound,
     StoreUnavailable,
     UnknownEnvironment,
@@ -31,6 +34,8 @@ from confman.sync import CallTimeout, SyncHub
 from tests.models import ALL, Counter, CounterManager, Flags, FlagsManager, ItemsManager
 
 from .support import own_database
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -74,6 +79,40 @@ def test_start_errors_propagate_unchanged(sqlite_url: str, hub_env: dict[str, st
     with pytest.raises(UnknownEnvironment):
         _connect(sqlite_url, hub_env, environment="nowhere")
     assert len(_loop_threads()) == before  # each failed start stopped its thread
+
+
+class _SlowBus(LocalBus):
+    async def start(self, handler: Any) -> None:
+        await asyncio.sleep(10)
+
+
+def test_a_start_past_its_timeout(sqlite_url: str, hub_env: dict[str, str]) -> None:
+    before = len(_loop_threads())
+    started = time.perf_counter()
+    with pytest.raises(CallTimeout, match="did not start"):
+        _connect(sqlite_url, hub_env, bus=_SlowBus("slow"), start_timeout=0.3)
+    assert time.perf_counter() - started < 5
+    assert len(_loop_threads()) == before
+
+
+def test_a_hub_left_open_is_closed_at_exit(sqlite_url: str, hub_env: dict[str, str]) -> None:
+    script = (  # its own exit hook, registered first, runs after confman.sync's
+        "import atexit, sys\n"
+        "left = {}\n"
+        "atexit.register(lambda: print(left['hub']._closed, left['sync'].thread.is_alive()))\n"
+        "import confman.sync\n"
+        "from tests.models import FlagsManager\n"
+        "sync = confman.sync.connect(sys.argv[1], env={'CONFMAN_ENCRYPTION_KEY': sys.argv[2]},"
+        " env_files=(), managers=[FlagsManager])\n"
+        "sync.manager(FlagsManager).update({'name': 'left open'})\n"
+        "left.update(hub=sync.hub, sync=sync)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, sqlite_url, hub_env["CONFMAN_ENCRYPTION_KEY"]],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False"]  # the hub closed, its thread stopped
 
 
 def test_reads_never_wait_for_the_loop(sync_hub: SyncHub) -> None:
@@ -222,6 +261,23 @@ def test_subscribers_on_a_given_executor_and_slow_ones_do_not_stall(sync_hub: Sy
         release.set()
         _wait(lambda: len(seen) == 2)
     assert all(name.startswith("mine") for name in seen)
+
+
+def test_one_executor_for_the_whole_hub(sqlite_url: str, hub_env: dict[str, str]) -> None:
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="app")
+    with pool, _connect(sqlite_url, hub_env, executor=pool) as hub:
+        flags = hub.manager(FlagsManager)
+        names: list[str] = []
+        flags.changes.subscribe(lambda c: names.append(threading.current_thread().name))
+        flags.update({"name": "x"})
+        _wait(lambda: len(names) == 1)
+        other = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="other")
+        with other:
+            flags.observe(executor=other).subscribe(
+                lambda v: names.append(threading.current_thread().name)
+            )
+            _wait(lambda: len(names) == 2)
+    assert names[0].startswith("app") and names[1].startswith("other")
 
 
 def test_change_set_and_hub_calls(sync_hub: SyncHub) -> None:
