@@ -420,6 +420,9 @@ class SyncManager(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         """A list, taken at once (the loop thread may add keys meanwhile)."""
+        for _ in range(9):
+            with contextlib.suppress(RuntimeError):  # a key added while copying: again
+                return list(self.manager.items())
         return list(self.manager.items())
 
     def __contains__(self, key: object) -> bool:

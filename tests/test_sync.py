@@ -293,7 +293,9 @@ def test_change_set_and_hub_calls(sync_hub: SyncHub) -> None:
     assert sync_hub.run(lambda hub: hub.compare(None, None)) is not None
 
 
-def test_a_forked_child_is_told_to_connect_again(sync_hub: SyncHub) -> None:
+def test_a_forked_child_is_told_to_connect_again(
+    sync_hub: SyncHub, sqlite_url: str, hub_env: dict[str, str]
+) -> None:
     flags = sync_hub.manager(FlagsManager)
     flags.update({"name": "parent"})
     read, write = os.pipe()
@@ -314,6 +316,9 @@ def test_a_forked_child_is_told_to_connect_again(sync_hub: SyncHub) -> None:
                     outcome[name] = str(e)
             sync_hub.close()
             outcome["closed"] = "yes"
+            with _connect(sqlite_url, hub_env) as again:  # what the message says to do
+                fresh = again.manager(FlagsManager)
+                outcome["again"] = [fresh.current.name, fresh.update({"name": "child"}).version]
         except BaseException as e:
             outcome["crash"] = repr(e)
         finally:
@@ -324,10 +329,12 @@ def test_a_forked_child_is_told_to_connect_again(sync_hub: SyncHub) -> None:
         outcome = json.loads(pipe.read())
     os.waitpid(pid, 0)
     assert outcome.pop("closed") == "yes", outcome
+    assert outcome.pop("again") == ["parent", 2], outcome
     for message in outcome.values():
         assert "fork" in message and "connect() again in the child" in message
-    assert flags.update({"name": "still"}).version == 2  # the parent is unaffected
-    assert flags.current.name == "still"
+    sync_hub.catch_up()  # the parent is unaffected, and hears of the child's write
+    assert flags.current.name == "child" and flags.version() == 2
+    assert flags.update({"name": "still"}).version == 3
 
 
 def test_under_a_threaded_wsgi_server(database_url: str, hub_env: dict[str, str]) -> None:
