@@ -1,43 +1,24 @@
-"""A blocking facade over `ConfigHub` for synchronous applications.
+"""A blocking facade over `ConfigHub` for synchronous applications (docs/sync.md).
 
-Flask, Django, Celery workers and scripts have no event loop of their own, yet a hub
-lives on one: its catch-up, bus and database work are asyncio tasks. ``connect`` starts
-a private event loop on a daemon thread (``confman-sync``), opens the hub there with
-`ConfigHub.connect` (whatever that accepts: a database URL, and so on) and hands back a
-`SyncHub`::
+Why: Flask, Django, Celery workers and scripts have no event loop, and a hub lives on
+one (catch-up, bus and database work are asyncio tasks). `connect` starts a private
+loop on a daemon thread (``confman-sync``), opens the hub there with
+`ConfigHub.connect` (same arguments) and returns a `SyncHub`.
 
-    with confman.sync.connect(url, managers=[FlagsManager]) as hub:
-        flags = hub.manager(FlagsManager)
-        flags.current.enabled                                    # memory, never blocks
-        flags.update({"enabled": True}, actor="ops", timeout=5)  # blocks until committed
+Reads (``current``, ``get``, ``keys``, ``version``, ``explain``, ...) are the async
+manager's memory reads, made in the caller's thread: they never wait for the loop. The
+loop thread publishes a value by one attribute or dict-slot assignment (atomic in
+CPython), so a reader sees the old value or the new one, never a mix. Everything else
+runs on the loop through ``run_coroutine_threadsafe`` and blocks, with a deadline
+(`CallTimeout`, a `ConfmanError` and a `TimeoutError`); the coroutine's exceptions are
+raised unchanged in the caller's thread. A blocking call made on the loop thread would
+wait for itself: it raises `ConfmanError`. Subscribers run on one subscriber thread per
+hub (or a given executor), never on the loop.
 
-Reads (``current``, ``get``, ``find``, ``keys``, ``items``, ``version``, ``explain``,
-``problems``, ``in``, ``validate``) are memory reads of the async manager, made in the
-caller's thread: no round-trip to the loop, so they never wait for it. The loop thread
-replaces a value by assigning a new object to an attribute or a dict slot (atomic in
-CPython), so a reader sees the old value or the new one, never a mix; two reads
-(``version()`` then ``get()``) may straddle a change, read ``current`` once when the
-pair must agree.
-
-Everything else runs on the loop: ``asyncio.run_coroutine_threadsafe(...).result()``
-with a deadline (``timeout=`` per call, ``call_timeout`` of ``connect`` by default).
-What the coroutine raises (`ConcurrencyConflict`, `ValidationFailed`, `NotFound`, ...)
-is raised unchanged in the caller's thread. Past the deadline the call is cancelled and
-`CallTimeout` (a `ConfmanError` and a `TimeoutError`) is raised; a write cancelled that
-late may still have committed (read ``version()`` or ``history()`` to know). A blocking
-call made on the loop thread itself (inside an async subscriber of the underlying
-manager) would wait for itself forever: it raises `ConfmanError` instead.
-
-Subscribers never run on the loop thread: ``subscribe`` callbacks and the ``changes`` /
-``observe`` observables are delivered on one subscriber thread per `SyncHub` (in order),
-or on an executor the caller gives, so slow application code never stalls the hub.
-
-Fork: a forked child has a copy of the hub but not its loop thread (only the forking
-thread survives ``os.fork``). Every call on a `SyncHub` or its managers in the child,
-reads included (they would serve a frozen copy forever), raises `ConfmanError` saying to
-connect again in the child; ``close`` there only drops references. With gunicorn
-``--preload`` connect in ``post_fork``; with a Celery prefork pool in
-``worker_process_init``.
+Fork: only the forking thread survives ``os.fork``, so a child has a copy of the hub but
+no loop thread. Every call in the child, reads included (they would serve a frozen copy
+forever), raises `ConfmanError` telling to connect again there (gunicorn: ``post_fork``;
+Celery prefork: ``worker_process_init``); ``close`` only drops references.
 """
 
 from __future__ import annotations
@@ -211,6 +192,7 @@ class SyncHub:
         self._forked = False
         self._closed = False
         self._ok = True  # neither closed nor forked: what every read checks
+        self._closing = threading.Lock()
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -352,16 +334,19 @@ class SyncHub:
             return
         if threading.get_ident() == self.thread.ident:
             raise ConfmanError("close a SyncHub from another thread than its event loop's")
-        deadline = time.monotonic() + timeout
-        try:
-            self.call(self._usable().close(), timeout=timeout)
-        except Exception:
-            log.exception("closing the hub failed; stopping its loop all the same")
-        finally:
-            self._closed, self._ok, self._hub = True, False, None
-            _stop_loop(self.loop, self.thread, max(0.1, deadline - time.monotonic()))
-            if self._own_executor:
-                self.executor.shutdown(wait=False, cancel_futures=True)
+        with self._closing:
+            if self._closed:
+                return
+            deadline = time.monotonic() + timeout
+            try:
+                self.call(self._usable().close(), timeout=timeout)
+            except Exception:
+                log.exception("closing the hub failed; stopping its loop all the same")
+            finally:
+                self._closed, self._ok, self._hub = True, False, None
+                _stop_loop(self.loop, self.thread, max(0.1, deadline - time.monotonic()))
+                if self._own_executor:
+                    self.executor.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> SyncHub:
         return self
