@@ -128,7 +128,7 @@ def test_reads_never_wait_for_the_loop(sync_hub: SyncHub) -> None:
     blocker.start()
     assert blocking.wait(5)
     started = time.perf_counter()
-    for _ in range(1000):
+    for _ in range(200):
         assert flags.current.name == "seen"
         assert flags.get().name == "seen" and flags.version() == 1
         assert "default" in flags and flags.keys() == ["default"]
