@@ -299,12 +299,48 @@ class HttpBackend:
         return stored, record
 
     async def write_all(self, writes: Sequence[Write]) -> list[tuple[StoredDocument, ChangeRecord]]:
+        """A change set: ``POST /api/v1/layers``, one transaction on the server."""
         if len(writes) == 1:
             return [await self.write(writes[0])]
-        raise ConfmanError(
-            "a change set of several documents cannot be committed through a remote hub "
-            "yet; use POST /api/v1/change-sets or `confman change-set` against the server"
+        members = [
+            {
+                "namespace": w.namespace,
+                "key": w.key,
+                "environment": _env_param(w.environment),
+                "expected_version": w.expected_version,
+                "data": None if w.data is None else decrypt_document(w.data, self.keyring),
+                "action": str(w.action if w.action in _SENT_ACTIONS else Action.UPDATE),
+            }
+            for w in writes
+        ]
+        reason = next((w.reason for w in writes if w.reason), None)
+        response = await self._call(
+            "POST",
+            "/api/v1/layers",
+            params={"reason": reason[:255]} if reason else None,
+            json={"writes": members},
         )
+        first = writes[0]
+        raise_for_problem(
+            response, namespace=first.namespace, key=first.key, expected=first.expected_version
+        )
+        by_member = {
+            (r["namespace"], r["key"], r.get("environment") or BASE): r for r in response.json()
+        }
+        results = []
+        for w in writes:
+            record = self.record(by_member[(w.namespace, w.key, w.environment)])
+            stored = StoredDocument(
+                namespace=w.namespace,
+                key=w.key,
+                data=w.data,
+                version=record.version,
+                updated_at=record.committed_at,
+                updated_by=record.actor,
+                environment=w.environment,
+            )
+            results.append((stored, record))
+        return results
 
 
 _SENT_ACTIONS = frozenset({Action.CREATE, Action.UPDATE, Action.DELETE, Action.ROLLBACK})

@@ -19,6 +19,10 @@ Fork: only the forking thread survives ``os.fork``, so a child has a copy of the
 no loop thread. Every call in the child, reads included (they would serve a frozen copy
 forever), raises `ConfmanError` telling to connect again there (gunicorn: ``post_fork``;
 Celery prefork: ``worker_process_init``); ``close`` only drops references.
+
+Why one module past 500 lines: `SyncManager` mirrors each of the manager's coroutine
+methods with its own typed blocking signature, so that mypy checks a sync caller's
+arguments; splitting the mirror from the hub it calls through would only scatter it.
 """
 
 from __future__ import annotations

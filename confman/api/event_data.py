@@ -21,7 +21,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from confman import ChangeRecord, ConfigChange, ConfigHub, ConfmanError
+from confman import ConfigChange, ConfigHub, ConfmanError
 from confman.change import BASE
 
 from . import models
@@ -29,7 +29,7 @@ from .layers import stored_form_for
 from .problems import ApiProblem
 from .stream import StreamLimits, frame
 
-__all__ = ["EventData", "from_change", "from_record"]
+__all__ = ["EventData"]
 
 log = logging.getLogger("confman.api.events")
 
@@ -37,32 +37,6 @@ _EVENTS_KEPT = 4096  # events (without documents) kept by seq
 _FRAMES_BYTES = 16 << 20  # encoded events with documents, both forms together
 _READS_KEPT = 256  # documents read, by seq (each at most max_event_data)
 _OMITTED: Any = object()  # a document not sent (too large, or no longer readable)
-
-
-def from_change(change: ConfigChange[Any]) -> models.ChangeEvent:
-    return models.ChangeEvent(
-        seq=change.seq,
-        namespace=change.namespace,
-        key=change.key,
-        version=change.version,
-        action=str(change.action),
-        actor=change.actor,
-        reason=change.reason,
-        origin=change.origin,
-        at=change.at,
-        changed=list(change.stored_changed),  # as the change log has it, for resumes
-        environment=change.environment or None,
-        change_set=change.change_set,
-    )
-
-
-def from_record(record: ChangeRecord) -> models.ChangeEvent:
-    return models.ChangeEvent(
-        **models.record_fields(record),
-        namespace=record.namespace,
-        key=record.key,
-        environment=record.environment or None,
-    )
 
 
 def encode(event: models.ChangeEvent) -> bytes:
@@ -93,7 +67,7 @@ class EventData:
 
     def live(self, change: ConfigChange[Any]) -> bytes:
         found = self._events.get(change.seq)
-        return found[1] if found is not None else self.queued(from_change(change))
+        return found[1] if found is not None else self.queued(models.from_change(change))
 
     async def complete(self, seq: int, queued: bytes, *, reveal: bool) -> bytes:
         """The event ``queued`` (from `queued`), with its document in the reader's form."""

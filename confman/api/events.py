@@ -30,7 +30,7 @@ from confman import ChangeRecord, ConfigChange, ConfigurationManager
 
 from . import models
 from .auth import CurrentPrincipal, hub_of, manager_for, served
-from .event_data import EventData, from_record
+from .event_data import EventData
 from .problems import PROBLEM_JSON, ApiProblem
 from .scope import EnvironmentParam, environment_for, holds
 from .stream import KEEPALIVE, BoundedEventStream, Outbox, StreamLimits, frame
@@ -157,7 +157,7 @@ async def change_events(
             cursor = page[-1].seq
 
     def queued(record: ChangeRecord) -> bytes:
-        return data.queued(from_record(record))
+        return data.queued(models.from_record(record))
 
     def push(change: ConfigChange[Any]) -> None:
         manager = by_namespace.get(change.namespace)

@@ -226,17 +226,43 @@ async def write_layer(
         reason=reason,
     )
     response.headers["ETag"] = f'"{change.version}"'
-    return models.ChangeEvent(
-        seq=change.seq,
-        namespace=manager.namespace,
-        key=key,
-        version=change.version,
-        action=str(change.action),
-        actor=change.actor,
-        reason=change.reason,
-        origin=change.origin,
-        at=change.at,
-        changed=list(change.stored_changed),
-        environment=change.environment or None,
-        change_set=change.change_set,
-    )
+    return models.from_change(change)
+
+
+@router.post(
+    "/layers",
+    responses={
+        **_PROBLEMS,
+        412: {"model": models.Problem, "description": "a member's stored version is not its own"},
+        422: {"model": models.Problem, "description": "members are refused (errors[].path)"},
+    },
+)
+async def write_layers(
+    request: Request,
+    who: CurrentPrincipal,
+    body: models.LayerSet,
+    reason: Annotated[str | None, Query(max_length=255, description="for the audit trail")] = None,
+) -> list[models.ChangeEvent]:
+    """Store several documents as they are, as one change set: one transaction, applied
+    whole by every instance (what a remote hub's ``hub.change_set()`` commits)."""
+    hub = hub_of(request)
+    async with hub.change_set(actor=who.name, reason=reason) as cs:
+        for member in body.writes:
+            role = Role.ADMIN if member.action == "rollback" else Role.EDITOR
+            manager = manager_for(request, who, member.namespace, role=role)
+            target = await environment_for(request, who, member.environment or "base")
+            _check_key(manager, member.key)
+            where = scopes(manager, target)[-1]
+            data = member.data
+            if data is not None and not who.role.reveals_secrets:
+                current = await hub.store.load(manager.namespace, member.key, environment=where)
+                data = restore_masked(data, None if current is None else current.data, hub.keyring)
+            cs.set_document(
+                manager,
+                member.key,
+                data,
+                environment=where or None,
+                expected_version=member.expected_version,
+                action=Action(member.action),
+            )
+    return [models.from_change(manager_change) for manager_change in cs.changes]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from confman import ChangeRecord
+from confman import ChangeRecord, ConfigChange
 from confman.changeset import MAX_MEMBERS
 
 from .tokens import Role
@@ -35,17 +35,24 @@ __all__ = [
     "EnvironmentRequest",
     "FieldOrigin",
     "HistoryEntry",
+    "LayerSet",
+    "LayerSetMember",
+    "LayerWrite",
+    "Layers",
     "NamespaceInfo",
     "Problem",
     "ProblemError",
     "Readiness",
     "ResetRequest",
     "RollbackRequest",
+    "StoredLayer",
     "TokenCreated",
     "TokenInfo",
     "TokenRequest",
     "WhoAmI",
     "WriteResult",
+    "from_change",
+    "from_record",
     "record_fields",
 ]
 
@@ -286,6 +293,19 @@ class LayerWrite(BaseModel):
     action: Literal["create", "update", "delete", "rollback"] = "update"
 
 
+class LayerSetMember(LayerWrite):
+    namespace: str
+    key: str = Field(min_length=1, max_length=255)
+    environment: str | None = Field(default=None, description="whose document (null: the base)")
+    expected_version: int = Field(ge=0, le=MAX_VERSION, description="as If-Match; 0: new")
+
+
+class LayerSet(BaseModel):
+    """Stored documents to write together, as one change set (all of them, or none)."""
+
+    writes: list[LayerSetMember] = Field(min_length=1, max_length=MAX_MEMBERS)
+
+
 class TokenRequest(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     role: Role
@@ -490,3 +510,29 @@ class ChangeSetRecord(HistoryEntry):
 
 
 ChangeSetEntry.model_rebuild()
+
+
+def from_change(change: ConfigChange[Any]) -> ChangeEvent:
+    return ChangeEvent(
+        seq=change.seq,
+        namespace=change.namespace,
+        key=change.key,
+        version=change.version,
+        action=str(change.action),
+        actor=change.actor,
+        reason=change.reason,
+        origin=change.origin,
+        at=change.at,
+        changed=list(change.stored_changed),  # as the change log has it, for resumes
+        environment=change.environment or None,
+        change_set=change.change_set,
+    )
+
+
+def from_record(record: ChangeRecord) -> ChangeEvent:
+    return ChangeEvent(
+        **record_fields(record),
+        namespace=record.namespace,
+        key=record.key,
+        environment=record.environment or None,
+    )

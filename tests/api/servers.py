@@ -341,6 +341,7 @@ class EventStream:
         self.error: BaseException | None = None
         self.ended = asyncio.Event()
         self.ready: int | None = None
+        self.applied: int | None = None  # the last resume point the server marked
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -364,6 +365,10 @@ class EventStream:
                         self.ready = int(json.loads(event.data)["seq"])
                         assert event.id == str(self.ready), event
                         self._ready.set()
+                        continue
+                    if event.event == "applied":  # a resume point, not a change
+                        self.applied = int(json.loads(event.data)["seq"])
+                        assert event.id == str(self.applied), event
                         continue
                     await self.events.put(event)
         except (httpx.HTTPError, asyncio.CancelledError) as e:

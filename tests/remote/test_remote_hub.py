@@ -73,10 +73,13 @@ async def test_connect_reads_follows_and_writes(server: Server) -> None:
 async def test_service_token_reads_secrets_and_cannot_write(server: Server) -> None:
     key = unique("openai")
     with server.client("editor") as editor:
-        assert editor.put(
-            f"/api/v1/namespaces/model_provider/documents/{key}",
-            json={"type": "openai", "api_key": "sk-clear-for-services"},
-        ).status_code == 201
+        assert (
+            editor.put(
+                f"/api/v1/namespaces/model_provider/documents/{key}",
+                json={"type": "openai", "api_key": "sk-clear-for-services"},
+            ).status_code
+            == 201
+        )
     async with remote(server, "service") as hub:
         providers = hub.manager(ModelProviderConfigurationManager)
         secret = providers.get(key).api_key
@@ -95,3 +98,18 @@ async def _until(predicate: Any) -> None:
 
 def test_wait_for_is_used() -> None:
     assert wait_for(lambda: True)
+
+
+async def test_a_change_set_commits_through_the_server(server: Server) -> None:
+    a, b = unique("set-a"), unique("set-b")
+    async with remote(server, "editor") as hub:
+        providers = hub.manager(ModelProviderConfigurationManager)
+        async with hub.change_set(actor="ops", reason="two at once") as cs:
+            cs.create(ModelProviderConfigurationManager, a, {"type": "openai", "api_key": "k1"})
+            cs.create(ModelProviderConfigurationManager, b, {"type": "openai", "api_key": "k2"})
+        assert len({c.change_set for c in cs.changes}) == 1
+        assert providers.version(a) == 1 and providers.version(b) == 1
+    with server.client("admin") as admin:
+        history = admin.get(f"/api/v1/namespaces/model_provider/documents/{a}/history").json()
+        assert history[0]["change_set"] == cs.changes[0].change_set
+        assert history[0]["reason"] == "two at once"
