@@ -32,6 +32,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -292,7 +293,7 @@ class ConfigHub:
         readiness_timeout: float | None = None,
         limits: Limits | None = None,
         token: str | None = None,
-        verify: bool | str = True,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
     ) -> _Connection:
         """Open a hub: ``async with ConfigHub.connect(url) as hub: ...``.
 

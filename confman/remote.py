@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import random
+import ssl
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ class RemoteHub(ConfigHub):
         instance_id: str | None = None,
         snapshot_path: str | os.PathLike[str] | None = None,
         encryption_keys: Sequence[str] | None = None,
-        verify: bool | str = True,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         timeout: float = 10.0,
         stream_timeout: float = 45.0,
         reconnect_delay: tuple[float, float] = (0.5, 30.0),
@@ -212,6 +213,8 @@ class RemoteHub(ConfigHub):
         low, high = reconnect_delay
         if not (0 < low <= high) or timeout <= 0 or stream_timeout <= 0:
             raise ConfmanError("timeouts and reconnect delays must be positive (first ≤ longest)")
+        if isinstance(verify, str | os.PathLike):
+            verify = ssl.create_default_context(cafile=os.fspath(verify))
         client = httpx.AsyncClient(
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "User-Agent": "confman-remote"},
