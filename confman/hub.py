@@ -16,10 +16,13 @@ of its own, read at start and whenever it changes), lets each manager decide whi
 notices and rows concern it, and applies a change set's rows whole (`_holding`): a
 member's notice wakes catch-up, which reads the whole set.
 
+Remote mode (`confman.remote.RemoteHub`) is a subclass: the same managers over another
+backend (`confman.backend`), with the stream in place of bus and catch-up.
+
 Why one long module: start-up, catch-up with its gap tracking, notice coalescing, change
 sets applied whole and snapshotting all order their work on the same seq cursor and
-locks. The planned split (a pure ``ChangeLogCursor`` and ``snapshot.py``,
-``shared/STYLE.md`` item 5) moves them out once the backend seam exists.
+locks. The backend seam exists now (managers see ``hub.backend`` only); the planned split
+of the cursor (a pure ``ChangeLogCursor``, ``shared/STYLE.md`` item 5) is the next move.
 """
 
 from __future__ import annotations
@@ -367,7 +370,13 @@ class ConfigHub:
                     f"{', '.join(given)}: options of direct mode; a hub over a server "
                     "(an http(s) URL) takes none of them"
                 )
-            from .remote import RemoteHub  # the one place the hub names its remote sibling
+            try:  # the one place the hub names its remote sibling
+                from .remote import RemoteHub
+            except ImportError as e:
+                raise ConfmanError(
+                    f"a server URL needs remote mode, which needs {e.name}: "
+                    "pip install 'confman[remote]'"
+                ) from e
 
             return RemoteHub.connect(
                 database_url, token=token, environment=environment, env=env,
