@@ -393,7 +393,6 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
         # unique per version even after the key left the cache.
         self._pending: dict[str, tuple[int, int]] = {}
         self._loading: dict[str, asyncio.Task[_Entry[VirtualKey]]] = {}
-        self._caught_up_to = 0  # the hub's applied seq after our last catch-up run
         self._secret_checked_at = -1e9
         # The hub loads `requires` first, so the secret manager exists already.
         self._secrets = hub.manager(VirtualKeySecretManager)
@@ -794,15 +793,16 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
     async def _catch_up(self, logged: list[LoggedChange]) -> None:
         # Forget what an earlier catch-up run has passed: no later run reads those rows
         # again. The rows of this run stay until the next one, so that `version(key)`
-        # still answers for them right after it (the hub acknowledges with it).
-        done = self._caught_up_to
+        # still answers for them right after it (the hub acknowledges with it). The hub
+        # moves its cursor past a batch once the batch is applied, so here, before this
+        # one, it stands where earlier runs left it.
+        # Not `applied_seq`: an own write or a notice applied while a run waited for a
+        # lock moves that past rows a later run still reads (and would emit again).
+        done = self.hub.caught_up_seq
         for key, (_version, seq) in list(self._pending.items()):
             if seq <= done:
                 del self._pending[key]
         await super()._catch_up(logged)
-        # Not `applied_seq`: an own write or a notice applied while this run waited for
-        # a lock moves that past rows the next run still reads (and would emit again).
-        self._caught_up_to = self.hub.caught_up_seq
 
     def _close(self) -> None:
         for task in list(self._loading.values()):
