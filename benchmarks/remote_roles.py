@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,11 +48,15 @@ async def remote_serve(config: dict[str, Any], lines: asyncio.Queue[str]) -> Non
     from confman.api.tokens import ApiTokenManager
     from confman.managers.cache import CacheConfigurationManager
 
+    profile_dir = os.environ.get("CONFMAN_BENCH_PROFILE_DIR")
+    profiler = cProfile.Profile() if profile_dir else None
     async with ConfigHub.connect(
         config["db"],
         managers=[CacheConfigurationManager, ApiTokenManager],
         **hub_options(config),
     ) as hub:
+        if profiler is not None:
+            profiler.enable()
         task = asyncio.create_task(
             confman_serve(
                 hub,
@@ -61,6 +67,9 @@ async def remote_serve(config: dict[str, Any], lines: asyncio.Queue[str]) -> Non
             )
         )
         await _answer_cpu(lines)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(str(profile_dir), f"{config['name']}.prof"))
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
