@@ -115,6 +115,11 @@ class EventData:
             return queued if b'"data_omitted":true' in queued else self._omitted_frame(queued)
         event = found[0]
         stored = await self._read(event)
+        # Every stream that asked while the read was pending resumes here: the first one
+        # encodes the event, the others take its frame (no await in between).
+        sent = self._frames.get((seq, reveal))
+        if sent is not None:
+            return sent
         if stored is _OMITTED:
             sent = encode(event.model_copy(update={"data_omitted": True}))
         else:
