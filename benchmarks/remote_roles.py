@@ -11,7 +11,7 @@
 ``remote-listen``
     R1: a `RemoteHub` on ``url`` (``token``) whose cache manager prints
     ``CHG <version> <perf_counter_ns>`` for every `ConfigChange` it emits; ``READY``
-    once streaming.
+    once streaming (profiled like ``remote-serve`` under ``CONFMAN_BENCH_PROFILE_DIR``).
 ``fanout``
     R2's clients: ``clients`` raw SSE readers per target (one connection each); every
     client counts the ``change`` events it receives; once every client of a target has
@@ -97,6 +97,8 @@ async def remote_listen(config: dict[str, Any], lines: asyncio.Queue[str]) -> No
     from confman.managers.cache import CacheConfigurationManager
 
     clock = time.perf_counter_ns
+    profile_dir = os.environ.get("CONFMAN_BENCH_PROFILE_DIR")
+    profiler = cProfile.Profile() if profile_dir else None
     async with ConfigHub.connect(
         config["url"],
         token=config["token"],
@@ -108,8 +110,13 @@ async def remote_listen(config: dict[str, Any], lines: asyncio.Queue[str]) -> No
         cache = hub.manager(CacheConfigurationManager)
         cache.changes.subscribe(lambda c: say(f"CHG {c.version} {clock()}"))
         await hub.wait_streaming(30)  # type: ignore[attr-defined]
+        if profiler is not None:
+            profiler.enable()
         say("READY")
         await wait_for_line(lines, "STOP")
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(str(profile_dir), f"{config['name']}.prof"))
 
 
 async def sse_chunks(
