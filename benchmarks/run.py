@@ -45,6 +45,7 @@ FIGURES = [
     "b2_writes",
     "b3_concurrent",
     "b4_propagation",
+    "r1_remote_propagation",
     "b5_fanout",
     "b6_catchup",
     "b7_virtual_key",
@@ -62,6 +63,8 @@ FIGURES = [
     "h1_hardening",
     "n1_environments",
     "c1_change_sets",
+    "r2_remote_fanout",
+    "r3_remote_reads",
 ]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 LIBRARIES = [

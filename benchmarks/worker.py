@@ -21,6 +21,8 @@ Roles (``config["role"]``):
 
 ``serve``, ``load``, ``sse``, ``patch``
     the HTTP figures' server, load generators and SSE clients (`benchmarks.http_roles`).
+``remote-serve``, ``broadcast``, ``remote-listen``, ``fanout``
+    the remote-mode figures' servers, remote hub and SSE clients (`benchmarks.remote_roles`).
 
 Every role stops on ``STOP`` (or EOF) on stdin.
 """
@@ -260,14 +262,19 @@ async def main(config: dict[str, Any]) -> None:
         from . import http_roles
 
         await getattr(http_roles, role)(config, lines)
+    elif role in ("remote-serve", "broadcast", "remote-listen", "fanout"):
+        from . import remote_roles
+
+        await getattr(remote_roles, role.replace("-", "_"))(config, lines)
     else:
         raise SystemExit(f"unknown role {role!r}")
 
 
 def _loop_factory(config: dict[str, Any]) -> Any:
     """The HTTP servers run on the event loop `confman serve` runs on (uvloop when
-    installed), the bare route included: "the same uvicorn settings"."""
-    if config["role"] != "serve":
+    installed), the bare route and R2's broadcaster included: "the same uvicorn settings";
+    and so do R2's SSE clients, on both sides alike."""
+    if config["role"] not in ("serve", "remote-serve", "broadcast", "fanout"):
         return None
     from confman.api.serve import event_loop_factory
 

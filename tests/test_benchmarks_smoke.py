@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "startup", "H1"]
 FIGURES += ["E1", "E2", "E3", "S1", "S2", "S3", "A1", "A2", "A3"]  # issue 16
 FIGURES += ["N1", "C1"]  # environments (issue 12), change sets (issue 13)
+FIGURES += ["R1", "R2", "R3"]  # remote mode (issue 14)
 # Figures holding a target from the issue: the ratio must be computed when they ran.
 WITH_TARGETS = {"B1", "B2", "B4", "B5", "B6", "B7", "E2", "S1", "S2", "S3", "A1", "A2", "A3"}
-WITH_TARGETS |= {"N1", "C1"}
+WITH_TARGETS |= {"N1", "C1", "R1", "R2", "R3"}
 
 
 def _positive(value: Any) -> bool:

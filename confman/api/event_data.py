@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from typing import Any
 
 from cachetools import LRUCache
@@ -29,7 +30,7 @@ from .layers import stored_form_for
 from .problems import ApiProblem
 from .stream import StreamLimits, frame
 
-__all__ = ["EventData"]
+__all__ = ["EventData", "event_data_of"]
 
 log = logging.getLogger("confman.api.events")
 
@@ -37,6 +38,14 @@ _EVENTS_KEPT = 4096  # events (without documents) kept by seq
 _FRAMES_BYTES = 16 << 20  # encoded events with documents, both forms together
 _READS_KEPT = 256  # documents read, by seq (each at most max_event_data)
 _OMITTED: Any = object()  # a document not sent (too large, or no longer readable)
+
+# Each hub's EventData (the newest, if several apps serve one hub), for /metrics.
+_BY_HUB: weakref.WeakKeyDictionary[ConfigHub, EventData] = weakref.WeakKeyDictionary()
+
+
+def event_data_of(hub: ConfigHub) -> EventData | None:
+    """The `EventData` an app made for ``hub`` (None before one was made)."""
+    return _BY_HUB.get(hub)
 
 
 def encode(event: models.ChangeEvent) -> bytes:
@@ -54,6 +63,7 @@ class EventData:
         # Each change's document read (kept a while: the second form needs it too).
         self._reads: LRUCache[int, asyncio.Future[Any]] = LRUCache(_READS_KEPT)
         self.reads = 0  # change-log reads made for events (a metric: one per change)
+        _BY_HUB[hub] = self
 
     def queued(self, event: models.ChangeEvent) -> bytes:
         """The event without its document, as a stream queues it; starts the read of the
@@ -79,6 +89,11 @@ class EventData:
             return queued if b'"data_omitted":true' in queued else self._omitted_frame(queued)
         event = found[0]
         stored = await self._read(event)
+        # Every stream that asked while the read was pending resumes here: the first one
+        # encodes the event, the others take its frame (no await in between).
+        sent = self._frames.get((seq, reveal))
+        if sent is not None:
+            return sent
         if stored is _OMITTED:
             sent = encode(event.model_copy(update={"data_omitted": True}))
         else:

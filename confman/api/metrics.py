@@ -19,6 +19,8 @@ from reactivex.disposable import CompositeDisposable
 
 from confman import ConfigChange, ConfigHub
 
+from .event_data import event_data_of
+
 __all__ = ["Metrics"]
 
 _MANAGER_COUNTERS = {
@@ -75,6 +77,13 @@ class _HubCollector(Collector):
             answered = lookups - info.misses
             ratio.add_metric([manager.namespace], answered / lookups if lookups else 0.0)
         yield from (hits, misses, ratio)
+        event_data = event_data_of(hub)
+        yield CounterMetricFamily(
+            "confman_event_reads",
+            "change-log reads for the documents the event stream sends (one per change, "
+            "however many streams send it)",
+            value=event_data.reads if event_data is not None else 0,
+        )
 
 
 class Metrics:

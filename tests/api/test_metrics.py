@@ -30,6 +30,7 @@ def test_documented_families_are_exposed(sqlite_server: Server) -> None:
         "confman_subscriber_errors_total",
         "confman_cache_hit_ratio",
         "confman_http_requests_total",
+        "confman_event_reads_total",
     ):
         assert family in names, family
 
