@@ -74,6 +74,10 @@ class ConfigChange(Generic[T]):
     change_set: str | None = None
     """The change set it was committed in (None: a write of one document). An instance
     applies a set whole and only then emits its members, one after another."""
+    written: tuple[dict[str, Any] | None] | None = field(default=None, compare=False, repr=False)
+    """``(document,)``: the stored document this change wrote, in stored form (secrets
+    encrypted; None: deleted), when the instance had it at hand; else None. What a
+    server sends in the change's event without reading it back."""
     per_environment: tuple[ConfigChange[T], ...] = ()
     """Only on a preview (`ChangeSet.preview`, ``dry_run``) of a base write: the change
     as each environment that inherits it would see it (the stored layers: the new base

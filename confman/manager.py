@@ -121,6 +121,9 @@ Change = Mapping[str, Any] | BaseModel | Callable[[Any], Any]
 """A partial document (merge patch), a whole value, or a function from value to value."""
 
 
+_UNKNOWN: Any = object()  # a stored form not at hand
+
+
 class _Own(enum.Enum):
     OWN = "own"
 
@@ -1431,8 +1434,9 @@ class ConfigurationManager(Generic[T]):
             )
         elif step.slot == 0:
             change = self._commit(
-                step.key, stored.version, candidate.plain, candidate.effective, record
-            )
+                step.key, stored.version, candidate.plain, candidate.effective, record,
+                stored.data,
+            )  # fmt: skip
             entry = self._entries.get(step.key)  # lazily loaded managers keep theirs elsewhere
             if entry and candidate.plain is not None and entry.stored is candidate.plain:
                 entry.masked = (candidate.plain, candidate.masked)
@@ -1557,7 +1561,12 @@ class ConfigurationManager(Generic[T]):
         )
 
     def _make_change(
-        self, key: str, old: T | None, new: T | None, record: ChangeRecord
+        self,
+        key: str,
+        old: T | None,
+        new: T | None,
+        record: ChangeRecord,
+        written: tuple[dict[str, Any] | None] | None = None,
     ) -> ConfigChange[T]:
         changed: tuple[str, ...] = ()
         if old is not None and new is not None:
@@ -1582,6 +1591,7 @@ class ConfigurationManager(Generic[T]):
             stored_changed=record.changed,
             environment=record.environment,
             change_set=record.change_set,
+            written=written,
         )
 
     def _commit(
@@ -1591,8 +1601,10 @@ class ConfigurationManager(Generic[T]):
         plain: dict[str, Any] | None,
         effective: T | None,
         record: ChangeRecord,
+        raw: Any = _UNKNOWN,
     ) -> ConfigChange[T] | None:
-        """Make ``version`` current and tell subscribers. Caller holds the key's lock."""
+        """Make ``version`` current and tell subscribers. Caller holds the key's lock.
+        ``raw``: the stored form written, when at hand (it rides on the change)."""
         entry = self._entries.get(key)
         if entry is not None and version <= entry.version:
             return None
@@ -1604,7 +1616,7 @@ class ConfigurationManager(Generic[T]):
         else:
             entry.version, entry.stored, entry.effective = version, plain, effective
             entry.updated_at, entry.serving = record.committed_at, None
-        return self._announce(key, old, effective, record)
+        return self._announce(key, old, effective, record, raw)
 
     def _commit_overlay(
         self,
@@ -1626,16 +1638,22 @@ class ConfigurationManager(Generic[T]):
         entry.effective, entry.updated_at, entry.overlay_serving = (
             effective, record.committed_at, None
         )  # fmt: skip
-        return self._announce(key, old, effective, record)
+        return self._announce(key, old, effective, record, raw)
 
     def _announce(
-        self, key: str, old: T | None, effective: T | None, record: ChangeRecord
+        self,
+        key: str,
+        old: T | None,
+        effective: T | None,
+        record: ChangeRecord,
+        raw: Any = _UNKNOWN,
     ) -> ConfigChange[T]:
         """A new version is in memory: clear its problem, serve it, tell subscribers."""
         self._problems.pop(key, None)
         if not self.keyed:
             self._set_current(effective)
-        change = self._make_change(key, old, effective, record)
+        written = None if raw is _UNKNOWN else (raw,)
+        change = self._make_change(key, old, effective, record, written)
         self._emit(change)
         return change
 
@@ -1732,7 +1750,7 @@ class ConfigurationManager(Generic[T]):
                     entry.serving = (entry.version, entry.stored)
                 entry.version, entry.stored = record.version, plain
             return
-        self._commit(key, record.version, plain, effective, record)
+        self._commit(key, record.version, plain, effective, record, logged.data)
 
     def _apply_overlay(self, key: str, logged: LoggedChange) -> None:
         """`_apply_logged` for a version of this instance's environment's overlay."""

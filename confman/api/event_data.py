@@ -77,7 +77,14 @@ class EventData:
 
     def live(self, change: ConfigChange[Any]) -> bytes:
         found = self._events.get(change.seq)
-        return found[1] if found is not None else self.queued(models.from_change(change))
+        if found is not None:
+            return found[1]
+        if change.written is not None and change.seq not in self._reads:
+            # The instance had the stored document at hand: no read back.
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(self._bounded(change.written[0]))
+            self._reads[change.seq] = done
+        return self.queued(models.from_change(change))
 
     async def complete(self, seq: int, queued: bytes, *, reveal: bool) -> bytes:
         """The event ``queued`` (from `queued`), with its document in the reader's form."""
@@ -130,7 +137,9 @@ class EventData:
         except ConfmanError as e:  # pruned, or the database is away: the client reads it
             log.info("event %s sent without its document: %s", event.seq, e)
             return _OMITTED
-        data = logged.data
+        return self._bounded(logged.data)
+
+    def _bounded(self, data: Any) -> Any:
         if data is not None and len(json.dumps(data, separators=(",", ":"))) > self._max_data:
             return _OMITTED  # encrypted secrets are longer than clear ones: a safe bound
         return data

@@ -16,6 +16,7 @@ send does not finish in time, is cut off and resumes from the change log with
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -49,6 +50,7 @@ def concerns(manager: ConfigurationManager[Any], changed: str | None, target: st
     return changed == target or (manager.inherits and changed is None)
 
 
+@functools.lru_cache(maxsize=256)  # every stream marks the same seqs
 def _applied(seq: int) -> bytes:
     """A resume point: every change up to ``seq`` that concerns the stream was sent
     before this event. Events come in the order this server applied them, which is not
@@ -234,14 +236,16 @@ async def change_events(
                     # This instance is applying what the client already had (it resumed
                     # here after reading from an instance further ahead).
                     continue
-                await send(await data.complete(seq, chunk, reveal=reveal))
+                chunk = await data.complete(seq, chunk, reveal=reveal)
                 if not len(outbox):
-                    # A burst has been sent: tell the client how far it may resume from.
-                    # Every change up to applied_seq was emitted, so queued here, before.
+                    # The end of a burst: tell the client how far it may resume from, in
+                    # the same write. Every change up to applied_seq was emitted, so
+                    # queued here before, and the outbox is empty: all of it is sent.
                     now_applied = hub.applied_seq
                     if now_applied > marked:
                         marked = now_applied
-                        await send(_applied(marked))
+                        chunk += _applied(marked)
+                await send(chunk)
         finally:
             subscriptions.dispose()
 

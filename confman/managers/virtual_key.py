@@ -720,6 +720,7 @@ class VirtualKeyConfigurationManager(ConfigurationManager[VirtualKey]):
         plain: dict[str, Any] | None,
         effective: VirtualKey | None,
         record: ChangeRecord,
+        raw: Any = None,  # not carried: a server's event reads such a row back
     ) -> ConfigChange[VirtualKey] | None:
         """Emit ``version`` once and make it current where this instance holds the key.
 
