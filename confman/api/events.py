@@ -224,7 +224,7 @@ async def change_events(
                 marked = max(after, applied)
                 await send(_applied(marked))
             while True:
-                item = await outbox.get(limits.ping_interval)
+                item = await outbox.get()
                 if item is None:
                     await send(KEEPALIVE)
                     continue

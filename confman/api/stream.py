@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
@@ -143,12 +144,18 @@ class Outbox:
     async def wait_ended(self) -> None:
         await self._over.wait()
 
-    async def get(self, timeout: float) -> tuple[int, bytes] | None:
-        """The next event, or None when nothing came within ``timeout`` seconds."""
+    def wake(self) -> None:
+        """Make a waiting `get` return None (the stream is due a keep-alive)."""
+        self._ready.set()
+
+    async def get(self) -> tuple[int, bytes] | None:
+        """The next event, or None when woken without one (`wake`, `end`).
+
+        No deadline of its own: a cancel scope per wait cost more than the rest of a
+        change's delivery, with a thousand streams; the stream's watchdog wakes it."""
         if not self._items:
             self._ready = anyio.Event()
-            with anyio.move_on_after(timeout):
-                await self._ready.wait()
+            await self._ready.wait()
             if not self._items:
                 return None
         seq, chunk = self._items.popleft()
@@ -185,16 +192,30 @@ class BoundedEventStream(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         outbox, timeout = self._outbox, self._limits.send_timeout
-        blocked = False
+        ping = self._limits.ping_interval
+        sending_since: float | None = None  # a send in flight since then
+        last_sent = time.monotonic()
 
         async def send_chunk(chunk: bytes) -> None:
-            nonlocal blocked
-            blocked = True
-            with anyio.move_on_after(timeout) as deadline:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                blocked = False
-            if deadline.cancelled_caught:
-                outbox.end(f"a send took longer than {timeout:g} s")
+            nonlocal sending_since, last_sent
+            sending_since = time.monotonic()
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sending_since = None
+            last_sent = time.monotonic()
+
+        async def watchdog() -> None:
+            # One timer per stream instead of a cancel scope per send: with a thousand
+            # streams those scopes were most of the server's work per change. A send
+            # past its deadline is found within a tick of it, and abandoned.
+            tick = min(timeout, ping, 4.0) / 4
+            while True:
+                await anyio.sleep(tick)
+                now = time.monotonic()
+                if sending_since is not None and now - sending_since > timeout:
+                    outbox.end(f"a send took longer than {timeout:g} s")
+                    return
+                if sending_since is None and now - last_sent >= ping:
+                    outbox.wake()  # the pump sends a keep-alive
 
         async def until_disconnected() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -212,13 +233,14 @@ class BoundedEventStream(StreamingResponse):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(until_disconnected)
             tasks.start_soon(run_pump)
+            tasks.start_soon(watchdog)
             await outbox.wait_ended()
             tasks.cancel_scope.cancel()  # a send in flight is abandoned, not awaited
         if outbox.ended == "client disconnected":
             return
         if outbox.ended not in ("done", "token changed"):
             log.warning("event stream of %s ended: %s", _client(scope), outbox.ended)
-        if blocked:
+        if sending_since is not None:
             return  # the server closes the connection; what it buffered is dropped
         with anyio.move_on_after(min(timeout, 1.0)):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
