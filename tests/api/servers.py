@@ -215,13 +215,15 @@ def start_server(
     *extra_args: str,
     name: str = "server",
     tls: ssl.SSLContext | None = None,
+    port: int | None = None,
 ) -> Server:
     """Start ``confman serve`` and wait for ``/readyz`` = 200 (fail with its output).
 
     ``tls``: the server is given ``--tls-cert`` and ``--tls-key`` in ``extra_args``;
-    every client, this wait's too, verifies it with this context.
+    every client, this wait's too, verifies it with this context. ``port``: listen
+    there (a restart on the port a killed server had) instead of on a free one.
     """
-    port = free_port()
+    port = free_port() if port is None else port
     log_path = workdir / f"{name}-{port}.log"
     args = ["serve", "--database-url", database_url, "--port", str(port), "--no-bootstrap-token"]
     with open(log_path, "wb") as log:

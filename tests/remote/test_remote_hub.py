@@ -73,10 +73,13 @@ async def test_connect_reads_follows_and_writes(server: Server) -> None:
 async def test_service_token_reads_secrets_and_cannot_write(server: Server) -> None:
     key = unique("openai")
     with server.client("editor") as editor:
-        assert editor.put(
-            f"/api/v1/namespaces/model_provider/documents/{key}",
-            json={"type": "openai", "api_key": "sk-clear-for-services"},
-        ).status_code == 201
+        assert (
+            editor.put(
+                f"/api/v1/namespaces/model_provider/documents/{key}",
+                json={"type": "openai", "api_key": "sk-clear-for-services"},
+            ).status_code
+            == 201
+        )
     async with remote(server, "service") as hub:
         providers = hub.manager(ModelProviderConfigurationManager)
         secret = providers.get(key).api_key
