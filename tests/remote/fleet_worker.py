@@ -149,7 +149,7 @@ async def write(config: dict[str, Any], commands: asyncio.Queue[str]) -> dict[st
     return {"ok": ok, "failures": failures}
 
 
-async def main(config: dict[str, Any]) -> None:
+async def main(config: dict[str, Any]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[str] = asyncio.Queue()
     threading.Thread(target=stdin_lines, args=(loop, commands), daemon=True).start()
@@ -157,9 +157,11 @@ async def main(config: dict[str, Any]) -> None:
         result = await listen(config, commands)
     else:
         result = await write(config, commands)
-    with open(config["out"], "w") as f:
-        json.dump({"instance_id": config["instance_id"], **result}, f)
+    return {"instance_id": config["instance_id"], **result}
 
 
 if __name__ == "__main__":
-    asyncio.run(main(json.loads(sys.argv[1])))
+    settings = json.loads(sys.argv[1])
+    outcome = asyncio.run(main(settings))
+    with open(settings["out"], "w") as f:
+        json.dump(outcome, f)
