@@ -1,0 +1,151 @@
+"""A remote hub through server failures: a failover between two servers over one
+database, a start from the snapshot file while the server is down, a revoked token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from confman import ConfigChange, PermissionDenied, StoreUnavailable
+from confman.managers import ModelProviderConfigurationManager
+
+from ..api.servers import Server, TcpProxy, create_tokens, unique
+from ..support import connect
+from .conftest import Spawn
+from .support import remote, until
+
+MANAGERS = [ModelProviderConfigurationManager]
+PATH = "/api/v1/namespaces/model_provider/documents/{}"
+OLLAMA = {"type": "ollama", "base_url": "http://127.0.0.1:11434"}
+FAST = {"reconnect_delay": (0.05, 0.5)}  # reconnect at once: the tests wait for it
+
+
+@contextlib.contextmanager
+def proxy_to(server: Server) -> Iterator[TcpProxy]:
+    proxy = TcpProxy("127.0.0.1", server.port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def through(proxy: TcpProxy, server: Server, token: str, **options: Any) -> Any:
+    """A remote hub that reaches ``server``'s API through ``proxy``."""
+    from confman.remote import RemoteHub
+
+    options.setdefault("env", {})
+    options.setdefault("env_files", [])
+    return RemoteHub.connect(
+        f"http://127.0.0.1:{proxy.port}", token=server.tokens[token], managers=MANAGERS,
+        **options,
+    )  # fmt: skip
+
+
+def versions_of(seen: list[ConfigChange[Any]], key: str) -> list[int]:
+    return [c.version for c in seen if c.key == key]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_failover_between_two_servers_misses_and_repeats_nothing(
+    database_url: str, redis_url: str, cluster: str, spawn: Spawn
+) -> None:
+    """Two servers share PostgreSQL (and Redis); the hub is moved from one to the other
+    and back while both take writes: it emits every version once, in order."""
+    fleet = ("--redis-url", redis_url, "--cluster", cluster)
+    first = spawn(database_url, *fleet)
+    second = spawn(database_url, *fleet, tokens=first.tokens)
+    key = unique("failover")
+    with first.client("editor") as editor:
+        assert editor.put(PATH.format(key), json={**OLLAMA, "rpm_limit": 1}).status_code == 201
+    rounds = 60
+    with proxy_to(first) as proxy:
+        async with through(proxy, first, "viewer", **FAST) as hub:
+            providers = hub.manager(ModelProviderConfigurationManager)
+            seen: list[ConfigChange[Any]] = []
+            providers.changes.subscribe(seen.append)
+            async with first.aclient("editor") as one, second.aclient("editor") as two:
+                for i in range(2, rounds + 1):
+                    writer = one if i % 2 else two  # writes land on both servers
+                    answer = await writer.patch(PATH.format(key), json={"rpm_limit": i})
+                    assert answer.status_code == 200, answer.text
+                    if i % 10 == 0:  # fail over, to the other server
+                        target = second if (i // 10) % 2 else first
+                        proxy.retarget(target.port)
+                    await asyncio.sleep(0.02)
+            await until(lambda: providers.version(key) == rounds, 20, "the last version")
+            await asyncio.sleep(0.5)  # anything repeated would come now
+            assert versions_of(seen, key) == list(range(2, rounds + 1))
+            assert providers.get(key).rpm_limit == rounds
+            assert hub.remote_stats.connects >= 6, hub.remote_stats  # it did move
+            assert not hub.degraded
+    assert first.server_errors() == [] and second.server_errors() == []
+
+
+async def test_a_start_while_the_server_is_down_serves_the_snapshot(
+    database_url: str, spawn: Spawn, tmp_path: Path
+) -> None:
+    server = spawn(database_url)
+    key = unique("snap")
+    with server.client("editor") as editor:
+        body = {"type": "openai", "api_key": "sk-snapshot-secret", "rpm_limit": 3}
+        assert editor.put(PATH.format(key), json=body).status_code == 201
+    snapshot = tmp_path / "remote-snapshot.json"
+    async with remote(server, "service", MANAGERS, snapshot_path=snapshot) as hub:
+        assert hub.manager(ModelProviderConfigurationManager).get(key).rpm_limit == 3
+        await until(snapshot.exists, 10, "the snapshot file")
+    port = server.port
+    server.stop()
+
+    async with remote(server, "service", MANAGERS, snapshot_path=snapshot, **FAST) as hub:
+        providers = hub.manager(ModelProviderConfigurationManager)
+        assert hub.degraded
+        assert isinstance(hub.last_error, StoreUnavailable), hub.last_error
+        assert providers.get(key).rpm_limit == 3 and providers.version(key) == 1
+        secret = providers.get(key).api_key
+        assert secret is not None and secret.get_secret_value() == "sk-snapshot-secret"
+        seen: list[ConfigChange[Any]] = []
+        providers.changes.subscribe(seen.append)
+        # Meanwhile a change is committed (straight to the database), and the server
+        # comes back where it was: the hub streams again and receives it.
+        env = {"CONFMAN_ENCRYPTION_KEY": server.env["CONFMAN_ENCRYPTION_KEY"]}
+        async with connect(database_url, env, managers=MANAGERS) as direct:
+            await direct.manager(ModelProviderConfigurationManager).update(
+                {"rpm_limit": 4}, key=key
+            )
+        assert hub.degraded  # nothing to stream from yet
+        spawn(database_url, port=port, tokens=server.tokens)
+        await hub.wait_streaming(20)
+        await until(lambda: providers.version(key) == 2, 10, "the change made meanwhile")
+        assert not hub.degraded and hub.last_error is None
+        assert providers.get(key).rpm_limit == 4
+        assert [c.version for c in seen] == [2]
+
+
+async def test_a_revoked_token_ends_the_stream_and_keeps_the_values(server: Server) -> None:
+    name = unique("doomed")
+    tokens = create_tokens(
+        server.database_url, server.env, server.workdir, {name: ("viewer", None)}
+    )
+    key = unique("revoke")
+    with server.client("editor") as editor:
+        assert editor.put(PATH.format(key), json={**OLLAMA, "rpm_limit": 7}).status_code == 201
+    from confman.remote import RemoteHub
+
+    async with RemoteHub.connect(
+        server.url, token=tokens[name], managers=MANAGERS, env={}, env_files=[], **FAST
+    ) as hub:
+        providers = hub.manager(ModelProviderConfigurationManager)
+        await hub.wait_streaming(10)
+        assert not hub.degraded
+        await server.acli("tokens", "revoke", name)
+        await until(lambda: hub.degraded, 20, "the stream to end")
+        await until(lambda: isinstance(hub.last_error, PermissionDenied), 10, "PermissionDenied")
+        assert providers.get(key).rpm_limit == 7 and providers.version(key) == 1
+        await asyncio.sleep(1.0)  # it keeps trying (and being refused), still degraded
+        assert hub.degraded and isinstance(hub.last_error, PermissionDenied)
+        assert providers.get(key).rpm_limit == 7
