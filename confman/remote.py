@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import random
+import ssl
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -216,7 +217,7 @@ class RemoteHub(ConfigHub):
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "User-Agent": "confman-remote"},
             timeout=httpx.Timeout(timeout),
-            verify=verify,
+            verify=_tls_verification(verify),
             transport=transport,
             follow_redirects=False,
         )
@@ -536,6 +537,21 @@ class RemoteHub(ConfigHub):
 
     async def cluster_status(self) -> Any:
         self._server_side("the fleet's status")
+
+
+def _tls_verification(verify: bool | str) -> bool | ssl.SSLContext:
+    """``verify=`` as httpx takes it: a CA bundle's path (a file, or a directory of
+    hashed certificates) becomes a context that trusts it; httpx's own ``verify=<str>``
+    is deprecated."""
+    if isinstance(verify, bool):
+        return verify
+    path = Path(verify)
+    try:
+        if path.is_dir():
+            return ssl.create_default_context(capath=str(path))
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as e:
+        raise ConfmanError(f"verify={verify!r}: cannot load the CA bundle: {e}") from e
 
 
 def _namespaces(cls: type[ConfigurationManager[Any]]) -> set[str]:
