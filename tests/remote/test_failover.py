@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from confman import ConfigChange, PermissionDenied, StoreUnavailable
 from confman.managers import ModelProviderConfigurationManager
 
-from ..api.servers import Server, TcpProxy, create_tokens, unique
+from ..api.servers import Server, TcpProxy, create_tokens, database_seq, unique
 from ..support import connect
 from .conftest import Spawn
 from .support import remote, until
@@ -149,3 +151,70 @@ async def test_a_revoked_token_ends_the_stream_and_keeps_the_values(server: Serv
         await asyncio.sleep(1.0)  # it keeps trying (and being refused), still degraded
         assert hub.degraded and isinstance(hub.last_error, PermissionDenied)
         assert providers.get(key).rpm_limit == 7
+
+
+async def prune_change_log(database_url: str, below: int) -> None:
+    """What retention does: the change log's rows before ``below`` are gone."""
+    sql = f"DELETE FROM config_changes WHERE seq < {int(below)}"
+    if database_url.startswith("sqlite"):
+        path = database_url.split("///", 1)[1]
+
+        def prune() -> None:
+            with contextlib.closing(sqlite3.connect(path, timeout=30)) as db, db:
+                db.execute(sql)
+
+        await asyncio.to_thread(prune)
+        return
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_a_resume_from_a_pruned_log_reads_everything_afresh(
+    database_url: str, spawn: Spawn
+) -> None:
+    """Cut off while changes (an update, a delete, a create) are made and the change log
+    is pruned past its resume point: the hub's resume is a 409, it reads every document
+    again, and ends with the server's state, each change emitted once."""
+    server = spawn(database_url)
+    kept, gone, new = unique("kept"), unique("gone"), unique("new")
+    with server.client("editor") as editor:
+        for key in (kept, gone):
+            assert editor.put(PATH.format(key), json={**OLLAMA, "rpm_limit": 1}).status_code == 201
+    with proxy_to(server) as proxy:
+        async with through(proxy, server, "viewer", **FAST) as hub:
+            providers = hub.manager(ModelProviderConfigurationManager)
+            await hub.wait_streaming(10)
+            seen: list[ConfigChange[Any]] = []
+            providers.changes.subscribe(seen.append)
+            proxy.cut()
+            await until(lambda: hub.degraded, 10, "the cut")
+            with server.client("editor") as editor:
+                for i in range(2, 6):
+                    answer = editor.patch(PATH.format(kept), json={"rpm_limit": i})
+                    assert answer.status_code == 200, answer.text
+                deleted = editor.delete(PATH.format(gone), headers={"If-Match": '"1"'})
+                assert deleted.status_code in (200, 204), deleted.text
+                made = editor.put(PATH.format(new), json={**OLLAMA, "rpm_limit": 9})
+                assert made.status_code == 201, made.text
+                newest = database_seq(editor)
+            await prune_change_log(database_url, below=newest)
+            assert hub.applied_seq < newest - 1  # its resume point is gone
+            proxy.restore()
+            await hub.wait_streaming(20)
+            await until(lambda: new in set(providers.keys()), 10, "the resync")
+            assert hub.remote_stats.resyncs >= 1, hub.remote_stats
+            assert providers.version(kept) == 5 and providers.get(kept).rpm_limit == 5
+            assert gone not in set(providers.keys())
+            assert providers.get(new).rpm_limit == 9
+            # A change after the resync streams as usual.
+            with server.client("editor") as editor:
+                assert editor.patch(PATH.format(kept), json={"rpm_limit": 6}).status_code == 200
+            await until(lambda: providers.version(kept) == 6, 10, "the next change")
+            await asyncio.sleep(0.3)
+    by_key = {key: [c.version for c in seen if c.key == key] for key in (kept, gone, new)}
+    assert by_key[kept] == [5, 6], by_key  # the newest only, then the next, once each
+    assert len(by_key[gone]) == 1 and len(by_key[new]) == 1, by_key
+    assert [c.new is None for c in seen if c.key == gone] == [True]
