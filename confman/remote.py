@@ -419,6 +419,9 @@ class RemoteHub(ConfigHub):
                 and time.monotonic() - self._streaming_since > high
             ):
                 bound = low  # it streamed a good while: this is a new outage
+            # Only the stream that was just lost counts: the failed attempts after it
+            # must keep doubling the wait, not start over each time.
+            self._streaming_since = None
             await asyncio.sleep(random.uniform(0, bound))  # full jitter: no herd
             bound = min(bound * 2, high)
 

@@ -218,3 +218,21 @@ async def test_a_resume_from_a_pruned_log_reads_everything_afresh(
     assert by_key[kept] == [5, 6], by_key  # the newest only, then the next, once each
     assert len(by_key[gone]) == 1 and len(by_key[new]) == 1, by_key
     assert [c.new is None for c in seen if c.key == gone] == [True]
+
+
+async def test_reconnects_back_off_through_an_outage(server: Server) -> None:
+    """After a stream that was up a good while is lost, the waits between reconnects
+    start short and double (full jitter) up to the longest: not a retry every few tens
+    of milliseconds for the whole outage, from every client at once."""
+    with proxy_to(server) as proxy:
+        async with through(proxy, server, "viewer", reconnect_delay=(0.1, 1.6)) as hub:
+            await hub.wait_streaming(10)
+            await asyncio.sleep(2.0)  # up longer than the longest wait: a new outage next
+            proxy.cut()  # every attempt is refused at once
+            await asyncio.sleep(4.0)
+            attempts = hub.remote_stats.drops
+            proxy.restore()
+            await hub.wait_streaming(10)
+    # Waits drawn up to 0.1, 0.2, 0.4, 0.8, 1.6, 1.6, ... s: about ten in 4 s; a wait
+    # that never grew (up to 0.1 s) would make about eighty.
+    assert 2 <= attempts <= 25, attempts

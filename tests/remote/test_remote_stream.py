@@ -16,6 +16,7 @@ from confman.remote import RemoteHub
 
 from ..api.conftest import server_env
 from ..api.servers import Server, unique
+from ..support import connect
 from .conftest import Spawn
 from .support import until
 
@@ -130,3 +131,36 @@ async def test_a_silent_server_is_noticed_and_followed_again(
         await hub.wait_streaming(20)
         await until(lambda: providers.get(key).rpm_limit == 2, 10, "the change after")
         assert not hub.degraded
+
+
+async def test_a_change_the_server_learns_late_is_still_streamed(
+    database_url: str, spawn: Spawn
+) -> None:
+    """A direct writer commits version 2 (the server learns of it only from its change-log
+    poll); at once a write through the server's API, If-Match 2, makes version 3. The
+    stream must carry version 2 too: a hub that resumed from an applied mark past it
+    would otherwise never see it (the mark says every change up to it was sent)."""
+    server = spawn(database_url)
+    key = unique("late")
+    with server.client("editor") as editor:
+        assert editor.put(PATH.format(key), json={**OLLAMA, "rpm_limit": 1}).status_code == 201
+    env = {"CONFMAN_ENCRYPTION_KEY": server.env["CONFMAN_ENCRYPTION_KEY"]}
+    async with hub_of(server, "viewer") as hub:
+        providers = hub.manager(ModelProviderConfigurationManager)
+        await hub.wait_streaming(10)
+        seen: list[ConfigChange[Any]] = []
+        providers.changes.subscribe(seen.append)
+        async with connect(database_url, env, managers=MANAGERS) as direct:
+            await direct.manager(ModelProviderConfigurationManager).update(
+                {"rpm_limit": 2}, key=key
+            )
+        with server.client("editor") as editor:
+            answer = editor.put(
+                f"/api/v1/layers/model_provider/{key}",
+                json={"data": {**OLLAMA, "rpm_limit": 3}, "action": "update"},
+                headers={"If-Match": '"2"'},
+            )
+            assert answer.status_code == 200, answer.text
+        await until(lambda: providers.version(key) == 3, 10, "version 3")
+        await asyncio.sleep(3.0)  # the server's change-log poll (2 s) has run since
+        assert [c.version for c in seen] == [2, 3], [c.version for c in seen]
