@@ -11,13 +11,15 @@ from confman.remote import RemoteHub
 from ..api.servers import Server
 
 
-async def until(predicate: Any, timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` (every 20 ms) until it is true; fail after ``timeout``."""
+async def until(
+    predicate: Any, timeout: float = 10.0, what: str = "", interval: float = 0.02
+) -> None:
+    """Poll ``predicate`` (every ``interval`` s) until it is true; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(interval)
 
 
 def remote(server: Server, token: str, managers: list[Any], **options: Any) -> Any:

@@ -143,7 +143,9 @@ async def database_state(
 
 def check_history(hub: dict[str, Any], versions: dict[str, int], values: dict[str, Any]) -> None:
     """One hub's emitted changes: per key strictly increasing (so no duplicates), and
-    the state it ends with is the database's."""
+    the state it ends with is the database's. Not that every version was emitted: the
+    server does not stream every version while direct and remote writers race (a
+    server-side bug: test_remote_stream.py's xfail race test)."""
     name = hub["instance_id"]
     for key in KEYS:
         seen: list[int] = hub["seen"].get(key, [])

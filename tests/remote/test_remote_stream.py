@@ -10,12 +10,14 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 from confman import ConfigChange
 from confman.managers import ModelProviderConfigurationManager
 from confman.remote import RemoteHub
 
 from ..api.conftest import server_env
-from ..api.servers import Server, unique
+from ..api.servers import EventStream, Server, event_data, unique
 from ..support import connect
 from .conftest import Spawn
 from .support import until
@@ -133,34 +135,93 @@ async def test_a_silent_server_is_noticed_and_followed_again(
         assert not hub.degraded
 
 
-async def test_a_change_the_server_learns_late_is_still_streamed(
+async def test_every_version_committed_elsewhere_is_streamed(
     database_url: str, spawn: Spawn
 ) -> None:
-    """A direct writer commits version 2 (the server learns of it only from its change-log
-    poll); at once a write through the server's API, If-Match 2, makes version 3. The
-    stream must carry version 2 too: a hub that resumed from an applied mark past it
-    would otherwise never see it (the mark says every change up to it was sent)."""
+    """Right after the server's change-log poll, a direct writer commits versions 2 and 3
+    (the server has not seen them) and at once a write through the server's API, If-Match
+    3, makes version 4: the server catches up before that write, so the stream carries
+    2 and 3 too and a hub following it emits 2, 3, 4. (With the writers racing it does
+    not: see the next test.)"""
     server = spawn(database_url)
-    key = unique("late")
+    key, other = unique("late"), unique("tick")
+    with server.client("editor") as editor:
+        for k in (key, other):
+            assert editor.put(PATH.format(k), json={**OLLAMA, "rpm_limit": 1}).status_code == 201
+    env = {"CONFMAN_ENCRYPTION_KEY": server.env["CONFMAN_ENCRYPTION_KEY"]}
+    async with (
+        hub_of(server, "viewer") as hub,
+        connect(database_url, env, managers=MANAGERS) as direct,
+        server.aclient("editor") as editor,
+    ):
+        providers = hub.manager(ModelProviderConfigurationManager)
+        writer = direct.manager(ModelProviderConfigurationManager)
+        await hub.wait_streaming(10)
+        seen: list[ConfigChange[Any]] = []
+        providers.changes.subscribe(seen.append)
+        # Wait for the server's poll to find a change of another key: the next poll is
+        # then about 2 s away, far more than what follows takes.
+        await writer.update({"rpm_limit": 2}, key=other)
+        await until(lambda: providers.version(other) == 2, 10, "the poll", interval=0.005)
+        await writer.update({"rpm_limit": 2}, key=key)
+        await writer.update({"rpm_limit": 3}, key=key)
+        answer = await editor.put(
+            f"/api/v1/layers/model_provider/{key}",
+            json={"data": {**OLLAMA, "rpm_limit": 4}, "action": "update"},
+            headers={"If-Match": '"3"'},
+        )
+        assert answer.status_code == 200, answer.text
+        await until(lambda: providers.version(key) == 4, 10, "version 4")
+        await asyncio.sleep(3.0)  # the server's change-log poll has run since
+        assert [c.version for c in seen if c.key == key] == [2, 3, 4]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server-side (confman/api/events.py streams the server manager's emissions): "
+    "versions another process commits while writes also go through the server are "
+    "coalesced by the server's manager (a write's refresh to the newest stored version; a "
+    "catch-up skips what is older than held), so they are never streamed, and the applied "
+    "mark after them claims they were sent",
+)
+async def test_every_version_is_streamed_while_direct_and_remote_writers_race(
+    database_url: str, spawn: Spawn
+) -> None:
+    """A direct writer and a writer through the server change one key at once; a hub
+    following the server emits every version (the docs: no change is skipped)."""
+    server = spawn(database_url)
+    key = unique("race")
     with server.client("editor") as editor:
         assert editor.put(PATH.format(key), json={**OLLAMA, "rpm_limit": 1}).status_code == 201
     env = {"CONFMAN_ENCRYPTION_KEY": server.env["CONFMAN_ENCRYPTION_KEY"]}
-    async with hub_of(server, "viewer") as hub:
+    rounds = 150
+    async with (
+        hub_of(server, "viewer") as hub,
+        hub_of(server, "editor") as remote_writer,
+        connect(database_url, env, managers=MANAGERS) as direct_writer,
+        server.aclient("viewer") as raw_client,
+        EventStream(raw_client, namespaces=["model_provider"]) as raw,
+    ):
         providers = hub.manager(ModelProviderConfigurationManager)
         await hub.wait_streaming(10)
         seen: list[ConfigChange[Any]] = []
         providers.changes.subscribe(seen.append)
-        async with connect(database_url, env, managers=MANAGERS) as direct:
-            await direct.manager(ModelProviderConfigurationManager).update(
-                {"rpm_limit": 2}, key=key
-            )
-        with server.client("editor") as editor:
-            answer = editor.put(
-                f"/api/v1/layers/model_provider/{key}",
-                json={"data": {**OLLAMA, "rpm_limit": 3}, "action": "update"},
-                headers={"If-Match": '"2"'},
-            )
-            assert answer.status_code == 200, answer.text
-        await until(lambda: providers.version(key) == 3, 10, "version 3")
-        await asyncio.sleep(3.0)  # the server's change-log poll (2 s) has run since
-        assert [c.version for c in seen] == [2, 3], [c.version for c in seen]
+
+        async def write(writer: Any, base: int) -> None:
+            manager = writer.manager(ModelProviderConfigurationManager)
+            for i in range(rounds):
+                await manager.update({"rpm_limit": base + i}, key=key, retries=100)
+
+        await asyncio.gather(write(direct_writer, 1000), write(remote_writer, 5000))
+        final = 1 + 2 * rounds
+        await until(lambda: providers.version(key) == final, 30, "the last version")
+        await asyncio.sleep(2.5)  # the server's change-log poll has run since
+        on_the_wire = {
+            event_data(e)["version"] for e in await raw.drain(0.5) if e.event == "change"
+        }
+    versions = [c.version for c in seen]
+    assert versions == sorted(set(versions))  # what the client guarantees: holds
+    missed = sorted(set(range(2, final + 1)) - set(versions))
+    # The hub emitted what the server sent: a plain SSE reader missed the same versions.
+    not_sent = sorted(set(range(2, final + 1)) - on_the_wire)
+    assert missed == [], f"{len(missed)} never emitted: {missed[:20]}; not sent: {not_sent[:20]}"
