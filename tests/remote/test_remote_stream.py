@@ -225,3 +225,48 @@ async def test_every_version_is_streamed_while_direct_and_remote_writers_race(
     # The hub emitted what the server sent: a plain SSE reader missed the same versions.
     not_sent = sorted(set(range(2, final + 1)) - on_the_wire)
     assert missed == [], f"{len(missed)} never emitted: {missed[:20]}; not sent: {not_sent[:20]}"
+
+
+async def test_a_change_set_is_applied_whole_live_and_on_a_resume(server: Server) -> None:
+    """Every emission of a change set's members sees all of them new, whether the set
+    came live or was replayed from the change log after a reconnect."""
+    from ..api.servers import TcpProxy
+
+    keys = [unique("set") for _ in range(3)]
+    with server.client("editor") as editor:
+        for key in keys:
+            answer = editor.put(PATH.format(key), json={**OLLAMA, "rpm_limit": 1})
+            assert answer.status_code == 201, answer.text
+
+    def change_set(limit: int) -> None:
+        members = [
+            {"op": "update", "namespace": "model_provider", "key": k, "value": {"rpm_limit": limit}}
+            for k in keys
+        ]
+        with server.client("editor") as editor:
+            answer = editor.post("/api/v1/change-sets", json={"members": members})
+            assert answer.status_code in (200, 201), answer.text
+
+    proxy = TcpProxy("127.0.0.1", server.port)
+    try:
+        async with RemoteHub.connect(
+            f"http://127.0.0.1:{proxy.port}", token=server.tokens["viewer"], managers=MANAGERS,
+            env={}, env_files=[], reconnect_delay=(0.05, 0.5),
+        ) as hub:  # fmt: skip
+            providers = hub.manager(ModelProviderConfigurationManager)
+            await hub.wait_streaming(10)
+            states: list[tuple[int | None, ...]] = []
+            providers.changes.subscribe(
+                lambda _c: states.append(tuple(providers.get(k).rpm_limit for k in keys))
+            )
+            change_set(2)  # live
+            await until(lambda: len(states) == 3, 10, "the live set")
+            proxy.cut()
+            await until(lambda: hub.degraded, 10, "the cut")
+            change_set(3)  # while cut off: replayed on the resume
+            proxy.restore()
+            await until(lambda: len(states) == 6, 20, "the replayed set")
+            await asyncio.sleep(0.3)
+    finally:
+        proxy.close()
+    assert states == [(2, 2, 2)] * 3 + [(3, 3, 3)] * 3, states
