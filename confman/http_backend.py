@@ -224,7 +224,9 @@ class HttpBackend:
         response = await self._call(
             "GET",
             f"/api/v1/layers/{namespace}/{key}/versions/{version}",
-            params={"environment": _env_param(environment or self.environment or BASE)},
+            # Exactly the layer asked for: BASE is the base's document even in an
+            # environment's hub (a base event's data, a rollback of the base).
+            params={"environment": _env_param(environment)},
         )
         raise_for_problem(response, namespace=namespace, key=key)
         raw = response.json()

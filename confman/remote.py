@@ -213,13 +213,11 @@ class RemoteHub(ConfigHub):
         low, high = reconnect_delay
         if not (0 < low <= high) or timeout <= 0 or stream_timeout <= 0:
             raise ConfmanError("timeouts and reconnect delays must be positive (first ≤ longest)")
-        if isinstance(verify, str | os.PathLike):
-            verify = ssl.create_default_context(cafile=os.fspath(verify))
         client = httpx.AsyncClient(
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "User-Agent": "confman-remote"},
             timeout=httpx.Timeout(timeout),
-            verify=verify,
+            verify=_tls_verification(verify),
             transport=transport,
             follow_redirects=False,
         )
@@ -421,6 +419,9 @@ class RemoteHub(ConfigHub):
                 and time.monotonic() - self._streaming_since > high
             ):
                 bound = low  # it streamed a good while: this is a new outage
+            # Only the stream that was just lost counts: the failed attempts after it
+            # must keep doubling the wait, not start over each time.
+            self._streaming_since = None
             await asyncio.sleep(random.uniform(0, bound))  # full jitter: no herd
             bound = min(bound * 2, high)
 
@@ -539,6 +540,23 @@ class RemoteHub(ConfigHub):
 
     async def cluster_status(self) -> Any:
         self._server_side("the fleet's status")
+
+
+def _tls_verification(
+    verify: bool | str | os.PathLike[str] | ssl.SSLContext,
+) -> bool | ssl.SSLContext:
+    """``verify=`` as httpx takes it: a CA bundle's path (a file, or a directory of
+    hashed certificates) becomes a context that trusts it; httpx's own ``verify=<str>``
+    is deprecated."""
+    if isinstance(verify, bool | ssl.SSLContext):
+        return verify
+    path = Path(verify)
+    try:
+        if path.is_dir():
+            return ssl.create_default_context(capath=str(path))
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as e:
+        raise ConfmanError(f"verify={verify!r}: cannot load the CA bundle: {e}") from e
 
 
 def _namespaces(cls: type[ConfigurationManager[Any]]) -> set[str]:

@@ -66,7 +66,8 @@ Spawn = Callable[..., Server]
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Spawn]:
-    """``spawn(database_url, *serve_args, env=..., tokens=...)``: a server for this test.
+    """``spawn(database_url, *serve_args, env=..., tokens=..., port=...)``: a server for
+    this test (``port``: on that port, say the one of a server the test killed).
 
     Without ``tokens`` the `STANDARD_TOKENS` are created first (once per database).
     Every server started is stopped (by PID) at teardown.
@@ -80,6 +81,7 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
         *extra_args: str,
         env: dict[str, str] | None = None,
         tokens: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> Server:
         if env is None:
             env = envs.setdefault(database_url, server_env())
@@ -88,8 +90,9 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
                 made[database_url] = create_tokens(database_url, env, tmp_path, STANDARD_TOKENS)
             tokens = made[database_url]
         server = start_server(
-            database_url, env, tmp_path, tokens, *extra_args, name=f"server{len(started)}"
-        )
+            database_url, env, tmp_path, tokens, *extra_args, name=f"server{len(started)}",
+            port=port,
+        )  # fmt: skip
         started.append(server)
         return server
 

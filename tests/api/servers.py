@@ -215,13 +215,15 @@ def start_server(
     *extra_args: str,
     name: str = "server",
     tls: ssl.SSLContext | None = None,
+    port: int | None = None,
 ) -> Server:
     """Start ``confman serve`` and wait for ``/readyz`` = 200 (fail with its output).
 
     ``tls``: the server is given ``--tls-cert`` and ``--tls-key`` in ``extra_args``;
-    every client, this wait's too, verifies it with this context.
+    every client, this wait's too, verifies it with this context. ``port``: listen
+    there (a restart on the port a killed server had) instead of on a free one.
     """
-    port = free_port()
+    port = free_port() if port is None else port
     log_path = workdir / f"{name}-{port}.log"
     args = ["serve", "--database-url", database_url, "--port", str(port), "--no-bootstrap-token"]
     with open(log_path, "wb") as log:
@@ -436,7 +438,8 @@ class TcpProxy:
 
     ``cut()`` closes the listening socket and every proxied connection, so the database
     is unreachable (connection refused) for whoever connects through the proxy;
-    ``restore()`` listens on the same port again.
+    ``restore()`` listens on the same port again. ``retarget(port)`` fails over: new
+    connections go to another upstream, the current ones are dropped.
     """
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
@@ -483,12 +486,22 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
 
+    def retarget(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        """Send new connections to another upstream (a failover) and drop the current
+        ones, so that every client reconnects, to it; the port stays open throughout."""
+        self.upstream = (upstream_host, upstream_port)
+        self.drop()
+
     def cut(self) -> None:
         if self._listener is not None:
             with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
+        self.drop()
+
+    def drop(self) -> None:
+        """Close every proxied connection (the listening socket stays)."""
         with self._lock:
             sockets, self._sockets = self._sockets, set()
         for s in sockets:

@@ -42,7 +42,9 @@ def free_port() -> int:
 class Worker:
     """One confman instance in its own process (tests/cluster/worker.py)."""
 
-    def __init__(self, config: dict[str, Any], out_dir: Path) -> None:
+    def __init__(
+        self, config: dict[str, Any], out_dir: Path, module: str = "tests.cluster.worker"
+    ) -> None:
         self.instance_id = config["instance_id"]
         self.out = out_dir / f"{self.instance_id}.json"
         config = {**config, "out": str(self.out)}
@@ -51,7 +53,7 @@ class Worker:
         self.stderr_path = out_dir / f"{self.instance_id}.stderr"
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.cluster.worker", json.dumps(config)],
+            [sys.executable, "-m", module, json.dumps(config)],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -139,11 +141,13 @@ class Worker:
 
 
 @contextlib.contextmanager
-def workers(configs: list[dict[str, Any]], out_dir: Path) -> Iterator[list[Worker]]:
+def workers(
+    configs: list[dict[str, Any]], out_dir: Path, module: str = "tests.cluster.worker"
+) -> Iterator[list[Worker]]:
     started: list[Worker] = []
     try:
         for config in configs:
-            started.append(Worker(config, out_dir))
+            started.append(Worker(config, out_dir, module))
         yield started
     finally:
         for w in started:

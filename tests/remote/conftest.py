@@ -1,3 +1,3 @@
 """Remote hubs against real ``confman serve`` processes (the fixtures of tests/api)."""
 
-from ..api.conftest import server, spawn, sqlite_server  # noqa: F401 (fixtures)
+from ..api.conftest import Spawn, server, spawn, sqlite_server  # noqa: F401 (fixtures)

@@ -20,6 +20,7 @@ from confman.managers import CacheConfigurationManager, ModelProviderConfigurati
 from confman.remote import RemoteHub
 
 from ..api.servers import Server, unique
+from .support import until
 
 MANAGERS = [CacheConfigurationManager, ModelProviderConfigurationManager]
 
@@ -54,7 +55,7 @@ async def test_connect_reads_follows_and_writes(server: Server) -> None:
                 headers={"If-Match": '"1"'},
             )
             assert answer.status_code == 200, answer.text
-        await _until(lambda: providers.version(key) == 2)
+        await until(lambda: providers.version(key) == 2)
         assert providers.get(key).timeout_seconds == 42
         assert [c.version for c in seen] == [2]
         # A write through the hub: the same exceptions as in direct mode.
@@ -89,14 +90,6 @@ async def test_service_token_reads_secrets_and_cannot_write(server: Server) -> N
     async with remote(server, "viewer") as hub:
         secret = hub.manager(ModelProviderConfigurationManager).get(key).api_key
         assert secret is not None and secret.get_secret_value().startswith("**********#")
-
-
-async def _until(predicate: Any, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not true within {timeout:g}s")
 
 
 async def test_a_change_set_commits_through_the_server(server: Server) -> None:
