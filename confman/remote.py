@@ -10,7 +10,8 @@ are the direct-mode classes, unchanged, on the `HttpBackend` seam (`confman.back
   document it wrote, so no change costs another request. The server marks safe resume
   points (``applied`` events); after a dropped stream the hub reconnects with backoff and
   full jitter and resumes from the last one with ``Last-Event-ID``. What comes twice is
-  skipped by version, so nothing is emitted twice, and nothing is missed. A resume the
+  skipped by version, so nothing is emitted twice, and no document misses a change
+  (like any instance, the server may jump over versions committed close together). A resume the
   server cannot serve (409: pruned, or another database) becomes a fresh read.
 - **Degraded:** while the stream is down (the server away, the token refused) the hub
   keeps serving its last values and says so: ``hub.degraded``, ``hub.last_error``, a log

@@ -53,8 +53,9 @@ def concerns(manager: ConfigurationManager[Any], changed: str | None, target: st
 @functools.lru_cache(maxsize=256)  # every stream marks the same seqs
 def _applied(seq: int) -> bytes:
     """A resume point: every change up to ``seq`` that concerns the stream was sent
-    before this event. Events come in the order this server applied them, which is not
-    always seq order, so a change's own seq is no safe point to resume from; this is."""
+    before this event (or a newer version of its document was). Events come in the
+    order this server applied them, which is not always seq order, so a change's own
+    seq is no safe point to resume from; this is."""
     return frame(json.dumps({"seq": seq}), event="applied", id=str(seq))
 
 
