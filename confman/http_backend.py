@@ -289,16 +289,7 @@ class HttpBackend:
         raise_for_problem(response, namespace=w.namespace, key=w.key, expected=w.expected_version)
         raw = response.json()
         record = self.record(raw)
-        stored = StoredDocument(
-            namespace=w.namespace,
-            key=w.key,
-            data=w.data,
-            version=record.version,
-            updated_at=record.committed_at,
-            updated_by=record.actor,
-            environment=w.environment,
-        )
-        return stored, record
+        return _written(w, record), record
 
     async def write_all(self, writes: Sequence[Write]) -> list[tuple[StoredDocument, ChangeRecord]]:
         """A change set: ``POST /api/v1/layers``, one transaction on the server."""
@@ -332,17 +323,21 @@ class HttpBackend:
         results = []
         for w in writes:
             record = self.record(by_member[(w.namespace, w.key, w.environment)])
-            stored = StoredDocument(
-                namespace=w.namespace,
-                key=w.key,
-                data=w.data,
-                version=record.version,
-                updated_at=record.committed_at,
-                updated_by=record.actor,
-                environment=w.environment,
-            )
-            results.append((stored, record))
+            results.append((_written(w, record), record))
         return results
+
+
+def _written(w: Write, record: ChangeRecord) -> StoredDocument:
+    """The document ``w`` stored, as the server's answer ``record`` numbers it."""
+    return StoredDocument(
+        namespace=w.namespace,
+        key=w.key,
+        data=w.data,
+        version=record.version,
+        updated_at=record.committed_at,
+        updated_by=record.actor,
+        environment=w.environment,
+    )
 
 
 _SENT_ACTIONS = frozenset({Action.CREATE, Action.UPDATE, Action.DELETE, Action.ROLLBACK})

@@ -182,6 +182,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def local_layers(
+    variables: Mapping[str, str],
+    environment: str | None,
+    env_files: Sequence[str | Path] | None,
+) -> tuple[str | None, list[OverrideSource]]:
+    """The environment an instance runs in (checked) and its local override sources:
+    the env files (by default ``.env``, ``.env.<environment>``, ``local.env``), then the
+    variables. The same in direct and remote mode."""
+    stage = environment if environment is not None else variables.get(ENVIRONMENT_VARIABLE)
+    stage = check_environment_name(stage) if stage else None
+    if env_files is None:
+        env_files = (".env", *((f".env.{stage}",) if stage else ()), "local.env")
+    sources: list[OverrideSource] = [DotEnvSource(p) for p in env_files]
+    sources.append(EnvironmentSource(variables))
+    return stage, sources
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -385,12 +402,7 @@ class ConfigHub:
                 timeout=database_timeout or 10.0, limits=limits,
             )  # fmt: skip
         variables = dict(os.environ if env is None else env)
-        stage = environment if environment is not None else variables.get(ENVIRONMENT_VARIABLE)
-        stage = check_environment_name(stage) if stage else None
-        if env_files is None:
-            env_files = (".env", *((f".env.{stage}",) if stage else ()), "local.env")
-        sources: list[OverrideSource] = [DotEnvSource(p) for p in env_files]
-        sources.append(EnvironmentSource(variables))
+        stage, sources = local_layers(variables, environment, env_files)
         db_file = sqlite_path(database_url)
         key_file = db_file.with_suffix(".key") if db_file is not None else None
         keyring = (

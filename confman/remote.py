@@ -46,14 +46,21 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from .change import Action, ChangeRecord
-from .environments import ENVIRONMENT_VARIABLE, Environment, check_environment_name
+from .environments import Environment
 from .exceptions import ConfmanError, PermissionDenied, StoreUnavailable
 from .gcpause import full_collections_paused
 from .http_backend import HttpBackend, raise_for_problem
-from .hub import ConfigHub, HubStats, _Connection, _default_instance_id, _live_hubs
+from .hub import (
+    ConfigHub,
+    HubStats,
+    _Connection,
+    _default_instance_id,
+    _live_hubs,
+    local_layers,
+)
 from .limits import DEFAULT_LIMITS, Limits
 from .secrets import KeyRing, generate_key
-from .sources import DotEnvSource, EnvironmentSource, OverrideSource
+from .sources import OverrideSource
 from .store import LoggedChange, StoredDocument
 
 if TYPE_CHECKING:
@@ -198,12 +205,7 @@ class RemoteHub(ConfigHub):
         token = token if token is not None else variables.get(TOKEN_VARIABLE)
         if not token:
             raise PermissionDenied(f"a token is required: pass token= or set {TOKEN_VARIABLE}")
-        stage = environment if environment is not None else variables.get(ENVIRONMENT_VARIABLE)
-        stage = check_environment_name(stage) if stage else None
-        if env_files is None:
-            env_files = (".env", *((f".env.{stage}",) if stage else ()), "local.env")
-        sources: list[OverrideSource] = [DotEnvSource(p) for p in env_files]
-        sources.append(EnvironmentSource(variables))
+        stage, sources = local_layers(variables, environment, env_files)
         snapshot = Path(snapshot_path) if snapshot_path is not None else None
         if encryption_keys is not None:
             keyring = KeyRing(encryption_keys)

@@ -13,6 +13,7 @@ from confman import (
     ConcurrencyConflict,
     ConfigChange,
     ConfigHub,
+    Layer,
     PermissionDenied,
     ValidationFailed,
 )
@@ -105,3 +106,24 @@ async def test_a_change_set_commits_through_the_server(server: Server) -> None:
         history = admin.get(f"/api/v1/namespaces/model_provider/documents/{a}/history").json()
         assert history[0]["change_set"] == cs.changes[0].change_set
         assert history[0]["reason"] == "two at once"
+
+
+async def test_explain_history_and_validate_on_a_remote_hub(server: Server) -> None:
+    """explain() names the server's layer with its version and the local variable; the
+    async reads and validate() answer as in direct mode."""
+    env = {"CONFMAN_CACHE__MAX_ENTRIES": "321"}
+    async with remote(server, "editor", env=env) as hub:
+        cache = hub.manager(CacheConfigurationManager)
+        start = cache.version()
+        await cache.update({"default_ttl_seconds": 77}, reason="explain me")
+        sources = {s.path: s for s in cache.explain()}
+        assert sources["max_entries"].layer == Layer.ENVIRONMENT
+        assert sources["max_entries"].detail == "environment variable CONFMAN_CACHE__MAX_ENTRIES"
+        ttl = sources["default_ttl_seconds"]
+        assert ttl.value == 77 and f"v{start + 1}" in (ttl.detail or "")
+        assert cache.current.max_entries == 321  # the local layer, as in direct mode
+        history = await cache.history()
+        assert history[0].version == start + 1 and history[0].reason == "explain me"
+        assert cache.validate({"default_ttl_seconds": 5}).default_ttl_seconds == 5
+        with pytest.raises(ValidationFailed):
+            cache.validate({"default_ttl_seconds": 0})
