@@ -51,7 +51,7 @@ def environment_routes(document: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def request(client: httpx.Client, method: str, path: str, environment: str) -> httpx.Response:
-    url = path.format(namespace="cache", key="default", name=environment)
+    url = path.format(namespace="cache", key="default", name=environment, version=1)
     options: dict[str, Any] = {"params": {"environment": environment}}
     if path == "/api/v1/compare":
         options["params"] = {"left": environment, "right": environment}
@@ -61,6 +61,9 @@ def request(client: httpx.Client, method: str, path: str, environment: str) -> h
         options["json"] = {"to_version": 1}
     elif path.endswith("/reset"):
         options["json"] = {"fields": None}
+    elif path.startswith("/api/v1/layers/") and method == "PUT":
+        options["json"] = {"data": {}}
+        options["headers"] = {"If-Match": "0"}
     elif method in {"PUT", "PATCH"}:
         options["json"] = {}
     if method in {"PUT", "PATCH", "DELETE"} and path.startswith(DOC):
@@ -101,6 +104,11 @@ def test_a_staging_token_is_refused_production_on_every_route(
         if "rollback" in path or path.startswith("/api/v1/environments/"):
             continue  # admin routes
         assert answer.status_code != 403, (method, path, answer.text)
+    # A remote hub's change set names each member's environment in its body.
+    member = {"namespace": "cache", "key": "default", "data": {}, "expected_version": 0}
+    for environment in (production, None):
+        body = {"writes": [{**member, "environment": environment}] * 2}
+        assert_problem(editor.post("/api/v1/layers", json=body), 403)
     # The base is an environment of its own to a limited token.
     assert_problem(editor.get(DOC.format(namespace="cache", key="default")), 403)
     assert (
