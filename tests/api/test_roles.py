@@ -51,6 +51,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", DOC): Rule("viewer", 200, scoped=True),
     ("GET", DOC + "/history"): Rule("viewer", 200, scoped=True),
     ("GET", "/api/v1/snapshot"): Rule("viewer", 200, scoped=True),
+    ("GET", "/api/v1/layers"): Rule("viewer", 200, scoped=True),
+    ("GET", "/api/v1/layers/{namespace}/{key}/versions/{version}"): Rule(
+        "viewer", 200, scoped=True
+    ),
+    ("PUT", "/api/v1/layers/{namespace}/{key}"): Rule("editor", 412, scoped=True),  # stale
+    ("POST", "/api/v1/layers"): Rule("editor", 412, scoped=True),  # stale: nothing written
     ("PUT", DOC): Rule("editor", 200, scoped=True),
     ("PATCH", DOC): Rule("editor", 200, scoped=True),
     ("DELETE", DOC): Rule("editor", 200, scoped=True),
@@ -100,7 +106,7 @@ def call(
     """The route's request as ``token``, aimed at ``namespace`` where it names one."""
     client = server.client(token)
     admin = server.client("admin")
-    url = path.format(namespace=namespace, key="default", name="x", change_set="x")
+    url = path.format(namespace=namespace, key="default", name="x", change_set="x", version=1)
     options: dict[str, Any] = {}
     if path.startswith(DOC) and method in {"PUT", "PATCH", "DELETE"}:
         version = admin.get(DOC.format(namespace=namespace, key="default")).json()["version"]
@@ -118,8 +124,13 @@ def call(
         options = {"json": {"fields": None}}
     elif (method, path) == ("POST", "/api/v1/environments"):
         options = {"json": {"name": unique("e")}}
-    elif path == "/api/v1/snapshot":
+    elif path in ("/api/v1/snapshot", "/api/v1/layers") and method == "GET":
         options = {"params": {"namespace": namespace}}
+    elif (method, path) == ("PUT", "/api/v1/layers/{namespace}/{key}"):
+        options = {"json": {"data": {}}, "headers": {"If-Match": '"999999"'}}
+    elif (method, path) == ("POST", "/api/v1/layers"):
+        member = {"namespace": namespace, "key": "default", "data": {}, "expected_version": 999999}
+        options = {"json": {"writes": [member]}}
     elif path == "/api/v1/compare":
         options = {"params": {"left": "base", "right": "base"}}
     elif (method, path) == ("POST", "/api/v1/tokens"):
