@@ -83,8 +83,12 @@ async def test_failover_between_two_servers_misses_and_repeats_nothing(
             await asyncio.sleep(0.5)  # anything repeated would come now
             assert versions_of(seen, key) == list(range(2, rounds + 1))
             assert providers.get(key).rpm_limit == rounds
-            assert hub.remote_stats.connects >= 6, hub.remote_stats  # it did move
-            assert not hub.degraded
+            # It did move, every time: the last move (after the last write) may still be
+            # reconnecting when the last version is in.
+            await until(
+                lambda: hub.remote_stats.connects >= 6 and not hub.degraded, 10, "the last move"
+            )
+            assert versions_of(seen, key) == list(range(2, rounds + 1))  # nothing repeated
     assert first.server_errors() == [] and second.server_errors() == []
 
 
