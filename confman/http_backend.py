@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 
@@ -119,9 +119,6 @@ class HttpBackend:
             raise StoreUnavailable(f"the server did not answer in time ({type(e).__name__})") from e
         except httpx.TransportError as e:
             raise StoreUnavailable(f"cannot reach the server: {type(e).__name__}: {e}") from e
-
-    def _unreachable(self, e: Exception) -> NoReturn:
-        raise StoreUnavailable(f"cannot reach the server: {e}") from e
 
     # ----------------------------------------------------------------- wire form
 

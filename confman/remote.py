@@ -19,12 +19,16 @@ are the direct-mode classes, unchanged, on the `HttpBackend` seam (`confman.back
   keeps a last-known-good file (secrets encrypted with a key of its own) and can start
   from it while the server is unreachable.
 
-Writes go through the same manager code and end as ``PUT /api/v1/layers/...``, validated
-on the server; the server's refusals come back as the exceptions of direct mode.
+Writes go through the same manager code and end as ``PUT /api/v1/layers/...`` (a change
+set as ``POST /api/v1/layers``, one server-side change set), validated on the server; the
+server's refusals come back as the exceptions of direct mode.
 
 Not here: environments' administration, promotion, comparison, fleet status and
-housekeeping are the server's business (`confman serve`'s API); change sets of more than
-one document are not committed remotely yet.
+housekeeping are the server's business (`confman serve`'s API).
+
+Why one module past 500 lines: start-up, the stream follower, the degraded state and the
+refusals of server-side operations all work on the hub's one resume point and stream
+state; split, each part would reach into the others' private state.
 """
 
 from __future__ import annotations

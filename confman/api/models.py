@@ -1,4 +1,7 @@
-"""The JSON shapes of the API, as pydantic models (they document the OpenAPI spec)."""
+"""The JSON shapes of the API, as pydantic models (they document the OpenAPI spec).
+
+Why one module past 500 lines: every route's models in one place, so that shared field
+descriptions are written once and the spec has one source; each model is small."""
 
 from __future__ import annotations
 
