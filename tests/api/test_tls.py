@@ -16,7 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from .conftest import server_env
-from .servers import STANDARD_TOKENS, EventStream, confman, create_tokens, start_server
+from .servers import (
+    STANDARD_TOKENS,
+    EventStream,
+    Server,
+    confman,
+    create_tokens,
+    start_server,
+)
 
 
 def _name(common: str) -> x509.Name:
@@ -84,17 +91,23 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
+def start_tls_server(database_url: str, directory: Path) -> tuple[Server, Path]:
+    """A server over HTTPS with the standard tokens, and the CA bundle that verifies it."""
+    ca, cert, key = make_certificates(directory)
+    env = server_env()
+    tokens = create_tokens(database_url, env, directory, STANDARD_TOKENS)
+    trusted = ssl.create_default_context(cafile=str(ca))
+    server = start_server(
+        database_url, env, directory, tokens, "--tls-cert", str(cert), "--tls-key", str(key),
+        tls=trusted,
+    )  # fmt: skip
+    return server, ca
+
+
 async def test_serve_listens_with_tls_and_refuses_plain_http(
     database_url: str, tmp_path: Path
 ) -> None:
-    ca, cert, key = make_certificates(tmp_path)
-    env = server_env()
-    tokens = create_tokens(database_url, env, tmp_path, STANDARD_TOKENS)
-    trusted = ssl.create_default_context(cafile=str(ca))
-    server = start_server(
-        database_url, env, tmp_path, tokens, "--tls-cert", str(cert), "--tls-key", str(key),
-        tls=trusted,
-    )  # fmt: skip
+    server, _ca = start_tls_server(database_url, tmp_path)
     try:
         assert server.url.startswith("https://")
         service = server.client("service")

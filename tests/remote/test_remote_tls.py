@@ -4,7 +4,6 @@ refused at once with an error that names the certificate problem."""
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +14,8 @@ from confman import ConfmanError, StoreUnavailable
 from confman.managers import ModelProviderConfigurationManager
 from confman.remote import RemoteHub
 
-from ..api.conftest import server_env
-from ..api.servers import STANDARD_TOKENS, Server, create_tokens, start_server, unique
-from ..api.test_tls import make_certificates
+from ..api.servers import Server, unique
+from ..api.test_tls import start_tls_server
 from .support import until
 
 MANAGERS = [ModelProviderConfigurationManager]
@@ -27,14 +25,7 @@ PATH = "/api/v1/namespaces/model_provider/documents/{}"
 @pytest.fixture
 def tls_server(database_url: str, tmp_path: Path) -> Iterator[tuple[Server, Path]]:
     """A server over HTTPS, and the CA bundle its certificate is verified with."""
-    ca, cert, key = make_certificates(tmp_path)
-    env = server_env()
-    tokens = create_tokens(database_url, env, tmp_path, STANDARD_TOKENS)
-    trusted = ssl.create_default_context(cafile=str(ca))
-    server = start_server(
-        database_url, env, tmp_path, tokens, "--tls-cert", str(cert), "--tls-key", str(key),
-        tls=trusted,
-    )  # fmt: skip
+    server, ca = start_tls_server(database_url, tmp_path)
     try:
         yield server, ca
     finally:
